@@ -1,0 +1,291 @@
+//! The chunkserver's internal HTTP API.
+//!
+//! `PUT /internal/v1/chunk/{id}?next=...` receives a chunk and takes part in the write pipeline:
+//! each frame is handed to a local writer thread and, at the same time, forwarded to the next
+//! member; both channels are bounded, so a slow disk or a slow peer slows the sender instead of
+//! filling memory. The reply lists the members that have the chunk durably (fsynced). If the next
+//! member fails, the chunk is sent again from this node's finished copy to the member after it
+//! (pipeline recovery), so one dead chunkserver costs one copy, not the write.
+//!
+//! `GET /internal/v1/chunk/{id}?offset=&len=` streams a verified range.
+
+use crate::store::{ChunkStore, StoreError, WriteMsg};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tinydfs_proto::client::{paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply};
+use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
+use tokio::io::AsyncSeekExt;
+use tokio::sync::{mpsc, watch};
+
+/// Frames buffered between the network and the disk writer, and toward the next member.
+const PIPELINE_DEPTH: usize = 16;
+
+/// Shared state of the chunkserver's handlers.
+pub struct Chunkserver {
+    pub store: Arc<ChunkStore>,
+    pub secret: String,
+    /// Set once the master has given this node an id.
+    pub node_id: watch::Receiver<Option<u64>>,
+    pub client: ChunkClient,
+}
+
+type Shared = Arc<Chunkserver>;
+
+/// The internal router.
+pub fn router(cs: Shared) -> Router {
+    let internal = Router::new()
+        .route(
+            &format!("{}/{{id}}", paths::CHUNK),
+            get(get_chunk).put(put_chunk).delete(delete_chunk),
+        )
+        .layer(middleware::from_fn_with_state(cs.clone(), require_secret));
+    Router::new()
+        .route(paths::HEALTH, get(health))
+        .route(paths::HEALTH_ALT, get(health))
+        .merge(internal)
+        .with_state(cs)
+}
+
+async fn require_secret(State(cs): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(tinydfs_proto::SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !tinydfs_proto::secrets_equal(given, &cs.secret) {
+        return (StatusCode::FORBIDDEN, "bad cluster secret").into_response();
+    }
+    next.run(req).await
+}
+
+async fn health(State(cs): State<Shared>) -> Response {
+    let body = serde_json::json!({
+        "role": "chunkserver",
+        "node_id": *cs.node_id.borrow(),
+        "chunks": cs.store.count(),
+    });
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (status, msg.to_string()).into_response()
+}
+
+fn parse_id(id: &str) -> Result<ChunkId, Response> {
+    id.parse()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("bad chunk id {id}")))
+}
+
+async fn put_chunk(
+    State(cs): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<PutChunkQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let rest = match q.decode() {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(me) = *cs.node_id.borrow() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with a master yet",
+        );
+    };
+    let rid = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    match receive(&cs, me, id, &rest, body, &rid).await {
+        Ok(reply) => match serde_json::to_vec(&reply) {
+            Ok(b) => ([("content-type", "application/json")], b).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        Err((status, msg)) => {
+            tracing::warn!(chunk = %id, request_id = %rid, error = %msg, "chunk write failed");
+            error(status, msg)
+        }
+    }
+}
+
+/// Receives a chunk, writing it locally and forwarding it down the pipeline.
+async fn receive(
+    cs: &Chunkserver,
+    me: u64,
+    id: ChunkId,
+    rest: &[NodeAddr],
+    body: Body,
+    rid: &str,
+) -> Result<PutChunkReply, (StatusCode, String)> {
+    let (local_tx, local_rx) = mpsc::channel::<WriteMsg>(PIPELINE_DEPTH);
+    let store = cs.store.clone();
+    let writer = tokio::task::spawn_blocking(move || store.write(id, local_rx));
+
+    // The next member gets the same frames through a bounded channel. An error item aborts its
+    // request, so it never mistakes a broken stream for a complete chunk.
+    let mut down_tx = None;
+    let mut downstream = None;
+    if let Some((next, after)) = rest.split_first() {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(PIPELINE_DEPTH);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let client = cs.client.clone();
+        let (next, after, rid) = (next.clone(), after.to_vec(), rid.to_string());
+        downstream = Some(tokio::spawn(async move {
+            client
+                .put(&next, &after, id, reqwest::Body::wrap_stream(stream), &rid)
+                .await
+        }));
+        down_tx = Some(tx);
+    }
+
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let data = match frame {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(tx) = &down_tx {
+                    let _ = tx.send(Err(std::io::Error::other("upstream failed"))).await;
+                }
+                // Dropping local_tx without Finish discards the partial chunk.
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("upstream body failed: {e}"),
+                ));
+            }
+        };
+        if let Some(tx) = &down_tx {
+            if tx.send(Ok(data.clone())).await.is_err() {
+                // The next member is gone; keep writing locally and recover after.
+                down_tx = None;
+            }
+        }
+        if local_tx.send(WriteMsg::Data(data)).await.is_err() {
+            // The writer failed (its error is reported below): the chunk is not complete here,
+            // so the next member must not keep it either.
+            if let Some(tx) = down_tx.take() {
+                let _ = tx
+                    .send(Err(std::io::Error::other("pipeline head failed")))
+                    .await;
+            }
+            break;
+        }
+    }
+    let _ = local_tx.send(WriteMsg::Finish).await;
+    drop(local_tx);
+    drop(down_tx);
+    let (len, crc) = match writer.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return Err((
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("local write: {e}"),
+            ))
+        }
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    let mut stored = vec![me];
+    if let Some(down) = downstream {
+        let result = down.await.unwrap_or_else(|e| Err(e.to_string()));
+        match result {
+            Ok(r) if r.len == len && r.crc32c == crc => stored.extend(r.stored),
+            Ok(r) => tracing::error!(chunk = %id, len = r.len, "downstream copy differs; dropped"),
+            Err(e) => {
+                tracing::warn!(chunk = %id, error = %e, "pipeline member failed; recovering");
+                if let Some(r) = recover(cs, id, &rest[1..], len, crc, rid).await {
+                    stored.extend(r);
+                }
+            }
+        }
+    }
+    Ok(PutChunkReply {
+        stored,
+        len,
+        crc32c: crc,
+    })
+}
+
+/// Sends the finished local copy to the members after a failed one.
+async fn recover(
+    cs: &Chunkserver,
+    id: ChunkId,
+    rest: &[NodeAddr],
+    len: u64,
+    crc: u32,
+    rid: &str,
+) -> Option<Vec<u64>> {
+    let (next, after) = rest.split_first()?;
+    let mut file = tokio::fs::File::open(cs.store.data_path(id)).await.ok()?;
+    file.seek(std::io::SeekFrom::Start(16)).await.ok()?;
+    let reader = tokio::io::AsyncReadExt::take(file, len);
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
+    match cs.client.put(next, after, id, body, rid).await {
+        Ok(r) if r.len == len && r.crc32c == crc => Some(r.stored),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(chunk = %id, error = %e, "pipeline recovery failed");
+            None
+        }
+    }
+}
+
+async fn get_chunk(
+    State(cs): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<GetChunkQuery>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let Some((size, _)) = cs.store.meta(id) else {
+        return error(StatusCode::NOT_FOUND, format!("chunk {id} not found"));
+    };
+    let len = q.len.unwrap_or(size.saturating_sub(q.offset));
+    if q.offset.checked_add(len).is_none_or(|end| end > size) {
+        return error(StatusCode::RANGE_NOT_SATISFIABLE, "range outside the chunk");
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let store = cs.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = store.read(id, q.offset, Some(len), tx) {
+            if !matches!(e, StoreError::Corrupt(..)) {
+                tracing::warn!(chunk = %id, error = %e, "chunk read failed");
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Response::builder()
+        .header("content-length", len)
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+async fn delete_chunk(State(cs): State<Shared>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match cs.store.delete(id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(StoreError::NotFound(_)) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

@@ -1,0 +1,18 @@
+//! Request authentication: AWS Signature Version 4 (header and presigned URL),
+//! the `aws-chunked` body encoding with its chunk/trailer signatures, and the
+//! `x-amz-checksum-*` flexible checksums.
+//!
+//! Typical use: [`verify`] the request head, then depending on
+//! [`Verified::payload`] either check the body with a [`Sha256Check`] or
+//! decode it with [`decode_aws_chunked`] (and check any trailing checksum
+//! from the [`TrailerSlot`] with a [`ChecksumHasher`]).
+
+mod checksum;
+mod chunked;
+mod error;
+mod sigv4;
+
+pub use checksum::{ChecksumAlgo, ChecksumHasher};
+pub use chunked::{decode_aws_chunked, TrailerSlot};
+pub use error::AuthError;
+pub use sigv4::{is_aws_chunked, verify, Payload, Sha256Check, SigningContext, Verified};

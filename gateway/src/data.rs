@@ -1,0 +1,304 @@
+//! The data path: uploads split into chunks and streamed down chunkserver pipelines, and reads
+//! that stream chunks from a replica and fall over to another.
+//!
+//! Nothing here holds a whole object or a whole chunk: an upload passes each incoming frame on as
+//! it arrives (through a bounded channel to the pipeline head), a read passes each frame from the
+//! chunkserver on to the client.
+
+use crate::error::{S3Error, S3Result};
+use crate::Gateway;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use std::sync::Arc;
+use std::time::Duration;
+use tinydfs_proto::client::PutChunkReply;
+use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
+use tinydfs_proto::{ChunkId, ChunkMeta, NodeId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Frames queued toward a pipeline head: a little slack, bounded memory.
+const UPLOAD_QUEUE: usize = 16;
+/// Frames read ahead from a chunkserver for a client.
+const READ_QUEUE: usize = 8;
+/// How long a read waits for replica locations after a master restart (chunk reports arriving).
+const LOCATION_WAIT: Duration = Duration::from_secs(20);
+
+/// What an upload stored.
+pub struct Stored {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub chunks: Vec<ChunkMeta>,
+    /// Where each chunk landed, for the leader's soft state.
+    pub locations: Vec<(ChunkId, Vec<NodeId>)>,
+}
+
+struct OpenChunk {
+    id: ChunkId,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    task: JoinHandle<Result<PutChunkReply, String>>,
+    written: u64,
+    crc: u32,
+}
+
+impl OpenChunk {
+    /// Tells the pipeline the chunk is broken so that no member keeps it.
+    async fn abort(self) {
+        let _ = self
+            .tx
+            .send(Err(std::io::Error::other("upload aborted")))
+            .await;
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+/// Streams `body` into new chunks; `observe` sees every byte (checksums). Returns what was stored;
+/// on any error, the chunk in flight is aborted and nothing is committed by the caller.
+pub async fn store<S>(
+    gw: &Gateway,
+    mut body: S,
+    request_id: &str,
+    mut observe: impl FnMut(&[u8]),
+) -> S3Result<Stored>
+where
+    S: Stream<Item = Result<Bytes, S3Error>> + Unpin,
+{
+    let mut md5 = Md5::new();
+    let mut stored = Stored {
+        size: 0,
+        md5: [0; 16],
+        chunks: Vec::new(),
+        locations: Vec::new(),
+    };
+    let mut open: Option<OpenChunk> = None;
+    let chunk_size = gw.config.chunk_size;
+    loop {
+        let frame = match body.next().await {
+            None => break,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                if let Some(c) = open.take() {
+                    c.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        md5.update(&frame);
+        observe(&frame);
+        stored.size += frame.len() as u64;
+        let mut data = frame;
+        while !data.is_empty() {
+            let mut chunk = match open.take() {
+                Some(c) => c,
+                None => open_chunk(gw, request_id).await?,
+            };
+            let take = ((chunk_size - chunk.written) as usize).min(data.len());
+            let piece = data.split_to(take);
+            chunk.crc = crc32c::crc32c_append(chunk.crc, &piece);
+            chunk.written += take as u64;
+            if chunk.tx.send(Ok(piece)).await.is_err() {
+                // The pipeline head went away: its error is in the task's result.
+                return Err(finish_chunk(gw, chunk, &mut stored)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| S3Error::unavailable("chunk pipeline closed early")));
+            }
+            if chunk.written == chunk_size {
+                finish_chunk(gw, chunk, &mut stored).await?;
+            } else {
+                open = Some(chunk);
+            }
+        }
+    }
+    if let Some(c) = open.take() {
+        finish_chunk(gw, c, &mut stored).await?;
+    }
+    stored.md5 = md5.finalize().into();
+    Ok(stored)
+}
+
+async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
+    let placement = gw.master.placement(1, gw.config.replicas).await?;
+    let pipeline = placement
+        .pipelines
+        .into_iter()
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| S3Error::unavailable("the master returned no pipeline"))?;
+    let id = ChunkId::random();
+    let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let client = gw.chunks.clone();
+    let rid = request_id.to_string();
+    let task = tokio::spawn(async move {
+        let (head, rest) = pipeline.split_first().ok_or("empty pipeline")?;
+        client
+            .put(head, rest, id, reqwest::Body::wrap_stream(stream), &rid)
+            .await
+    });
+    Ok(OpenChunk {
+        id,
+        tx,
+        task,
+        written: 0,
+        crc: 0,
+    })
+}
+
+/// Closes a chunk's stream and waits until its pipeline reports it durable.
+async fn finish_chunk(gw: &Gateway, chunk: OpenChunk, stored: &mut Stored) -> S3Result<()> {
+    drop(chunk.tx);
+    let reply = chunk
+        .task
+        .await
+        .map_err(S3Error::internal)?
+        .map_err(|e| S3Error::unavailable(format!("chunk {} write failed: {e}", chunk.id)))?;
+    if reply.len != chunk.written || reply.crc32c != chunk.crc {
+        return Err(S3Error::internal(format!(
+            "chunk {} stored as {} bytes crc {:08x}, sent {} bytes crc {:08x}",
+            chunk.id, reply.len, reply.crc32c, chunk.written, chunk.crc
+        )));
+    }
+    let needed = gw.config.min_replicas.min(gw.config.replicas).max(1);
+    if reply.stored.len() < needed {
+        return Err(S3Error::unavailable(format!(
+            "chunk {} reached {} of the {needed} copies required",
+            chunk.id,
+            reply.stored.len()
+        )));
+    }
+    if reply.stored.len() < gw.config.replicas {
+        tracing::warn!(chunk = %chunk.id, copies = reply.stored.len(), "chunk is under-replicated");
+    }
+    stored.chunks.push(ChunkMeta {
+        id: chunk.id,
+        len: chunk.written,
+        crc32c: chunk.crc,
+    });
+    stored.locations.push((chunk.id, reply.stored));
+    Ok(())
+}
+
+/// Streams bytes `start..end` of an object. Each chunk is read from one replica; when a replica
+/// fails, the read resumes from the next one where it stopped. If every replica fails, the
+/// stream ends with an error (the client sees a truncated body, never wrong bytes).
+pub fn read(
+    gw: Arc<Gateway>,
+    bucket: String,
+    key: String,
+    mut loc: ObjectLocation,
+    start: u64,
+    end: u64,
+    request_id: String,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_QUEUE);
+    tokio::spawn(async move {
+        let mut chunk_start = 0u64;
+        for i in 0..loc.record.chunks.len() {
+            let c = loc.record.chunks[i].clone();
+            let chunk_end = chunk_start + c.len;
+            if chunk_end <= start || chunk_start >= end {
+                chunk_start = chunk_end;
+                continue;
+            }
+            let from = start.saturating_sub(chunk_start);
+            let to = end.min(chunk_end) - chunk_start;
+            if let Err(e) =
+                read_chunk(&gw, &bucket, &key, &mut loc, i, from, to, &tx, &request_id).await
+            {
+                tracing::error!(chunk = %c.id, error = %e, "no replica could serve the chunk");
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                return;
+            }
+            chunk_start = chunk_end;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_chunk(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    loc: &mut ObjectLocation,
+    index: usize,
+    mut from: u64,
+    to: u64,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    request_id: &str,
+) -> Result<(), String> {
+    let id = loc.record.chunks[index].id;
+    let deadline = tokio::time::Instant::now() + LOCATION_WAIT;
+    let mut last_error = String::from("no live replica known");
+    loop {
+        for node in loc.replicas.get(index).cloned().unwrap_or_default() {
+            let resp = match gw.chunks.get(&node, id, from, to - from, request_id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(chunk = %id, error = %e, "replica read failed; trying another");
+                    last_error = e;
+                    continue;
+                }
+            };
+            let mut body = resp.bytes_stream();
+            let mut failed = false;
+            while let Some(frame) = body.next().await {
+                match frame {
+                    Ok(b) => {
+                        let n = b.len() as u64;
+                        if n > to - from {
+                            failed = true;
+                            last_error = format!("{} sent more than asked", node.addr);
+                            break;
+                        }
+                        if tx.send(Ok(b)).await.is_err() {
+                            return Ok(()); // the client went away
+                        }
+                        from += n;
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %id, node = %node.addr, error = %e, "replica failed mid-read; resuming elsewhere");
+                        last_error = e.to_string();
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if !failed && from == to {
+                return Ok(());
+            }
+            if !failed {
+                last_error = format!("{} ended the chunk early", node.addr);
+            }
+        }
+        // Every known replica failed: the master may still be collecting chunk reports (after a
+        // restart) or know of other copies. Ask again until the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last_error);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match gw
+            .master
+            .read(MetaRead::GetObject {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+            .await
+        {
+            Ok(MetaReply::Object(fresh))
+                if fresh.record.chunks.get(index).map(|c| c.id) == Some(id) =>
+            {
+                loc.replicas = fresh.replicas;
+            }
+            Ok(_) => return Err("the object changed while it was being read".into()),
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+}

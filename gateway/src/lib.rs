@@ -1,0 +1,176 @@
+//! The tinydfs gateway: the S3 API, the only public surface of a cluster.
+//!
+//! A gateway is stateless. It authenticates each request (AWS Signature V4), splits uploads into
+//! chunks and streams each chunk once, to the head of a pipeline of chunkservers chosen by the
+//! master, computing the MD5 (ETag) and the requested checksums on the way; it commits the object
+//! record to the master only when every chunk is durable. Reads stream chunks from one replica and
+//! fall over to another when one fails.
+//!
+//! - [`auth`]: SigV4 (header and presigned), `aws-chunked` bodies, flexible checksums.
+//! - [`s3`]: the request router and one file per operation family.
+//! - [`data`]: the data path: chunked, pipelined uploads and replica-failover reads.
+//! - [`error`]: the S3 error type; [`xml`]: S3 documents.
+//! - this file: configuration and the HTTP(S) listener.
+
+pub mod auth;
+pub mod data;
+pub mod error;
+pub mod s3;
+pub mod xml;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tinydfs_proto::client::{ChunkClient, MasterClient};
+
+/// Configuration of a gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// Address of the S3 listener.
+    pub listen: String,
+    /// Internal addresses of the masters.
+    pub masters: Vec<String>,
+    /// Cluster secret for internal requests.
+    pub secret: String,
+    /// The S3 region this endpoint is (us-east-1 semantics when `us-east-1`).
+    pub region: String,
+    /// Access key id and secret accepted by the gateway.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Chunk size for new objects.
+    pub chunk_size: u64,
+    /// Copies of each chunk.
+    pub replicas: usize,
+    /// Copies that must be durable when a pipeline member fails mid-write.
+    pub min_replicas: usize,
+    /// PEM certificate chain and key: serve HTTPS when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Root domain for virtual-host-style addressing (`bucket.<domain>`); path-style always works.
+    pub domain: Option<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:9000".into(),
+            masters: vec!["127.0.0.1:9100".into()],
+            secret: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            chunk_size: tinydfs_proto::DEFAULT_CHUNK_SIZE,
+            replicas: tinydfs_proto::DEFAULT_REPLICAS,
+            min_replicas: tinydfs_proto::DEFAULT_MIN_REPLICAS,
+            tls_cert: None,
+            tls_key: None,
+            domain: None,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub master: MasterClient,
+    pub chunks: ChunkClient,
+}
+
+impl Gateway {
+    /// The secret of an access key, if the key is known.
+    pub fn secret_for(&self, access_key: &str) -> Option<String> {
+        (access_key == self.config.access_key_id).then(|| self.config.secret_access_key.clone())
+    }
+}
+
+fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs a gateway until `shutdown` completes.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
+    anyhow::ensure!(!config.masters.is_empty(), "no master address given");
+    anyhow::ensure!(
+        !config.access_key_id.is_empty() && !config.secret_access_key.is_empty(),
+        "no S3 access key configured"
+    );
+    anyhow::ensure!(
+        config.chunk_size >= 1024,
+        "chunk size must be at least 1 KiB"
+    );
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+        (None, None) => None,
+        _ => anyhow::bail!("give both a TLS certificate and a key, or neither"),
+    };
+    let gw = Arc::new(Gateway {
+        master: MasterClient::new(config.masters.clone(), config.secret.clone()),
+        chunks: ChunkClient::new(config.secret.clone()),
+        config: config.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!(addr = %config.listen, tls = tls.is_some(), "S3 gateway listening");
+    let app = s3::router(gw);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Nagle off: a response's head and body go out at once (hyper writes them separately).
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(TokioIo::new(tcp), service).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
+//! GetBucketVersioning.
+
+use super::{xml_response, S3Request};
+use crate::error::{S3Error, S3Result};
+use crate::xml::{self, elem};
+use crate::Gateway;
+use axum::body::Body;
+use axum::response::Response;
+use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite};
+use tinydfs_proto::time::iso8601;
+
+/// S3's bucket naming rules (the current ones, for new buckets).
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && !name.contains(".-")
+        && !name.contains("-.")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
+        && !name.starts_with("xn--")
+        && !name.ends_with("-s3alias")
+}
+
+fn owner(out: &mut String, id: &str) {
+    out.push_str("<Owner>");
+    elem(out, "ID", id);
+    elem(out, "DisplayName", id);
+    out.push_str("</Owner>");
+}
+
+pub async fn list_buckets(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    let MetaReply::Buckets(mut buckets) = gw.master.read(MetaRead::ListBuckets).await? else {
+        return Err(S3Error::internal("unexpected reply to ListBuckets"));
+    };
+    if let Some(prefix) = req.q("prefix") {
+        buckets.retain(|b| b.name.starts_with(prefix));
+    }
+    let max = match req.q("max-buckets") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| S3Error::invalid_argument("max-buckets must be between 1 and 10000"))?,
+        None => 10_000,
+    };
+    if let Some(token) = req.q("continuation-token") {
+        buckets.retain(|b| b.name.as_str() > token);
+    }
+    let truncated = buckets.len() > max;
+    buckets.truncate(max);
+    let mut out = xml::doc("ListAllMyBucketsResult");
+    owner(&mut out, &req.auth.access_key);
+    out.push_str("<Buckets>");
+    for b in &buckets {
+        out.push_str("<Bucket>");
+        elem(&mut out, "Name", &b.name);
+        elem(&mut out, "CreationDate", &iso8601(b.created_ms));
+        elem(&mut out, "BucketRegion", &gw.config.region);
+        out.push_str("</Bucket>");
+    }
+    out.push_str("</Buckets>");
+    if truncated {
+        if let Some(last) = buckets.last() {
+            elem(&mut out, "ContinuationToken", &last.name);
+        }
+    }
+    if let Some(prefix) = req.q("prefix") {
+        elem(&mut out, "Prefix", prefix);
+    }
+    out.push_str("</ListAllMyBucketsResult>");
+    Ok(xml_response(out))
+}
+
+pub async fn create(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?.to_string();
+    if !valid_bucket_name(&bucket) {
+        return Err(S3Error::new(
+            "InvalidBucketName",
+            400,
+            "The specified bucket is not valid.",
+        )
+        .with("BucketName", bucket));
+    }
+    let body = req.read_small_body().await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let conf: xml::CreateBucketConfiguration = xml::parse(&body)?;
+        let wanted = conf.location.unwrap_or_default();
+        let ours = if gw.config.region == "us-east-1" {
+            ""
+        } else {
+            gw.config.region.as_str()
+        };
+        if wanted != ours && !(wanted == "us-east-1" && ours.is_empty()) {
+            return Err(S3Error::new(
+                "IllegalLocationConstraintException",
+                400,
+                format!("The {wanted} location constraint is incompatible for the region specific endpoint this request was sent to."),
+            ));
+        }
+    }
+    let reply = gw
+        .master
+        .write(MetaWrite::CreateBucket {
+            bucket: bucket.clone(),
+            owner: req.auth.access_key.clone(),
+        })
+        .await?;
+    if let MetaReply::Created(false) = reply {
+        // us-east-1 answers 200 to re-creating a bucket you own; other regions 409.
+        if gw.config.region != "us-east-1" {
+            return Err(tinydfs_proto::meta::MetaError::BucketAlreadyOwnedByYou.into());
+        }
+    }
+    Ok(Response::builder()
+        .header("location", format!("/{bucket}"))
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+pub async fn head(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?;
+    gw.master
+        .read(MetaRead::HeadBucket {
+            bucket: bucket.to_string(),
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+    Ok(Response::builder()
+        .header("x-amz-bucket-region", &gw.config.region)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?;
+    gw.master
+        .write(MetaWrite::DeleteBucket {
+            bucket: bucket.to_string(),
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+    Ok(Response::builder()
+        .status(204)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+pub async fn location(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    head(gw, req).await?;
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    // us-east-1 is reported as an empty constraint, as AWS does.
+    let region = if gw.config.region == "us-east-1" {
+        ""
+    } else {
+        gw.config.region.as_str()
+    };
+    out.push_str(&format!("<LocationConstraint xmlns=\"{}\">", xml::NS));
+    xml::escape_into(&mut out, region);
+    out.push_str("</LocationConstraint>");
+    Ok(xml_response(out))
+}
+
+pub async fn versioning(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    head(gw, req).await?;
+    let mut out = xml::doc("VersioningConfiguration");
+    out.push_str("</VersioningConfiguration>");
+    Ok(xml_response(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for ok in ["abc", "my-bucket.1", "a1b", &"a".repeat(63)] {
+            assert!(super::valid_bucket_name(ok), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "ABC",
+            "-abc",
+            "abc-",
+            "a..b",
+            "a.-b",
+            "192.168.1.1",
+            &"a".repeat(64),
+            "a_b",
+            "xn--abc",
+        ] {
+            assert!(!super::valid_bucket_name(bad), "{bad}");
+        }
+    }
+}

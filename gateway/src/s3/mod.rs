@@ -1,0 +1,375 @@
+//! The S3 API: one handler that authenticates, parses the request into an [`Endpoint`] and calls
+//! the operation, one file per operation family.
+//!
+//! - [`bucket`]: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
+//! - [`list`]: ListObjects (v1 and v2).
+//! - [`object`]: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects.
+//! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts.
+
+pub mod bucket;
+pub mod list;
+pub mod multipart;
+pub mod object;
+
+use crate::auth::{self, AuthError, TrailerSlot, Verified};
+use crate::error::{S3Error, S3Result};
+use crate::Gateway;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use std::sync::Arc;
+
+/// Longest key S3 accepts, in bytes of UTF-8.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest XML request body read into memory (DeleteObjects of 1,000 long keys fits).
+pub const MAX_XML_BODY: usize = 2 * 1024 * 1024;
+
+/// The S3 router: every path goes to [`handle`].
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new().fallback(handle).with_state(gw)
+}
+
+/// A request, authenticated and with bucket, key and query decoded.
+pub struct S3Request {
+    pub method: Method,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub auth: Verified,
+    /// The body, taken once (behind a mutex so that `&S3Request` may cross awaits: `Body` is not
+    /// `Sync`).
+    pub body: std::sync::Mutex<Option<Body>>,
+    pub request_id: String,
+}
+
+impl S3Request {
+    /// A query parameter's value.
+    pub fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a query parameter is present (with or without a value).
+    pub fn has(&self, name: &str) -> bool {
+        self.query.iter().any(|(k, _)| k == name)
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The bucket name, or an error for a request that needs one.
+    pub fn bucket(&self) -> S3Result<&str> {
+        self.bucket
+            .as_deref()
+            .ok_or_else(|| S3Error::invalid_request("a bucket name is required"))
+    }
+
+    /// The key, or an error for a request that needs one.
+    pub fn key(&self) -> S3Result<&str> {
+        self.key
+            .as_deref()
+            .ok_or_else(|| S3Error::invalid_request("a key is required"))
+    }
+
+    /// The decoded body: aws-chunked framing removed and signatures checked, the payload hash
+    /// verified at the end. The trailer slot holds trailing checksums once the stream ended.
+    pub fn take_body(&mut self) -> (BoxStream<'static, Result<Bytes, S3Error>>, TrailerSlot) {
+        let body = self
+            .body
+            .get_mut()
+            .ok()
+            .and_then(Option::take)
+            .unwrap_or_default();
+        let raw = body.into_data_stream();
+        let payload = self.auth.payload;
+        let chunked = auth::is_aws_chunked(&payload)
+            || self
+                .header("content-encoding")
+                .is_some_and(|v| v.split(',').any(|p| p.trim() == "aws-chunked"));
+        if chunked {
+            let decoded_len = self
+                .header("x-amz-decoded-content-length")
+                .and_then(|v| v.parse().ok());
+            let (stream, slot) =
+                auth::decode_aws_chunked(raw, &payload, &self.auth.signing, decoded_len);
+            return (stream.map(|r| r.map_err(S3Error::from)).boxed(), slot);
+        }
+        let mut check = payload.sha256_check();
+        let stream = raw.map(Some).chain(futures_util::stream::iter([None]));
+        let stream = stream.filter_map(move |item| {
+            let out = match item {
+                Some(Ok(b)) => {
+                    if let Some(c) = check.as_mut() {
+                        c.update(&b);
+                    }
+                    Some(Ok(b))
+                }
+                Some(Err(e)) => Some(Err(S3Error::from(AuthError::BodyRead(e.to_string())))),
+                None => match check.take().map(|c| c.finish()) {
+                    Some(Err(e)) => Some(Err(S3Error::from(e))),
+                    _ => None,
+                },
+            };
+            std::future::ready(out)
+        });
+        (stream.boxed(), TrailerSlot::default())
+    }
+
+    /// Reads a small XML body whole (bounded), checking its signature and hash.
+    pub async fn read_small_body(&mut self) -> S3Result<Vec<u8>> {
+        let (mut stream, _) = self.take_body();
+        let mut out = Vec::new();
+        while let Some(b) = stream.next().await {
+            out.extend_from_slice(&b?);
+            if out.len() > MAX_XML_BODY {
+                return Err(S3Error::new(
+                    "MaxMessageLengthExceeded",
+                    400,
+                    "Your request was too big.",
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Splits a raw query string into decoded pairs.
+pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Bucket and key from the host (virtual-host style) and the path (path style).
+fn address(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    path: &str,
+) -> S3Result<(Option<String>, Option<String>)> {
+    let path = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| S3Error::invalid_argument("the path is not valid UTF-8"))?;
+    let path = path.strip_prefix('/').unwrap_or(&path);
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':').map_or(h, |(name, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    name
+                } else {
+                    h
+                }
+            })
+        })
+        .unwrap_or("");
+    let vhost_bucket = gw.config.domain.as_deref().and_then(|d| {
+        host.strip_suffix(d)
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+            .map(str::to_string)
+    });
+    let (bucket, key) = match vhost_bucket {
+        Some(b) => (Some(b), Some(path.to_string())),
+        None => match path.split_once('/') {
+            Some((b, k)) => (Some(b.to_string()), Some(k.to_string())),
+            None => (Some(path.to_string()), None),
+        },
+    };
+    let bucket = bucket.filter(|b| !b.is_empty());
+    let key = key.filter(|k| !k.is_empty());
+    if let Some(k) = &key {
+        if k.len() > MAX_KEY_LEN {
+            return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
+        }
+    }
+    Ok((bucket, key))
+}
+
+async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    if req.uri().path() == tinydfs_proto::client::paths::HEALTH_ALT && req.method() == Method::GET {
+        // Unauthenticated liveness for container health checks; no bucket can be named `_health`.
+        return Response::new(Body::from("{\"role\":\"gateway\"}"));
+    }
+    let request_id = format!("{:016X}", rand::random::<u64>());
+    let head = req.method() == Method::HEAD;
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = dispatch(gw, req, request_id.clone()).await;
+    let response = match result {
+        Ok(mut r) => {
+            if let Ok(v) = request_id.parse() {
+                r.headers_mut().insert("x-amz-request-id", v);
+            }
+            r
+        }
+        Err(e) => e.into_response_for(head, &request_id),
+    };
+    tracing::info!(
+        %method, %path, status = response.status().as_u16(), request_id = %request_id,
+        ms = started.elapsed().as_millis() as u64, "s3 request"
+    );
+    response
+}
+
+async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Result<Response> {
+    let (parts, body) = req.into_parts();
+    let auth = auth::verify(
+        &parts,
+        &|ak| gw.secret_for(ak),
+        &gw.config.region,
+        std::time::SystemTime::now(),
+    )?;
+    let (bucket, key) = address(&gw, &parts.headers, parts.uri.path())?;
+    let req = S3Request {
+        method: parts.method,
+        bucket,
+        key,
+        query: parse_query(parts.uri.query()),
+        headers: parts.headers,
+        auth,
+        body: std::sync::Mutex::new(Some(body)),
+        request_id,
+    };
+    route(gw, req).await
+}
+
+/// Bucket sub-resources S3 has that tinydfs does not implement yet: answered NotImplemented
+/// rather than mistaken for a listing.
+const UNSUPPORTED_BUCKET_SUBRESOURCES: &[&str] = &[
+    "acl",
+    "cors",
+    "lifecycle",
+    "policy",
+    "policyStatus",
+    "tagging",
+    "website",
+    "encryption",
+    "logging",
+    "notification",
+    "replication",
+    "requestPayment",
+    "ownershipControls",
+    "publicAccessBlock",
+    "object-lock",
+    "accelerate",
+    "analytics",
+    "inventory",
+    "metrics",
+    "intelligent-tiering",
+    "versions",
+    "uploads",
+];
+
+async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
+    let m = req.method.clone();
+    if req.bucket.is_none() {
+        return match m {
+            Method::GET => bucket::list_buckets(&gw, &req).await,
+            _ => Err(S3Error::new(
+                "MethodNotAllowed",
+                405,
+                "The specified method is not allowed against this resource.",
+            )),
+        };
+    }
+    if req.key.is_none() {
+        if m == Method::GET {
+            if req.has("location") {
+                return bucket::location(&gw, &req).await;
+            }
+            if req.has("versioning") {
+                return bucket::versioning(&gw, &req).await;
+            }
+            if let Some(sub) = UNSUPPORTED_BUCKET_SUBRESOURCES.iter().find(|s| req.has(s)) {
+                return Err(S3Error::not_implemented(&format!(
+                    "the bucket ?{sub} sub-resource"
+                )));
+            }
+            return list::list_objects(&gw, &req).await;
+        }
+        return match m {
+            Method::PUT if req.query.is_empty() => bucket::create(&gw, req).await,
+            Method::HEAD => bucket::head(&gw, &req).await,
+            Method::DELETE if req.query.is_empty() => bucket::delete(&gw, &req).await,
+            Method::POST if req.has("delete") => object::delete_many(&gw, req).await,
+            Method::PUT | Method::DELETE | Method::POST => {
+                Err(S3Error::not_implemented("this bucket operation"))
+            }
+            _ => Err(S3Error::new(
+                "MethodNotAllowed",
+                405,
+                "The specified method is not allowed against this resource.",
+            )),
+        };
+    }
+    if let Some(v) = req.q("versionId") {
+        // Older rclone asks for versionId=null after a multipart upload: the current version.
+        if v != "null" {
+            return Err(S3Error::new(
+                "NoSuchVersion",
+                404,
+                "The specified version does not exist.",
+            ));
+        }
+    }
+    match m {
+        Method::PUT if req.headers.contains_key("x-amz-copy-source") => {
+            Err(S3Error::not_implemented("CopyObject and UploadPartCopy"))
+        }
+        Method::PUT if req.has("uploadId") => multipart::upload_part(gw, req).await,
+        Method::PUT
+            if req.has("tagging")
+                || req.has("acl")
+                || req.has("retention")
+                || req.has("legal-hold") =>
+        {
+            Err(S3Error::not_implemented("this object sub-resource"))
+        }
+        Method::PUT => object::put(gw, req).await,
+        Method::GET if req.has("uploadId") => multipart::list_parts(&gw, &req).await,
+        Method::GET if req.has("tagging") || req.has("acl") || req.has("attributes") => {
+            Err(S3Error::not_implemented("this object sub-resource"))
+        }
+        Method::GET | Method::HEAD => object::get(gw, req).await,
+        Method::DELETE if req.has("uploadId") => multipart::abort(&gw, &req).await,
+        Method::DELETE => object::delete(&gw, &req).await,
+        Method::POST if req.has("uploads") => multipart::create(&gw, &req).await,
+        Method::POST if req.has("uploadId") => multipart::complete(gw, req).await,
+        _ => Err(S3Error::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )),
+    }
+}
+
+/// An XML response with status 200.
+pub fn xml_response(body: String) -> Response {
+    Response::builder()
+        .header("content-type", "application/xml")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}

@@ -1,0 +1,515 @@
+//! Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, and the
+//! upload path UploadPart shares with PutObject.
+
+use super::{xml_response, S3Request};
+use crate::auth::{ChecksumAlgo, ChecksumHasher};
+use crate::data::{self, Stored};
+use crate::error::{S3Error, S3Result};
+use crate::xml::{self, elem};
+use crate::Gateway;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::response::Response;
+use base64::Engine;
+use std::sync::Arc;
+use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite, ObjectLocation};
+use tinydfs_proto::time::http_date;
+use tinydfs_proto::{ObjectAttrs, ObjectRecord};
+
+/// System headers stored with an object and returned on GET/HEAD.
+const STORED_HEADERS: &[&str] = &[
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+];
+
+/// Most keys one DeleteObjects may name, as on AWS.
+const MAX_DELETE_KEYS: usize = 1000;
+
+fn header_text(v: &HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+/// The attributes of a new object from the request headers.
+pub fn attrs_from(headers: &HeaderMap) -> ObjectAttrs {
+    let mut attrs = ObjectAttrs {
+        content_type: headers.get("content-type").map(header_text),
+        ..Default::default()
+    };
+    for (name, value) in headers {
+        if let Some(meta) = name.as_str().strip_prefix("x-amz-meta-") {
+            attrs.user_meta.push((meta.to_string(), header_text(value)));
+        }
+    }
+    for h in STORED_HEADERS {
+        let Some(v) = headers.get(*h) else { continue };
+        let mut v = header_text(v);
+        if *h == "content-encoding" {
+            // aws-chunked describes the request body, not the object: never stored.
+            v = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && *p != "aws-chunked")
+                .collect::<Vec<_>>()
+                .join(",");
+            if v.is_empty() {
+                continue;
+            }
+        }
+        attrs.headers.push((h.to_string(), v));
+    }
+    attrs.user_meta.sort();
+    attrs
+}
+
+/// An upload's body stored as chunks, with its checksums verified.
+pub struct Upload {
+    pub stored: Stored,
+    pub etag: String,
+    pub checksums: Vec<(String, String)>,
+}
+
+/// Receives a request body into chunks: verifies Content-MD5, the payload hash or chunk
+/// signatures, and any `x-amz-checksum-*` given as a header or a trailer.
+pub async fn receive(gw: &Gateway, req: &mut S3Request) -> S3Result<Upload> {
+    let content_md5 = match req.headers.get("content-md5") {
+        None => None,
+        Some(v) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+                .filter(|d| d.len() == 16)
+                .ok_or_else(|| {
+                    S3Error::new(
+                        "InvalidDigest",
+                        400,
+                        "The Content-MD5 you specified was invalid.",
+                    )
+                })?;
+            Some(raw)
+        }
+    };
+    let mut header_checks: Vec<(ChecksumHasher, String)> = Vec::new();
+    for (name, value) in &req.headers {
+        if let Some(algo) = ChecksumAlgo::from_header_name(name.as_str()) {
+            header_checks.push((ChecksumHasher::new(algo), header_text(value)));
+        }
+    }
+    let trailer_algo = req
+        .header("x-amz-trailer")
+        .and_then(|t| ChecksumAlgo::from_header_name(t.trim()));
+    let mut trailer_hasher = trailer_algo.map(ChecksumHasher::new);
+    let (body, trailers) = req.take_body();
+    let stored = data::store(gw, body, &req.request_id, |b| {
+        for (h, _) in header_checks.iter_mut() {
+            h.update(b);
+        }
+        if let Some(h) = trailer_hasher.as_mut() {
+            h.update(b);
+        }
+    })
+    .await?;
+    let mut checksums = Vec::new();
+    for (h, expected) in header_checks {
+        let name = h.algo().name().to_string();
+        h.verify(&expected)?;
+        checksums.push((name, expected));
+    }
+    if let (Some(algo), Some(h)) = (trailer_algo, trailer_hasher) {
+        let value = trailers.get(algo.header_name()).ok_or_else(|| {
+            S3Error::invalid_request(format!(
+                "the trailer {} was announced but not sent",
+                algo.header_name()
+            ))
+        })?;
+        h.verify(&value)?;
+        checksums.push((algo.name().to_string(), value));
+    }
+    if let Some(want) = content_md5 {
+        if want != stored.md5 {
+            return Err(S3Error::new(
+                "BadDigest",
+                400,
+                "The Content-MD5 you specified did not match what we received.",
+            ));
+        }
+    }
+    let etag = hex::encode(stored.md5);
+    Ok(Upload {
+        stored,
+        etag,
+        checksums,
+    })
+}
+
+/// Adds `x-amz-checksum-*` headers for stored checksums.
+fn checksum_headers(
+    mut b: axum::http::response::Builder,
+    checksums: &[(String, String)],
+) -> axum::http::response::Builder {
+    for (name, value) in checksums {
+        b = b.header(format!("x-amz-checksum-{name}"), value);
+    }
+    b
+}
+
+pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?.to_string();
+    let key = req.key()?.to_string();
+    // Fail before reading the body when the bucket is missing (never auto-create).
+    gw.master
+        .read(MetaRead::HeadBucket {
+            bucket: bucket.clone(),
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
+    let attrs = attrs_from(&req.headers);
+    let up = receive(&gw, &mut req).await?;
+    let record = ObjectRecord {
+        size: up.stored.size,
+        etag: up.etag.clone(),
+        content_type: attrs.content_type,
+        user_meta: attrs.user_meta,
+        headers: attrs.headers,
+        checksums: up.checksums.clone(),
+        last_modified_ms: 0,
+        parts: Vec::new(),
+        chunks: up.stored.chunks,
+    };
+    gw.master
+        .commit(
+            MetaWrite::PutObject {
+                bucket,
+                key,
+                record,
+            },
+            up.stored.locations,
+        )
+        .await?;
+    let b = Response::builder().header("etag", format!("\"{}\"", up.etag));
+    Ok(checksum_headers(b, &up.checksums)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+/// A parsed `Range` header: `bytes=a-b`, `bytes=a-` or `bytes=-n`.
+#[derive(Debug, PartialEq)]
+pub enum Range {
+    From(u64, Option<u64>),
+    Suffix(u64),
+}
+
+/// Parses a single byte range; anything else (several ranges, other units, garbage) is ignored
+/// and the whole object served, as S3 does.
+pub fn parse_range(v: &str) -> Option<Range> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        return b.parse().ok().map(Range::Suffix);
+    }
+    let start = a.parse().ok()?;
+    if b.is_empty() {
+        return Some(Range::From(start, None));
+    }
+    let end: u64 = b.parse().ok()?;
+    (end >= start).then_some(Range::From(start, Some(end)))
+}
+
+/// Resolves a range against an object size: `Ok(None)` for the whole object, `Err` when it
+/// cannot be satisfied.
+pub fn resolve_range(r: &Range, size: u64) -> Result<(u64, u64), ()> {
+    match *r {
+        Range::From(start, _) if start >= size => Err(()),
+        Range::From(start, end) => Ok((start, end.map_or(size, |e| (e + 1).min(size)))),
+        Range::Suffix(0) => Err(()),
+        Range::Suffix(n) => Ok((size.saturating_sub(n), size)),
+    }
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// Evaluates conditional headers: `Some(status)` when the request must stop there.
+fn precondition(headers: &HeaderMap, rec: &ObjectRecord) -> Option<u16> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let modified = rec.last_modified_ms / 1000;
+    let since = |v: &str| {
+        httpdate::parse_http_date(v)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    if let Some(m) = get("if-match") {
+        if !etag_matches(m, &rec.etag) {
+            return Some(412);
+        }
+    } else if let Some(t) = get("if-unmodified-since").and_then(since) {
+        if modified > t {
+            return Some(412);
+        }
+    }
+    if let Some(m) = get("if-none-match") {
+        if etag_matches(m, &rec.etag) {
+            return Some(304);
+        }
+    } else if let Some(t) = get("if-modified-since").and_then(since) {
+        if modified <= t {
+            return Some(304);
+        }
+    }
+    None
+}
+
+/// `response-*` query parameters that override headers of a GET answer.
+const RESPONSE_OVERRIDES: &[(&str, &str)] = &[
+    ("response-content-type", "content-type"),
+    ("response-content-language", "content-language"),
+    ("response-expires", "expires"),
+    ("response-cache-control", "cache-control"),
+    ("response-content-disposition", "content-disposition"),
+    ("response-content-encoding", "content-encoding"),
+];
+
+pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?.to_string();
+    let key = req.key()?.to_string();
+    let reply = gw
+        .master
+        .read(MetaRead::GetObject {
+            bucket: bucket.clone(),
+            key: key.clone(),
+        })
+        .await
+        .map_err(|e| match e {
+            tinydfs_proto::meta::MetaError::NoSuchKey => S3Error::no_such_key(&key),
+            tinydfs_proto::meta::MetaError::NoSuchBucket => S3Error::no_such_bucket(&bucket),
+            e => e.into(),
+        })?;
+    let MetaReply::Object(loc) = reply else {
+        return Err(S3Error::internal("unexpected reply to GetObject"));
+    };
+    let rec = &loc.record;
+    if let Some(status) = precondition(&req.headers, rec) {
+        let mut e = if status == 412 {
+            S3Error::new(
+                "PreconditionFailed",
+                412,
+                "At least one of the pre-conditions you specified did not hold",
+            )
+        } else {
+            S3Error::new("NotModified", 304, "Not Modified")
+        };
+        if status == 304 {
+            e.headers.push(("etag", format!("\"{}\"", rec.etag)));
+            return Ok(e.into_response_for(true, &req.request_id));
+        }
+        e.extra.push(("Condition", "If-Match".into()));
+        return Err(e);
+    }
+    let size = rec.size;
+    let mut range: Option<(u64, u64)> = None;
+    let mut parts_count = None;
+    if let Some(pn) = req.q("partNumber") {
+        let n: u32 = pn
+            .parse()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                S3Error::invalid_argument(
+                    "Part number must be an integer between 1 and 10000, inclusive",
+                )
+                .with("ArgumentName", "partNumber")
+            })?;
+        if rec.parts.is_empty() {
+            if n != 1 {
+                return Err(S3Error::new(
+                    "InvalidPartNumber",
+                    400,
+                    "The requested partnumber is not satisfiable",
+                ));
+            }
+            range = Some((0, size));
+        } else {
+            let idx = (n - 1) as usize;
+            if idx >= rec.parts.len() {
+                return Err(S3Error::new(
+                    "InvalidPartNumber",
+                    400,
+                    "The requested partnumber is not satisfiable",
+                ));
+            }
+            let start: u64 = rec.parts[..idx].iter().map(|p| p.size).sum();
+            range = Some((start, start + rec.parts[idx].size));
+            parts_count = Some(rec.parts.len());
+        }
+    } else if let Some(r) = req.header("range").and_then(parse_range) {
+        match resolve_range(&r, size) {
+            Ok(v) => range = Some(v),
+            Err(()) => {
+                let mut e = S3Error::new(
+                    "InvalidRange",
+                    416,
+                    "The requested range is not satisfiable",
+                )
+                .with("RangeRequested", req.header("range").unwrap_or(""))
+                .with("ActualObjectSize", size.to_string());
+                e.headers.push(("content-range", format!("bytes */{size}")));
+                return Err(e);
+            }
+        }
+    }
+    let (start, end) = range.unwrap_or((0, size));
+    let mut b = Response::builder()
+        .header("content-length", end - start)
+        .header("etag", format!("\"{}\"", rec.etag))
+        .header("last-modified", http_date(rec.last_modified_ms))
+        .header("accept-ranges", "bytes")
+        .header(
+            "content-type",
+            rec.content_type.as_deref().unwrap_or("binary/octet-stream"),
+        );
+    if range.is_some()
+        && (req.has("partNumber") && parts_count.is_some() || req.header("range").is_some())
+    {
+        b = b.status(206).header(
+            "content-range",
+            format!("bytes {start}-{}/{size}", end.max(1) - 1),
+        );
+    }
+    if let Some(n) = parts_count {
+        b = b.header("x-amz-mp-parts-count", n);
+    }
+    for (k, v) in &rec.user_meta {
+        b = b.header(format!("x-amz-meta-{k}"), v);
+    }
+    for (k, v) in &rec.headers {
+        b = b.header(k.as_str(), v);
+    }
+    let whole =
+        range.is_none() || (start == 0 && end == size && !req.headers.contains_key("range"));
+    if whole
+        && req
+            .header("x-amz-checksum-mode")
+            .is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
+    {
+        b = checksum_headers(b, &rec.checksums);
+    }
+    for (q, h) in RESPONSE_OVERRIDES {
+        if let Some(v) = req.q(q) {
+            if let Some(headers) = b.headers_mut() {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.insert(*h, v);
+                }
+            }
+        }
+    }
+    if req.method == Method::HEAD || end == start {
+        return Ok(b.body(Body::empty()).unwrap_or_default());
+    }
+    let stream = data::read(
+        gw.clone(),
+        bucket,
+        key,
+        ObjectLocation {
+            record: loc.record.clone(),
+            replicas: loc.replicas.clone(),
+        },
+        start,
+        end,
+        req.request_id.clone(),
+    );
+    Ok(b.body(Body::from_stream(stream)).unwrap_or_default())
+}
+
+pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?.to_string();
+    gw.master
+        .write(MetaWrite::DeleteObject {
+            bucket: bucket.clone(),
+            key: req.key()?.to_string(),
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
+    Ok(Response::builder()
+        .status(204)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+pub async fn delete_many(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?.to_string();
+    let body = req.read_small_body().await?;
+    let doc: xml::Delete = xml::parse(&body)?;
+    if doc.objects.is_empty() || doc.objects.len() > MAX_DELETE_KEYS {
+        return Err(S3Error::malformed_xml());
+    }
+    let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
+    let reply = gw
+        .master
+        .write(MetaWrite::DeleteObjects {
+            bucket: bucket.clone(),
+            keys,
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
+    let MetaReply::Deleted(deleted) = reply else {
+        return Err(S3Error::internal("unexpected reply to DeleteObjects"));
+    };
+    let mut out = xml::doc("DeleteResult");
+    if doc.quiet != Some(true) {
+        for k in &deleted {
+            out.push_str("<Deleted>");
+            elem(&mut out, "Key", k);
+            out.push_str("</Deleted>");
+        }
+    }
+    out.push_str("</DeleteResult>");
+    Ok(xml_response(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_resolve_like_s3() {
+        assert_eq!(parse_range("bytes=0-9"), Some(Range::From(0, Some(9))));
+        assert_eq!(parse_range("bytes=5-"), Some(Range::From(5, None)));
+        assert_eq!(parse_range("bytes=-3"), Some(Range::Suffix(3)));
+        assert_eq!(parse_range("bytes=9-5"), None);
+        assert_eq!(parse_range("bytes=0-1,3-4"), None);
+        assert_eq!(parse_range("items=0-1"), None);
+        assert_eq!(resolve_range(&Range::From(0, Some(9)), 5), Ok((0, 5)));
+        assert_eq!(resolve_range(&Range::From(5, None), 5), Err(()));
+        assert_eq!(resolve_range(&Range::Suffix(10), 5), Ok((0, 5)));
+        assert_eq!(resolve_range(&Range::Suffix(2), 5), Ok((3, 5)));
+        assert_eq!(resolve_range(&Range::Suffix(0), 5), Err(()));
+    }
+
+    #[test]
+    fn aws_chunked_is_not_stored_as_content_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-encoding",
+            HeaderValue::from_static("aws-chunked,gzip"),
+        );
+        h.insert("x-amz-meta-Empty", HeaderValue::from_static(""));
+        let a = attrs_from(&h);
+        assert_eq!(
+            a.headers,
+            vec![("content-encoding".to_string(), "gzip".to_string())]
+        );
+        assert_eq!(a.user_meta, vec![("empty".to_string(), String::new())]);
+        h.insert("content-encoding", HeaderValue::from_static("aws-chunked"));
+        assert!(attrs_from(&h).headers.is_empty());
+    }
+}

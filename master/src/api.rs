@@ -1,0 +1,415 @@
+//! The master's internal HTTP API: metadata writes and reads, placement, chunkserver registration
+//! and heartbeats, status, and the Raft messages between masters. Everything under `/internal`
+//! needs the cluster secret; `/health` is open so that health checks need no credentials.
+
+use crate::network::paths as raft_paths;
+use crate::registry::Registry;
+use crate::state::{Command, MetaReplyKind, Op, Reply, COMMAND_VERSION};
+use crate::store::Applied;
+use crate::{MasterConfig, Raft, TypeConfig};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tinydfs_proto::client::paths;
+use tinydfs_proto::meta::*;
+use tinydfs_proto::time::now_ms;
+
+/// Everything a request handler needs.
+pub struct Master {
+    pub raft: Raft,
+    pub applied: Arc<RwLock<Applied>>,
+    pub registry: Mutex<Registry>,
+    pub config: MasterConfig,
+}
+
+type Shared = Arc<Master>;
+
+/// The internal router.
+pub fn router(m: Shared) -> Router {
+    let internal = Router::new()
+        .route(paths::WRITE, post(write))
+        .route(paths::READ, post(read))
+        .route(paths::PLACEMENT, post(placement))
+        .route(paths::REGISTER, post(register))
+        .route(paths::HEARTBEAT, post(heartbeat))
+        .route(paths::STATUS, post(status).get(status))
+        .route(raft_paths::APPEND, post(raft_append))
+        .route(raft_paths::VOTE, post(raft_vote))
+        .route(raft_paths::SNAPSHOT, post(raft_snapshot))
+        .layer(middleware::from_fn_with_state(m.clone(), require_secret));
+    Router::new()
+        .route(paths::HEALTH, get(health))
+        .route(paths::HEALTH_ALT, get(health))
+        .merge(internal)
+        .with_state(m)
+}
+
+async fn require_secret(State(m): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(tinydfs_proto::SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !tinydfs_proto::secrets_equal(given, &m.config.secret) {
+        return (StatusCode::FORBIDDEN, "bad cluster secret").into_response();
+    }
+    if let Some(v) = version_mismatch(req.headers()) {
+        return (StatusCode::BAD_REQUEST, v).into_response();
+    }
+    next.run(req).await
+}
+
+fn version_mismatch(h: &HeaderMap) -> Option<String> {
+    let v = h.get(tinydfs_proto::VERSION_HEADER)?.to_str().ok()?;
+    (v != tinydfs_proto::WIRE_VERSION.to_string())
+        .then(|| format!("wire version {v} is not {}", tinydfs_proto::WIRE_VERSION))
+}
+
+fn reply<T: Serialize>(r: Result<T, MetaError>) -> Response {
+    match serde_json::to_vec(&r) {
+        Ok(b) => ([("content-type", "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, MetaError> {
+    serde_json::from_slice(body).map_err(|e| MetaError::BadRequest(e.to_string()))
+}
+
+impl Master {
+    fn leader_addr(&self, leader: Option<u64>) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = leader.or(m.current_leader)?;
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Fails with NotLeader unless this master leads (soft state lives on the leader only).
+    fn check_leader(&self) -> Result<(), MetaError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader == Some(self.config.id) {
+            Ok(())
+        } else {
+            Err(MetaError::NotLeader(self.leader_addr(leader)))
+        }
+    }
+
+    fn forward(&self, f: ForwardToLeader<u64, BasicNode>) -> MetaError {
+        MetaError::NotLeader(
+            f.leader_node
+                .map(|n| n.addr)
+                .or_else(|| self.leader_addr(f.leader_id)),
+        )
+    }
+
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn propose(
+        &self,
+        request_id: Option<u128>,
+        op: Op,
+    ) -> Result<MetaReplyKind, MetaError> {
+        let cmd = Command {
+            version: COMMAND_VERSION,
+            request_id,
+            time_ms: now_ms(),
+            op,
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => {
+                let Reply(r) = resp.data;
+                r
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(f)),
+            Err(e) => Err(MetaError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Waits until this master is known to lead and has applied everything committed before.
+    async fn linearize(&self) -> Result<(), MetaError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.forward(f))
+            }
+            Err(e) => Err(MetaError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn state(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, MetaError> {
+        self.applied
+            .read()
+            .map_err(|_| MetaError::Unavailable("state lock poisoned".into()))
+    }
+
+    fn registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>, MetaError> {
+        self.registry
+            .lock()
+            .map_err(|_| MetaError::Unavailable("registry lock poisoned".into()))
+    }
+}
+
+/// Names the cluster once the first leader is elected (applied once: later leaders see the name).
+pub async fn name_cluster(m: Shared) {
+    loop {
+        let named = m
+            .state()
+            .map(|s| !s.state.cluster_id.is_empty())
+            .unwrap_or(false);
+        if named {
+            return;
+        }
+        if m.check_leader().is_ok() {
+            let cluster_id = format!("{:032x}", rand::random::<u128>());
+            match m.propose(None, Op::Init { cluster_id }).await {
+                Ok(_) => continue,
+                Err(e) => tracing::warn!(error = %e, "could not name the cluster yet"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn health(State(m): State<Shared>) -> Response {
+    let metrics = m.raft.metrics().borrow().clone();
+    let body = serde_json::json!({
+        "role": "master",
+        "id": m.config.id,
+        "raft_state": format!("{:?}", metrics.state),
+        "leader": metrics.current_leader,
+    });
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+async fn write(State(m): State<Shared>, body: Bytes) -> Response {
+    reply(write_inner(&m, &body).await)
+}
+
+async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
+    let req: WriteRequest = parse(body)?;
+    m.check_leader()?;
+    if !req.locations.is_empty() {
+        let mut reg = m.registry()?;
+        for (chunk, nodes) in &req.locations {
+            reg.add_replicas(*chunk, nodes);
+        }
+    }
+    let op = match req.write {
+        MetaWrite::CreateUpload { bucket, key, attrs } => Op::CreateUpload {
+            upload_id: format!("{:032x}", rand::random::<u128>()),
+            bucket,
+            key,
+            attrs,
+        },
+        w => Op::Meta(w),
+    };
+    match m.propose(Some(req.request_id), op).await? {
+        MetaReplyKind::Meta(d) => Ok(d.into()),
+        MetaReplyKind::NodeId(_) => Err(MetaError::BadRequest("unexpected reply".into())),
+    }
+}
+
+async fn read(State(m): State<Shared>, body: Bytes) -> Response {
+    reply(read_inner(&m, &body).await)
+}
+
+async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
+    let q: MetaRead = parse(body)?;
+    m.linearize().await?;
+    let a = m.state()?;
+    let s = &a.state;
+    Ok(match q {
+        MetaRead::ListBuckets => MetaReply::Buckets(
+            s.buckets
+                .iter()
+                .map(|(name, b)| BucketInfo {
+                    name: name.clone(),
+                    created_ms: b.created_ms,
+                    owner: b.owner.clone(),
+                })
+                .collect(),
+        ),
+        MetaRead::HeadBucket { bucket } => {
+            let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
+            MetaReply::Bucket(BucketInfo {
+                name: bucket,
+                created_ms: b.created_ms,
+                owner: b.owner.clone(),
+            })
+        }
+        MetaRead::GetObject { bucket, key } => {
+            let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
+            let record = b.objects.get(&key).ok_or(MetaError::NoSuchKey)?.clone();
+            let reg = m.registry()?;
+            let replicas = record.chunks.iter().map(|c| reg.locations(&c.id)).collect();
+            MetaReply::Object(ObjectLocation { record, replicas })
+        }
+        MetaRead::ListObjects(q) => MetaReply::List(s.list(&q)?),
+        MetaRead::ListParts {
+            bucket,
+            key,
+            upload_id,
+        } => {
+            if !s.buckets.contains_key(&bucket) {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let u = s
+                .uploads
+                .get(&upload_id)
+                .filter(|u| u.bucket == bucket && u.key == key)
+                .ok_or(MetaError::NoSuchUpload)?;
+            MetaReply::Upload(UploadInfo {
+                initiated_ms: u.initiated_ms,
+                parts: u.parts.iter().map(|(n, p)| (*n, p.clone())).collect(),
+            })
+        }
+    })
+}
+
+async fn placement(State(m): State<Shared>, body: Bytes) -> Response {
+    reply((|| {
+        let req: PlacementRequest = parse(&body)?;
+        m.check_leader()?;
+        let reg = m.registry()?;
+        let min = m.config.min_replicas.min(req.replicas).max(1);
+        let mut pipelines = Vec::with_capacity(req.count);
+        for _ in 0..req.count.min(1024) {
+            let p = reg.place(req.replicas, min).ok_or_else(|| {
+                MetaError::NoSpace(format!(
+                    "fewer than {min} live chunkservers with free space above the reserve"
+                ))
+            })?;
+            pipelines.push(p);
+        }
+        Ok(Placement { pipelines })
+    })())
+}
+
+async fn register(State(m): State<Shared>, body: Bytes) -> Response {
+    reply(register_inner(&m, &body).await)
+}
+
+async fn register_inner(m: &Master, body: &[u8]) -> Result<RegisterReply, MetaError> {
+    let req: RegisterRequest = parse(body)?;
+    m.check_leader()?;
+    let (cluster_id, known) = {
+        let a = m.state()?;
+        let known = req.node_id.filter(|id| a.state.nodes.contains_key(id));
+        (a.state.cluster_id.clone(), known)
+    };
+    if cluster_id.is_empty() {
+        return Err(MetaError::Unavailable(
+            "the cluster is not named yet".into(),
+        ));
+    }
+    if let Some(theirs) = req.cluster_id.as_deref().filter(|c| !c.is_empty()) {
+        if theirs != cluster_id {
+            return Err(MetaError::BadRequest(format!(
+                "this chunkserver belongs to cluster {theirs}, not {cluster_id}"
+            )));
+        }
+    }
+    let node_id = match known {
+        Some(id) => id,
+        None => match m
+            .propose(
+                None,
+                Op::RegisterNode {
+                    addr: req.addr.clone(),
+                },
+            )
+            .await?
+        {
+            MetaReplyKind::NodeId(id) => id,
+            MetaReplyKind::Meta(_) => return Err(MetaError::Unavailable("no node id".into())),
+        },
+    };
+    m.registry()?
+        .register(node_id, req.addr, req.capacity, req.free, req.pid);
+    tracing::info!(node_id, "chunkserver registered");
+    Ok(RegisterReply {
+        node_id,
+        cluster_id,
+    })
+}
+
+async fn heartbeat(State(m): State<Shared>, body: Bytes) -> Response {
+    reply((|| {
+        let hb: Heartbeat = parse(&body)?;
+        m.check_leader()?;
+        let known = m.registry()?.heartbeat(&hb);
+        Ok(HeartbeatReply { reregister: !known })
+    })())
+}
+
+async fn status(State(m): State<Shared>) -> Response {
+    reply((|| {
+        let metrics = m.raft.metrics().borrow().clone();
+        let a = m.state()?;
+        let reg = m.registry()?;
+        let mut nodes = vec![NodeStatus {
+            id: m.config.id,
+            role: "master".into(),
+            addr: m.config.advertise(),
+            state: format!("{:?}", metrics.state).to_lowercase(),
+            pid: Some(std::process::id()),
+            capacity: 0,
+            free: 0,
+            chunks: 0,
+        }];
+        nodes.extend(reg.status());
+        let under = a
+            .state
+            .chunks
+            .keys()
+            .filter(|c| reg.live_copies(c) < tinydfs_proto::DEFAULT_REPLICAS)
+            .count() as u64;
+        Ok(ClusterStatus {
+            cluster_id: a.state.cluster_id.clone(),
+            nodes,
+            buckets: a.state.buckets.len() as u64,
+            objects: a.state.object_count(),
+            chunks: a.state.chunks.len() as u64,
+            under_replicated: under,
+        })
+    })())
+}
+
+fn raft_reply<T: Serialize, E: Serialize>(r: Result<T, E>) -> Response {
+    match serde_json::to_vec(&r) {
+        Ok(b) => ([("content-type", "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn raft_append(State(m): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<openraft::raft::AppendEntriesRequest<TypeConfig>>(&body) {
+        Ok(req) => raft_reply(m.raft.append_entries(req).await),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn raft_vote(State(m): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice(&body) {
+        Ok(req) => raft_reply(m.raft.vote(req).await),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn raft_snapshot(State(m): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<openraft::raft::InstallSnapshotRequest<TypeConfig>>(&body) {
+        Ok(req) => raft_reply(m.raft.install_snapshot(req).await),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}

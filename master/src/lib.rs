@@ -1,0 +1,170 @@
+//! The tinydfs master: the namespace, the chunk table and the chunkserver registry.
+//!
+//! Durable metadata lives in a [`state::State`] changed only by applying [`state::Command`]s from
+//! the Raft log (openraft, a group of one member by default); the leader stamps each command with
+//! the time and any ids, so applying is deterministic. Soft state — which chunkservers are alive,
+//! their free space, where replicas are — is kept by the leader in a [`registry::Registry`] and
+//! rebuilt from registrations and chunk reports after a restart.
+//!
+//! - [`state`]: the state machine (buckets, objects, uploads, chunks, node ids) and S3 listing.
+//! - [`store`]: the Raft log, vote and snapshots on disk.
+//! - [`network`]: Raft messages between masters.
+//! - [`registry`]: liveness, space, replica locations and placement.
+//! - [`api`]: the internal HTTP API that gateways, chunkservers and admins call.
+
+pub mod api;
+pub mod network;
+pub mod registry;
+pub mod state;
+pub mod store;
+
+use axum::serve::ListenerExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+openraft::declare_raft_types!(
+    /// Types of the master's Raft group.
+    pub TypeConfig:
+        D = state::Command,
+        R = state::Reply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The master's Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Heartbeat interval of the Raft leader: well under the election timeout.
+pub const RAFT_HEARTBEAT_MS: u64 = 250;
+/// Election timeout range: a follower that hears nothing for this long stands for election.
+pub const RAFT_ELECTION_MIN_MS: u64 = 1000;
+pub const RAFT_ELECTION_MAX_MS: u64 = 2000;
+/// Log entries between snapshots: bounds replay time at restart.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
+/// A chunkserver silent this long is dead: three missed heartbeats and some slack.
+pub const DEAD_NODE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Free bytes a chunkserver keeps in reserve; placement skips nodes below it.
+pub const DEFAULT_RESERVE: u64 = 256 * 1024 * 1024;
+
+/// Configuration of a master.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MasterConfig {
+    /// This master's Raft id (never reused for another data folder).
+    pub id: u64,
+    /// Address of the internal listener (`host:port`).
+    pub listen: String,
+    /// Address the others reach this master at; the listen address when empty.
+    pub advertise: String,
+    /// Where the Raft log and snapshots live.
+    pub data_dir: PathBuf,
+    /// Shared secret every internal request must carry.
+    pub secret: String,
+    pub raft_heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every: u64,
+    /// Seconds of silence after which a chunkserver is dead.
+    pub dead_node_timeout_secs: f64,
+    /// Free bytes a chunkserver must keep; placement skips it below that.
+    pub reserve_bytes: u64,
+    /// Copies the gateway must reach for a write to succeed when a pipeline member fails.
+    pub min_replicas: usize,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            id: 1,
+            listen: "127.0.0.1:9100".into(),
+            advertise: String::new(),
+            data_dir: PathBuf::from("data/master"),
+            secret: String::new(),
+            raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
+            election_timeout_min_ms: RAFT_ELECTION_MIN_MS,
+            election_timeout_max_ms: RAFT_ELECTION_MAX_MS,
+            snapshot_every: SNAPSHOT_EVERY,
+            dead_node_timeout_secs: DEAD_NODE_TIMEOUT.as_secs_f64(),
+            reserve_bytes: DEFAULT_RESERVE,
+            min_replicas: tinydfs_proto::DEFAULT_MIN_REPLICAS,
+        }
+    }
+}
+
+impl MasterConfig {
+    fn advertise(&self) -> String {
+        if self.advertise.is_empty() {
+            self.listen.clone()
+        } else {
+            self.advertise.clone()
+        }
+    }
+}
+
+/// Runs a master until `shutdown` completes.
+pub async fn run(
+    config: MasterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
+    let log = store::LogStore::open(&config.data_dir.join("raft"))?;
+    let sm = store::StateMachine::open(&config.data_dir.join("state"))?;
+    let applied = sm.applied.clone();
+    let raft_config = openraft::Config {
+        cluster_name: "tinydfs".into(),
+        heartbeat_interval: config.raft_heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()?;
+    let network = network::Network {
+        http: tinydfs_proto::client::http_client(),
+        secret: config.secret.clone(),
+    };
+    let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm).await?;
+    if !raft.is_initialized().await? {
+        let mut members = BTreeMap::new();
+        members.insert(
+            config.id,
+            openraft::BasicNode {
+                addr: config.advertise(),
+            },
+        );
+        tracing::info!(id = config.id, "initializing a new master group");
+        raft.initialize(members).await?;
+    }
+    let registry = registry::Registry::new(
+        Duration::from_secs_f64(config.dead_node_timeout_secs),
+        config.reserve_bytes,
+    );
+    let master = Arc::new(api::Master {
+        raft: raft.clone(),
+        applied,
+        registry: std::sync::Mutex::new(registry),
+        config: config.clone(),
+    });
+    tokio::spawn(api::name_cluster(master.clone()));
+    // Nagle off: small replies must not wait for the peer's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+    tracing::info!(addr = %config.listen, "master listening");
+    axum::serve(listener, api::router(master))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    raft.shutdown().await.ok();
+    Ok(())
+}

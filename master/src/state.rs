@@ -1,0 +1,772 @@
+//! The master's durable state and the pure state machine that changes it.
+//!
+//! Every change is a [`Command`] taken from the replicated log. The leader fills in the time and any
+//! ids before proposing it, so [`State::apply`] reads no clock and draws no random number: every
+//! member that applies the same log reaches the same state.
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use tinydfs_proto::meta::*;
+use tinydfs_proto::*;
+
+/// Version of [`Command`]s written to the log; applying a newer version is refused.
+pub const COMMAND_VERSION: u16 = 1;
+/// How long a request id is remembered so that a retried write is applied once.
+pub const REQUEST_ID_TTL_MS: u64 = 15 * 60 * 1000;
+/// How long a completed multipart upload is remembered so that a repeated Complete succeeds.
+pub const COMPLETED_UPLOAD_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Minimum size of every part but the last, as on AWS S3.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Command {
+    pub version: u16,
+    /// Set for client writes: a retry with the same id gets the first answer.
+    pub request_id: Option<u128>,
+    /// Chosen by the leader when it proposed the entry.
+    pub time_ms: u64,
+    pub op: Op,
+}
+
+/// What a [`Command`] does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Op {
+    /// Names the cluster; applied once, by the first leader.
+    Init { cluster_id: String },
+    /// Gives a chunkserver an id (the next free one).
+    RegisterNode { addr: String },
+    /// A multipart upload whose id the leader chose.
+    CreateUpload {
+        upload_id: String,
+        bucket: String,
+        key: String,
+        attrs: ObjectAttrs,
+    },
+    /// Any other metadata write, as the gateway asked for it.
+    Meta(MetaWrite),
+}
+
+/// The answer of applying a command (a serializable `Result`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply(pub Result<MetaReplyKind, MetaError>);
+
+/// [`MetaReply`] plus the answers only the master's own commands have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MetaReplyKind {
+    Meta(MetaReplyData),
+    NodeId(NodeId),
+}
+
+/// A serializable, comparable copy of the replies writes produce.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MetaReplyData {
+    Done,
+    Created(bool),
+    Committed { etag: String, last_modified_ms: u64 },
+    UploadCreated { upload_id: String },
+    Deleted(Vec<String>),
+}
+
+impl From<MetaReplyData> for MetaReply {
+    fn from(d: MetaReplyData) -> Self {
+        match d {
+            MetaReplyData::Done => MetaReply::Done,
+            MetaReplyData::Created(c) => MetaReply::Created(c),
+            MetaReplyData::Committed {
+                etag,
+                last_modified_ms,
+            } => MetaReply::Committed {
+                etag,
+                last_modified_ms,
+            },
+            MetaReplyData::UploadCreated { upload_id } => MetaReply::UploadCreated { upload_id },
+            MetaReplyData::Deleted(k) => MetaReply::Deleted(k),
+        }
+    }
+}
+
+/// A bucket and its objects, keys in UTF-8 byte order (the order S3 lists them in).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Bucket {
+    pub created_ms: u64,
+    pub owner: String,
+    pub objects: BTreeMap<String, ObjectRecord>,
+}
+
+/// An in-progress multipart upload: it holds its parts' chunks until completed or aborted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Upload {
+    pub bucket: String,
+    pub key: String,
+    pub initiated_ms: u64,
+    pub attrs: ObjectAttrs,
+    pub parts: BTreeMap<u32, PartRecord>,
+}
+
+/// A completed upload, remembered for a while so that a repeated Complete is answered again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompletedUpload {
+    pub bucket: String,
+    pub key: String,
+    pub parts: Vec<(u32, String)>,
+    pub etag: String,
+    pub completed_ms: u64,
+}
+
+/// A chunk known to the metadata: its length, checksum and how many records use it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChunkEntry {
+    pub len: u64,
+    pub crc32c: u32,
+    pub refs: u32,
+}
+
+/// A registered chunkserver's identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub addr: String,
+    pub registered_ms: u64,
+}
+
+/// Everything the master keeps durable.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub cluster_id: String,
+    pub buckets: BTreeMap<String, Bucket>,
+    pub uploads: BTreeMap<String, Upload>,
+    pub completed_uploads: BTreeMap<String, CompletedUpload>,
+    pub chunks: HashMap<ChunkId, ChunkEntry>,
+    pub nodes: BTreeMap<NodeId, NodeIdentity>,
+    pub next_node_id: NodeId,
+    /// Recent request ids with their answers, and the time they were applied.
+    pub requests: HashMap<String, (u64, Reply)>,
+    /// The time of the last applied command: the state machine's notion of now.
+    pub clock_ms: u64,
+}
+
+fn ok(d: MetaReplyData) -> Reply {
+    Reply(Ok(MetaReplyKind::Meta(d)))
+}
+
+fn err(e: MetaError) -> Reply {
+    Reply(Err(e))
+}
+
+impl State {
+    /// Applies one command and returns its answer. Pure: depends only on the state and the command.
+    pub fn apply(&mut self, cmd: &Command) -> Reply {
+        if cmd.version > COMMAND_VERSION {
+            return err(MetaError::BadRequest(format!(
+                "command version {} is newer than {COMMAND_VERSION}",
+                cmd.version
+            )));
+        }
+        self.clock_ms = self.clock_ms.max(cmd.time_ms);
+        self.expire(cmd.time_ms);
+        let rid = cmd.request_id.map(|r| format!("{r:032x}"));
+        if let Some(rid) = &rid {
+            if let Some((_, reply)) = self.requests.get(rid) {
+                return reply.clone();
+            }
+        }
+        let reply = self.apply_op(&cmd.op, cmd.time_ms);
+        if let Some(rid) = rid {
+            self.requests.insert(rid, (cmd.time_ms, reply.clone()));
+        }
+        reply
+    }
+
+    /// Forgets request ids and completed uploads past their time to live.
+    fn expire(&mut self, now: u64) {
+        self.requests
+            .retain(|_, (t, _)| now.saturating_sub(*t) < REQUEST_ID_TTL_MS);
+        self.completed_uploads
+            .retain(|_, c| now.saturating_sub(c.completed_ms) < COMPLETED_UPLOAD_TTL_MS);
+    }
+
+    fn apply_op(&mut self, op: &Op, now: u64) -> Reply {
+        match op {
+            Op::Init { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                }
+                ok(MetaReplyData::Done)
+            }
+            Op::RegisterNode { addr } => {
+                self.next_node_id = self.next_node_id.max(1);
+                let id = self.next_node_id;
+                self.next_node_id += 1;
+                self.nodes.insert(
+                    id,
+                    NodeIdentity {
+                        addr: addr.clone(),
+                        registered_ms: now,
+                    },
+                );
+                Reply(Ok(MetaReplyKind::NodeId(id)))
+            }
+            Op::CreateUpload {
+                upload_id,
+                bucket,
+                key,
+                attrs,
+            } => {
+                if !self.buckets.contains_key(bucket) {
+                    return err(MetaError::NoSuchBucket);
+                }
+                self.uploads.insert(
+                    upload_id.clone(),
+                    Upload {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        initiated_ms: now,
+                        attrs: attrs.clone(),
+                        parts: BTreeMap::new(),
+                    },
+                );
+                ok(MetaReplyData::UploadCreated {
+                    upload_id: upload_id.clone(),
+                })
+            }
+            Op::Meta(w) => self.apply_meta(w, now),
+        }
+    }
+
+    fn apply_meta(&mut self, w: &MetaWrite, now: u64) -> Reply {
+        match w {
+            MetaWrite::CreateBucket { bucket, owner } => match self.buckets.get(bucket) {
+                Some(b) if &b.owner == owner => ok(MetaReplyData::Created(false)),
+                Some(_) => err(MetaError::BucketAlreadyExists),
+                None => {
+                    self.buckets.insert(
+                        bucket.clone(),
+                        Bucket {
+                            created_ms: now,
+                            owner: owner.clone(),
+                            objects: BTreeMap::new(),
+                        },
+                    );
+                    ok(MetaReplyData::Created(true))
+                }
+            },
+            MetaWrite::DeleteBucket { bucket } => {
+                let Some(b) = self.buckets.get(bucket) else {
+                    return err(MetaError::NoSuchBucket);
+                };
+                let has_uploads = self.uploads.values().any(|u| &u.bucket == bucket);
+                if !b.objects.is_empty() || has_uploads {
+                    return err(MetaError::BucketNotEmpty);
+                }
+                self.buckets.remove(bucket);
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::PutObject {
+                bucket,
+                key,
+                record,
+            } => {
+                if !self.buckets.contains_key(bucket) {
+                    return err(MetaError::NoSuchBucket);
+                }
+                let mut record = record.clone();
+                record.last_modified_ms = now;
+                self.add_refs(&record.chunks);
+                self.replace_object(bucket, key, Some(record.clone()));
+                ok(MetaReplyData::Committed {
+                    etag: record.etag,
+                    last_modified_ms: now,
+                })
+            }
+            MetaWrite::DeleteObject { bucket, key } => {
+                if !self.buckets.contains_key(bucket) {
+                    return err(MetaError::NoSuchBucket);
+                }
+                self.replace_object(bucket, key, None);
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::DeleteObjects { bucket, keys } => {
+                if !self.buckets.contains_key(bucket) {
+                    return err(MetaError::NoSuchBucket);
+                }
+                for key in keys {
+                    self.replace_object(bucket, key, None);
+                }
+                ok(MetaReplyData::Deleted(keys.clone()))
+            }
+            MetaWrite::CreateUpload { .. } => err(MetaError::BadRequest(
+                "CreateUpload must be proposed by the leader with an id".into(),
+            )),
+            MetaWrite::PutPart {
+                bucket,
+                key,
+                upload_id,
+                number,
+                part,
+            } => {
+                let Some(upload) = self.uploads.get(upload_id) else {
+                    return err(MetaError::NoSuchUpload);
+                };
+                if &upload.bucket != bucket || &upload.key != key {
+                    return err(MetaError::NoSuchUpload);
+                }
+                let mut part = part.clone();
+                part.last_modified_ms = now;
+                self.add_refs(&part.chunks);
+                let old = self
+                    .uploads
+                    .get_mut(upload_id)
+                    .and_then(|u| u.parts.insert(*number, part));
+                if let Some(old) = old {
+                    self.drop_refs(&old.chunks);
+                }
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::CompleteUpload {
+                bucket,
+                key,
+                upload_id,
+                parts,
+            } => self.complete_upload(bucket, key, upload_id, parts, now),
+            MetaWrite::AbortUpload {
+                bucket,
+                key,
+                upload_id,
+            } => {
+                match self.uploads.get(upload_id) {
+                    Some(u) if &u.bucket == bucket && &u.key == key => {}
+                    _ => return err(MetaError::NoSuchUpload),
+                }
+                if let Some(u) = self.uploads.remove(upload_id) {
+                    for p in u.parts.values() {
+                        self.drop_refs(&p.chunks);
+                    }
+                }
+                ok(MetaReplyData::Done)
+            }
+        }
+    }
+
+    fn complete_upload(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+        now: u64,
+    ) -> Reply {
+        let Some(upload) = self.uploads.get(upload_id) else {
+            // A repeated Complete of a finished upload with the same parts succeeds, as on AWS.
+            return match self.completed_uploads.get(upload_id) {
+                Some(c) if c.bucket == bucket && c.key == key && c.parts == parts => {
+                    ok(MetaReplyData::Committed {
+                        etag: c.etag.clone(),
+                        last_modified_ms: c.completed_ms,
+                    })
+                }
+                _ => err(MetaError::NoSuchUpload),
+            };
+        };
+        if upload.bucket != bucket || upload.key != key {
+            return err(MetaError::NoSuchUpload);
+        }
+        if !self.buckets.contains_key(bucket) {
+            return err(MetaError::NoSuchBucket);
+        }
+        if parts.is_empty() {
+            return err(MetaError::InvalidPart(
+                "You must specify at least one part".into(),
+            ));
+        }
+        if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return err(MetaError::InvalidPartOrder);
+        }
+        let mut md5s = Vec::with_capacity(parts.len() * 16);
+        for (i, (number, etag)) in parts.iter().enumerate() {
+            let Some(p) = upload.parts.get(number) else {
+                return err(MetaError::InvalidPart(format!(
+                    "part {number} was not uploaded"
+                )));
+            };
+            if p.etag != etag.trim_matches('"') {
+                return err(MetaError::InvalidPart(format!(
+                    "part {number}'s ETag does not match"
+                )));
+            }
+            if i + 1 < parts.len() && p.size < MIN_PART_SIZE {
+                return err(MetaError::EntityTooSmall);
+            }
+            match hex::decode(&p.etag) {
+                Ok(raw) => md5s.extend_from_slice(&raw),
+                Err(_) => md5s.extend_from_slice(p.etag.as_bytes()),
+            }
+        }
+        let Some(upload) = self.uploads.remove(upload_id) else {
+            return err(MetaError::NoSuchUpload);
+        };
+        let etag = format!("{}-{}", hex::encode(Md5::digest(&md5s)), parts.len());
+        let mut record = ObjectRecord {
+            etag: etag.clone(),
+            content_type: upload.attrs.content_type.clone(),
+            user_meta: upload.attrs.user_meta.clone(),
+            headers: upload.attrs.headers.clone(),
+            last_modified_ms: now,
+            ..Default::default()
+        };
+        let mut used = std::collections::HashSet::new();
+        for (number, _) in parts {
+            if let Some(p) = upload.parts.get(number) {
+                used.insert(*number);
+                record.size += p.size;
+                record.parts.push(PartInfo {
+                    number: *number,
+                    size: p.size,
+                    etag: p.etag.clone(),
+                    chunk_count: p.chunks.len() as u32,
+                });
+                record.chunks.extend(p.chunks.iter().cloned());
+            }
+        }
+        // The parts' references move to the object; parts left out of the list are released.
+        for (number, p) in &upload.parts {
+            if !used.contains(number) {
+                self.drop_refs(&p.chunks);
+            }
+        }
+        self.replace_object(bucket, key, Some(record));
+        self.completed_uploads.insert(
+            upload_id.to_string(),
+            CompletedUpload {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                parts: parts.to_vec(),
+                etag: etag.clone(),
+                completed_ms: now,
+            },
+        );
+        ok(MetaReplyData::Committed {
+            etag,
+            last_modified_ms: now,
+        })
+    }
+
+    /// Puts (or removes, with `None`) an object, releasing the chunks of the one it replaces.
+    /// The new record's chunk references must already have been added.
+    fn replace_object(&mut self, bucket: &str, key: &str, record: Option<ObjectRecord>) {
+        let Some(b) = self.buckets.get_mut(bucket) else {
+            return;
+        };
+        let old = match record {
+            Some(r) => b.objects.insert(key.to_string(), r),
+            None => b.objects.remove(key),
+        };
+        if let Some(old) = old {
+            self.drop_refs(&old.chunks);
+        }
+    }
+
+    fn add_refs(&mut self, chunks: &[ChunkMeta]) {
+        for c in chunks {
+            self.chunks
+                .entry(c.id)
+                .and_modify(|e| e.refs += 1)
+                .or_insert(ChunkEntry {
+                    len: c.len,
+                    crc32c: c.crc32c,
+                    refs: 1,
+                });
+        }
+    }
+
+    fn drop_refs(&mut self, chunks: &[ChunkMeta]) {
+        for c in chunks {
+            if let Some(e) = self.chunks.get_mut(&c.id) {
+                e.refs = e.refs.saturating_sub(1);
+                if e.refs == 0 {
+                    self.chunks.remove(&c.id);
+                }
+            }
+        }
+    }
+
+    /// Number of objects in all buckets.
+    pub fn object_count(&self) -> u64 {
+        self.buckets.values().map(|b| b.objects.len() as u64).sum()
+    }
+
+    /// One page of a bucket listing, by S3's rules: keys after `after` that start with `prefix`,
+    /// keys sharing the part up to the next delimiter rolled into one common prefix, at most
+    /// `max_keys` keys and prefixes together.
+    pub fn list(&self, q: &ListQuery) -> Result<ListPage, MetaError> {
+        let b = self.buckets.get(&q.bucket).ok_or(MetaError::NoSuchBucket)?;
+        let mut page = ListPage::default();
+        if q.max_keys == 0 {
+            return Ok(page);
+        }
+        let start = match &q.after {
+            Some(a) if a.as_str() >= q.prefix.as_str() => std::ops::Bound::Excluded(a.clone()),
+            _ => std::ops::Bound::Included(q.prefix.clone()),
+        };
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        let mut count = 0usize;
+        for (key, rec) in b.objects.range((start, std::ops::Bound::Unbounded)) {
+            if !key.starts_with(&q.prefix) {
+                break;
+            }
+            let common = delimiter.and_then(|d| {
+                key[q.prefix.len()..]
+                    .find(d)
+                    .map(|pos| &key[..q.prefix.len() + pos + d.len()])
+            });
+            if let Some(cp) = common {
+                // Keys under a prefix already returned (on this page or the last) are skipped.
+                if page.common_prefixes.last().map(String::as_str) == Some(cp)
+                    || q.after.as_deref() == Some(cp)
+                {
+                    continue;
+                }
+            }
+            if count == q.max_keys {
+                page.truncated = true;
+                break;
+            }
+            count += 1;
+            match common {
+                Some(cp) => {
+                    page.common_prefixes.push(cp.to_string());
+                    page.next_after = Some(cp.to_string());
+                }
+                None => {
+                    page.entries.push(ListEntry {
+                        key: key.clone(),
+                        size: rec.size,
+                        etag: rec.etag.clone(),
+                        last_modified_ms: rec.last_modified_ms,
+                    });
+                    page.next_after = Some(key.clone());
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(op: Op, t: u64) -> Command {
+        Command {
+            version: COMMAND_VERSION,
+            request_id: None,
+            time_ms: t,
+            op,
+        }
+    }
+
+    fn meta(w: MetaWrite) -> Op {
+        Op::Meta(w)
+    }
+
+    fn put(s: &mut State, key: &str, t: u64) {
+        let r = s.apply(&cmd(
+            meta(MetaWrite::PutObject {
+                bucket: "b".into(),
+                key: key.into(),
+                record: ObjectRecord {
+                    size: 1,
+                    etag: "e".into(),
+                    chunks: vec![ChunkMeta {
+                        id: ChunkId(t as u128),
+                        len: 1,
+                        crc32c: 0,
+                    }],
+                    ..Default::default()
+                },
+            }),
+            t,
+        ));
+        assert!(r.0.is_ok(), "{r:?}");
+    }
+
+    fn bucket() -> State {
+        let mut s = State::default();
+        s.apply(&cmd(
+            meta(MetaWrite::CreateBucket {
+                bucket: "b".into(),
+                owner: "me".into(),
+            }),
+            1,
+        ));
+        s
+    }
+
+    fn list(
+        s: &State,
+        prefix: &str,
+        delim: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> ListPage {
+        s.list(&ListQuery {
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            delimiter: delim.map(String::from),
+            after: after.map(String::from),
+            max_keys: max,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bucket_rules_follow_us_east_1() {
+        let mut s = bucket();
+        let again = s.apply(&cmd(
+            meta(MetaWrite::CreateBucket {
+                bucket: "b".into(),
+                owner: "me".into(),
+            }),
+            2,
+        ));
+        assert_eq!(
+            again.0,
+            Ok(MetaReplyKind::Meta(MetaReplyData::Created(false)))
+        );
+        let other = s.apply(&cmd(
+            meta(MetaWrite::CreateBucket {
+                bucket: "b".into(),
+                owner: "you".into(),
+            }),
+            2,
+        ));
+        assert_eq!(other.0, Err(MetaError::BucketAlreadyExists));
+        put(&mut s, "k", 3);
+        let del = s.apply(&cmd(
+            meta(MetaWrite::DeleteBucket { bucket: "b".into() }),
+            4,
+        ));
+        assert_eq!(del.0, Err(MetaError::BucketNotEmpty));
+    }
+
+    #[test]
+    fn replacing_an_object_releases_its_chunks_and_retries_apply_once() {
+        let mut s = bucket();
+        put(&mut s, "k", 10);
+        put(&mut s, "k", 11);
+        assert_eq!(s.chunks.len(), 1);
+        assert!(s.chunks.contains_key(&ChunkId(11)));
+        let mut c = cmd(
+            meta(MetaWrite::DeleteObject {
+                bucket: "b".into(),
+                key: "k".into(),
+            }),
+            12,
+        );
+        c.request_id = Some(7);
+        assert!(s.apply(&c).0.is_ok());
+        put(&mut s, "k", 13);
+        // The same request id again: answered from memory, the new object stays.
+        assert!(s.apply(&c).0.is_ok());
+        assert_eq!(s.object_count(), 1);
+        assert!(s.chunks.is_empty() || s.chunks.contains_key(&ChunkId(13)));
+    }
+
+    #[test]
+    fn listing_with_delimiter_and_pages() {
+        let mut s = bucket();
+        for (i, k) in ["a/1", "a/2", "b", "c/x/y", "c/z", "d"].iter().enumerate() {
+            put(&mut s, k, 100 + i as u64);
+        }
+        let p = list(&s, "", Some("/"), None, 1000);
+        assert_eq!(p.common_prefixes, vec!["a/", "c/"]);
+        assert_eq!(
+            p.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["b", "d"]
+        );
+        assert!(!p.truncated);
+        // Pages of two: a/ + b, then c/ + d.
+        let p1 = list(&s, "", Some("/"), None, 2);
+        assert!(p1.truncated);
+        assert_eq!(p1.next_after.as_deref(), Some("b"));
+        let p2 = list(&s, "", Some("/"), Some("b"), 2);
+        assert_eq!(p2.common_prefixes, vec!["c/"]);
+        assert_eq!(p2.entries[0].key, "d");
+        assert!(!p2.truncated);
+        // Continuing after a common prefix skips the keys under it.
+        let p3 = list(&s, "", Some("/"), Some("a/"), 1);
+        assert_eq!(p3.entries[0].key, "b");
+        let p4 = list(&s, "c/", Some("/"), None, 10);
+        assert_eq!(p4.common_prefixes, vec!["c/x/"]);
+        assert_eq!(p4.entries[0].key, "c/z");
+        assert!(list(&s, "", None, None, 0).entries.is_empty());
+    }
+
+    #[test]
+    fn multipart_complete_checks_parts_and_is_idempotent() {
+        let mut s = bucket();
+        s.apply(&cmd(
+            Op::CreateUpload {
+                upload_id: "u".into(),
+                bucket: "b".into(),
+                key: "k".into(),
+                attrs: ObjectAttrs::default(),
+            },
+            2,
+        ));
+        let md5a = hex::encode(Md5::digest(b"a"));
+        for (n, size) in [(1u32, MIN_PART_SIZE), (2, 3)] {
+            s.apply(&cmd(
+                meta(MetaWrite::PutPart {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    upload_id: "u".into(),
+                    number: n,
+                    part: PartRecord {
+                        size,
+                        etag: md5a.clone(),
+                        last_modified_ms: 0,
+                        checksums: vec![],
+                        chunks: vec![ChunkMeta {
+                            id: ChunkId(n as u128),
+                            len: size,
+                            crc32c: 0,
+                        }],
+                    },
+                }),
+                3,
+            ));
+        }
+        let complete = |parts: Vec<(u32, String)>| {
+            cmd(
+                meta(MetaWrite::CompleteUpload {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    upload_id: "u".into(),
+                    parts,
+                }),
+                4,
+            )
+        };
+        let bad = s.apply(&complete(vec![(2, md5a.clone()), (1, md5a.clone())]));
+        assert_eq!(bad.0, Err(MetaError::InvalidPartOrder));
+        let bad = s.apply(&complete(vec![(1, "0".repeat(32))]));
+        assert!(matches!(bad.0, Err(MetaError::InvalidPart(_))));
+        let parts = vec![(1, md5a.clone()), (2, format!("\"{md5a}\""))];
+        let good = s.apply(&complete(parts.clone()));
+        let mut both = hex::decode(&md5a).unwrap();
+        both.extend(hex::decode(&md5a).unwrap());
+        let want = format!("{}-2", hex::encode(Md5::digest(&both)));
+        assert_eq!(
+            good.0,
+            Ok(MetaReplyKind::Meta(MetaReplyData::Committed {
+                etag: want.clone(),
+                last_modified_ms: 4
+            }))
+        );
+        let rec = &s.buckets["b"].objects["k"];
+        assert_eq!(rec.size, MIN_PART_SIZE + 3);
+        assert_eq!(rec.chunks.len(), 2);
+        assert_eq!(s.apply(&complete(parts)).0, good.0);
+    }
+}

@@ -1,0 +1,474 @@
+//! Durable storage for openraft: the log, the vote and the state machine's snapshots.
+//!
+//! The log is one append-only file of framed records (`len u32 | crc32c u32 | JSON`), each an
+//! entry, a truncation or a purge. An append is fsynced before openraft is told it is durable;
+//! openraft hands over every entry proposed meanwhile in one call, so concurrent writers share one
+//! fsync (group commit). At start the file is replayed; a torn last record (a crash mid-append) is
+//! cut off. When entries are purged behind a snapshot the file is rewritten with what remains, so
+//! restart time follows the size of the state, not the number of writes ever made.
+//!
+//! Snapshots are the checkpoints: the whole [`State`] as a versioned JSON document, written to a
+//! temporary file, fsynced and renamed into place.
+
+use crate::state::{Command, Reply, State};
+use crate::TypeConfig;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+type NodeId = u64;
+type Node = openraft::BasicNode;
+
+/// Version of the log record and snapshot formats.
+pub const STORAGE_VERSION: u16 = 1;
+/// Largest log record accepted at replay; anything bigger is corruption, not an entry.
+const MAX_RECORD: u32 = 256 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+enum LogRecord {
+    Entry(Entry<TypeConfig>),
+    /// Delete entries from this index on (a new leader overwrote them).
+    Truncate(u64),
+    /// Entries up to and including this id are in a snapshot.
+    Purge(LogId<NodeId>),
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn frame(rec: &LogRecord) -> io::Result<Vec<u8>> {
+    let body = serde_json::to_vec(rec)?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+struct LogInner {
+    file: File,
+    path: PathBuf,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+    vote_path: PathBuf,
+    vote: Option<Vote<NodeId>>,
+}
+
+impl LogInner {
+    fn append_records(&mut self, recs: &[LogRecord]) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for r in recs {
+            buf.extend(frame(r)?);
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()
+    }
+
+    /// Rewrites the log file with only the live entries (after a purge).
+    fn compact(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("compact");
+        {
+            let mut f = File::create(&tmp)?;
+            let mut buf = Vec::new();
+            if let Some(p) = self.last_purged {
+                buf.extend(frame(&LogRecord::Purge(p))?);
+            }
+            for e in self.entries.values() {
+                buf.extend(frame(&LogRecord::Entry(e.clone()))?);
+            }
+            f.write_all(&buf)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
+    }
+}
+
+/// The Raft log and vote, on disk.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::Other, e.to_string())
+}
+
+impl LogStore {
+    /// Opens (or creates) the log under `dir`, replaying what is there.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join("raft.log");
+        let vote_path = dir.join("vote.json");
+        let mut entries = BTreeMap::new();
+        let mut last_purged = None;
+        let mut valid_len = 0u64;
+        if path.exists() {
+            let mut data = Vec::new();
+            File::open(&path)?.read_to_end(&mut data)?;
+            let mut pos = 0usize;
+            while pos + 8 <= data.len() {
+                let len =
+                    u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
+                let crc = u32::from_le_bytes([
+                    data[pos + 4],
+                    data[pos + 5],
+                    data[pos + 6],
+                    data[pos + 7],
+                ]);
+                let end = pos + 8 + len as usize;
+                if len > MAX_RECORD
+                    || end > data.len()
+                    || crc32c::crc32c(&data[pos + 8..end]) != crc
+                {
+                    tracing::warn!(
+                        offset = pos,
+                        "cutting a torn or corrupt record off the raft log"
+                    );
+                    break;
+                }
+                let rec: LogRecord = serde_json::from_slice(&data[pos + 8..end]).map_err(io_err)?;
+                match rec {
+                    LogRecord::Entry(e) => {
+                        entries.insert(e.log_id.index, e);
+                    }
+                    LogRecord::Truncate(i) => {
+                        entries.split_off(&i);
+                    }
+                    LogRecord::Purge(id) => {
+                        entries = entries.split_off(&(id.index + 1));
+                        last_purged = Some(id);
+                    }
+                }
+                pos = end;
+                valid_len = pos as u64;
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        file.set_len(valid_len)?;
+        let vote = match fs::read(&vote_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(io_err)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(LogInner {
+                file,
+                path,
+                entries,
+                last_purged,
+                vote_path,
+                vote,
+            })),
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LogInner>, StorageError<NodeId>> {
+        self.inner
+            .lock()
+            .map_err(|_| StorageIOError::read_logs(&io_err("log lock poisoned")).into())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let inner = self.lock()?;
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let inner = self.lock()?;
+        let last = inner
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.lock()?;
+        let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        write_atomic(&inner.vote_path, &bytes).map_err(|e| StorageIOError::write_vote(&e))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.lock()?.vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.lock()?;
+        let entries: Vec<_> = entries.into_iter().collect();
+        let recs: Vec<_> = entries.iter().cloned().map(LogRecord::Entry).collect();
+        let res = inner.append_records(&recs);
+        if res.is_ok() {
+            for e in entries {
+                inner.entries.insert(e.log_id.index, e);
+            }
+        }
+        let failed = res.as_ref().err().map(|e| StorageIOError::write_logs(e));
+        callback.log_io_completed(res);
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.lock()?;
+        inner
+            .append_records(&[LogRecord::Truncate(log_id.index)])
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        inner.entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.lock()?;
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.last_purged = Some(log_id);
+        inner
+            .compact()
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
+
+/// The applied state plus what openraft needs to know about it.
+#[derive(Default, Serialize, Deserialize, Clone)]
+pub struct Applied {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, Node>,
+    pub state: State,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    version: u16,
+    meta: SnapshotMeta<NodeId, Node>,
+    applied: Applied,
+}
+
+/// The state machine: [`State`] in memory, shared with the read path, checkpointed as snapshots.
+#[derive(Clone)]
+pub struct StateMachine {
+    pub applied: Arc<RwLock<Applied>>,
+    dir: PathBuf,
+    snapshot_seq: Arc<Mutex<u64>>,
+}
+
+impl StateMachine {
+    /// Opens the state machine under `dir`, loading the newest snapshot if there is one.
+    pub fn open(dir: &Path) -> io::Result<StateMachine> {
+        fs::create_dir_all(dir)?;
+        let mut applied = Applied::default();
+        match fs::read(dir.join("snapshot.json")) {
+            Ok(bytes) => {
+                let snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(io_err)?;
+                if snap.version > STORAGE_VERSION {
+                    return Err(io_err(format!(
+                        "snapshot version {} is too new",
+                        snap.version
+                    )));
+                }
+                applied = snap.applied;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(StateMachine {
+            applied: Arc::new(RwLock::new(applied)),
+            dir: dir.to_path_buf(),
+            snapshot_seq: Arc::new(Mutex::new(0)),
+        })
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, StorageError<NodeId>> {
+        self.applied
+            .read()
+            .map_err(|_| StorageIOError::read_state_machine(&io_err("poisoned")).into())
+    }
+
+    fn snapshot_from(
+        &self,
+        meta: SnapshotMeta<NodeId, Node>,
+        bytes: Vec<u8>,
+    ) -> Snapshot<TypeConfig> {
+        Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (applied, bytes_meta) = {
+            let a = self.read()?;
+            let seq = {
+                let mut s = self
+                    .snapshot_seq
+                    .lock()
+                    .map_err(|_| StorageIOError::read_state_machine(&io_err("poisoned")))?;
+                *s += 1;
+                *s
+            };
+            let snapshot_id = match a.last_applied {
+                Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
+                None => format!("none-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: a.last_applied,
+                last_membership: a.membership.clone(),
+                snapshot_id,
+            };
+            (a.clone(), meta)
+        };
+        let file = SnapshotFile {
+            version: STORAGE_VERSION,
+            meta: bytes_meta.clone(),
+            applied,
+        };
+        let bytes =
+            serde_json::to_vec(&file).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        write_atomic(&self.dir.join("snapshot.json"), &bytes)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(self.snapshot_from(bytes_meta, bytes))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError<NodeId>> {
+        let a = self.read()?;
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut a = self
+            .applied
+            .write()
+            .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
+        let mut replies = Vec::new();
+        for e in entries {
+            a.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
+                    crate::state::MetaReplyData::Done,
+                )))),
+                EntryPayload::Normal(cmd) => {
+                    let cmd: Command = cmd;
+                    replies.push(a.state.apply(&cmd));
+                }
+                EntryPayload::Membership(m) => {
+                    a.membership = StoredMembership::new(Some(e.log_id), m);
+                    replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
+                        crate::state::MetaReplyData::Done,
+                    ))));
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = snapshot.into_inner();
+        let file: SnapshotFile = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        write_atomic(&self.dir.join("snapshot.json"), &bytes)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let mut a = self
+            .applied
+            .write()
+            .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
+        *a = file.applied;
+        a.last_applied = meta.last_log_id;
+        a.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        match fs::read(self.dir.join("snapshot.json")) {
+            Ok(bytes) => {
+                let file: SnapshotFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                Ok(Some(self.snapshot_from(file.meta, bytes)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
+        }
+    }
+}

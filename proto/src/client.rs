@@ -1,0 +1,331 @@
+//! HTTP clients for the internal APIs: the master (following the leader) and chunkservers.
+
+use crate::meta::*;
+use crate::types::*;
+use crate::{CLUSTER_HEADER, REQUEST_ID_HEADER, SECRET_HEADER, VERSION_HEADER, WIRE_VERSION};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a metadata call keeps retrying (leader changes, a restarting master) before giving up.
+pub const MASTER_RETRY_WINDOW: Duration = Duration::from_secs(20);
+/// First pause between retries; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Connecting to a live peer on a LAN takes milliseconds; a dead one should fail over quickly.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Paths of the master's internal API.
+pub mod paths {
+    pub const WRITE: &str = "/internal/v1/meta/write";
+    pub const READ: &str = "/internal/v1/meta/read";
+    pub const PLACEMENT: &str = "/internal/v1/placement";
+    pub const REGISTER: &str = "/internal/v1/register";
+    pub const HEARTBEAT: &str = "/internal/v1/heartbeat";
+    pub const STATUS: &str = "/internal/v1/status";
+    pub const HEALTH: &str = "/health";
+    /// Health path every node answers, the S3 gateway included (`_` cannot start a bucket name).
+    pub const HEALTH_ALT: &str = "/_health";
+    /// Chunk data: `{CHUNK}/{id}`.
+    pub const CHUNK: &str = "/internal/v1/chunk";
+}
+
+/// Builds the HTTP client every internal caller uses: no proxy, Nagle off, short connect timeout.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+/// Adds the headers every internal request carries.
+pub fn internal_headers(
+    rb: reqwest::RequestBuilder,
+    secret: &str,
+    cluster_id: &str,
+) -> reqwest::RequestBuilder {
+    rb.header(SECRET_HEADER, secret)
+        .header(CLUSTER_HEADER, cluster_id)
+        .header(VERSION_HEADER, WIRE_VERSION.to_string())
+}
+
+/// A client of the master group: finds the leader among the given addresses and follows it.
+pub struct MasterClient {
+    http: reqwest::Client,
+    masters: Vec<String>,
+    secret: String,
+    /// Index of the master believed to lead, or an address learned from a NotLeader answer.
+    leader: Mutex<String>,
+}
+
+impl MasterClient {
+    /// A client for the masters at `masters` (`host:port` of their internal listeners).
+    pub fn new(masters: Vec<String>, secret: String) -> Self {
+        let first = masters.first().cloned().unwrap_or_default();
+        MasterClient {
+            http: http_client(),
+            masters,
+            secret,
+            leader: Mutex::new(first),
+        }
+    }
+
+    /// Applies a metadata change through the replicated log. Retries reuse one request id, so a
+    /// write is applied once however often it is sent.
+    pub async fn write(&self, write: MetaWrite) -> Result<MetaReply, MetaError> {
+        self.commit(write, Vec::new()).await
+    }
+
+    /// Like [`MasterClient::write`], telling the leader where the write's new chunks are stored.
+    pub async fn commit(
+        &self,
+        write: MetaWrite,
+        locations: Vec<(ChunkId, Vec<NodeId>)>,
+    ) -> Result<MetaReply, MetaError> {
+        let req = WriteRequest {
+            request_id: rand::random(),
+            write,
+            locations,
+        };
+        self.call(paths::WRITE, &req).await
+    }
+
+    /// Reads metadata from the leader.
+    pub async fn read(&self, read: MetaRead) -> Result<MetaReply, MetaError> {
+        self.call(paths::READ, &read).await
+    }
+
+    /// Asks for pipelines for `count` new chunks.
+    pub async fn placement(&self, count: usize, replicas: usize) -> Result<Placement, MetaError> {
+        self.call(paths::PLACEMENT, &PlacementRequest { count, replicas })
+            .await
+    }
+
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterReply, MetaError> {
+        self.call(paths::REGISTER, req).await
+    }
+
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatReply, MetaError> {
+        self.call(paths::HEARTBEAT, hb).await
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus, MetaError> {
+        self.call(paths::STATUS, &()).await
+    }
+
+    fn leader(&self) -> String {
+        self.leader.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn set_leader(&self, addr: String) {
+        if let Ok(mut l) = self.leader.lock() {
+            *l = addr;
+        }
+    }
+
+    /// Moves on to the next master in the list after `current`.
+    fn rotate(&self, current: &str) {
+        let pos = self.masters.iter().position(|m| m == current);
+        let next = match pos {
+            Some(i) => self.masters[(i + 1) % self.masters.len()].clone(),
+            None => self.masters.first().cloned().unwrap_or_default(),
+        };
+        self.set_leader(next);
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, MetaError> {
+        let body = serde_json::to_vec(body).map_err(|e| MetaError::BadRequest(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + MASTER_RETRY_WINDOW;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let target = self.leader();
+            let result = self.call_once::<Resp>(&target, path, body.clone()).await;
+            let retry = match result {
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(MetaError::NotLeader(Some(leader)))) if leader != target => {
+                    self.set_leader(leader);
+                    continue;
+                }
+                Ok(Err(MetaError::NotLeader(_))) => MetaError::NotLeader(None),
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(master = %target, error = %e, "master call failed");
+                    self.rotate(&target);
+                    MetaError::Unavailable(format!("master {target}: {e}"))
+                }
+            };
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(retry);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn call_once<Resp: DeserializeOwned>(
+        &self,
+        target: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Result<Resp, MetaError>, String> {
+        let rb = self
+            .http
+            .post(format!("http://{target}{path}"))
+            .header("content-type", "application/json")
+            .timeout(Duration::from_secs(30))
+            .body(body);
+        let resp = internal_headers(rb, &self.secret, "")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad reply: {e}"))
+    }
+}
+
+/// The result of writing a chunk down a pipeline, as the pipeline's head reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutChunkReply {
+    /// Nodes of the pipeline that have the chunk durably on disk, head first.
+    pub stored: Vec<NodeId>,
+    pub len: u64,
+    pub crc32c: u32,
+}
+
+/// Query of a chunk write: the rest of the pipeline after the receiving node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PutChunkQuery {
+    /// `id@addr` entries separated by commas, in pipeline order.
+    #[serde(default)]
+    pub next: String,
+}
+
+impl PutChunkQuery {
+    pub fn encode(nodes: &[NodeAddr]) -> Self {
+        let next = nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        PutChunkQuery { next }
+    }
+
+    pub fn decode(&self) -> Result<Vec<NodeAddr>, String> {
+        self.next
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let (id, addr) = s.split_once('@').ok_or_else(|| format!("bad node {s}"))?;
+                let id = id.parse().map_err(|_| format!("bad node id {id}"))?;
+                Ok(NodeAddr {
+                    id,
+                    addr: addr.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Query of a chunk read: a byte range of the chunk.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GetChunkQuery {
+    #[serde(default)]
+    pub offset: u64,
+    /// Bytes to read; the rest of the chunk when absent.
+    pub len: Option<u64>,
+}
+
+/// Client side of the chunkserver data API.
+#[derive(Clone)]
+pub struct ChunkClient {
+    http: reqwest::Client,
+    secret: String,
+}
+
+impl ChunkClient {
+    pub fn new(secret: String) -> Self {
+        ChunkClient {
+            http: http_client(),
+            secret,
+        }
+    }
+
+    /// Streams a chunk to `head`, which forwards it to `rest` while writing it.
+    pub async fn put(
+        &self,
+        head: &NodeAddr,
+        rest: &[NodeAddr],
+        id: ChunkId,
+        body: reqwest::Body,
+        request_id: &str,
+    ) -> Result<PutChunkReply, String> {
+        let q = PutChunkQuery::encode(rest);
+        let rb = self
+            .http
+            .put(format!("http://{}{}/{id}", head.addr, paths::CHUNK))
+            .query(&q)
+            .header(REQUEST_ID_HEADER, request_id)
+            .body(body);
+        let resp = internal_headers(rb, &self.secret, "")
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", head.addr))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("{}: {e}", head.addr))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{}: HTTP {status}: {}",
+                head.addr,
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: bad reply: {e}", head.addr))
+    }
+
+    /// Opens a read of `len` bytes of a chunk from `offset`; the body streams.
+    pub async fn get(
+        &self,
+        node: &NodeAddr,
+        id: ChunkId,
+        offset: u64,
+        len: u64,
+        request_id: &str,
+    ) -> Result<reqwest::Response, String> {
+        let rb = self
+            .http
+            .get(format!("http://{}{}/{id}", node.addr, paths::CHUNK))
+            .query(&GetChunkQuery {
+                offset,
+                len: Some(len),
+            })
+            .header(REQUEST_ID_HEADER, request_id);
+        let resp = internal_headers(rb, &self.secret, "")
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", node.addr))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!("{}: HTTP {status}: {text}", node.addr));
+        }
+        Ok(resp)
+    }
+}

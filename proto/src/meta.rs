@@ -1,0 +1,279 @@
+//! Control messages between gateways, chunkservers and the master.
+//!
+//! Writes ([`MetaWrite`]) go through the master's replicated log; the leader stamps them with the
+//! time and any ids before they are applied. Reads ([`MetaRead`]) are answered by the leader after
+//! it has confirmed it still leads, so they observe every acknowledged write.
+
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+/// A change to durable metadata, as a gateway asks for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaWrite {
+    CreateBucket {
+        bucket: String,
+        owner: String,
+    },
+    DeleteBucket {
+        bucket: String,
+    },
+    /// Commit an object whose chunks are durable: the atomic moment it appears or replaces.
+    PutObject {
+        bucket: String,
+        key: String,
+        record: ObjectRecord,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+    },
+    DeleteObjects {
+        bucket: String,
+        keys: Vec<String>,
+    },
+    CreateUpload {
+        bucket: String,
+        key: String,
+        attrs: ObjectAttrs,
+    },
+    PutPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        number: u32,
+        part: PartRecord,
+    },
+    CompleteUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        /// (part number, ETag as the client sent it, without quotes)
+        parts: Vec<(u32, String)>,
+    },
+    AbortUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+}
+
+/// An uploaded part of a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: u64,
+    pub checksums: Vec<(String, String)>,
+    pub chunks: Vec<ChunkMeta>,
+}
+
+/// A write with the id that makes its retries idempotent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub request_id: u128,
+    pub write: MetaWrite,
+    /// Where the new chunks of this write were stored: soft state the leader records for reads.
+    #[serde(default)]
+    pub locations: Vec<(ChunkId, Vec<NodeId>)>,
+}
+
+/// A read of metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaRead {
+    ListBuckets,
+    HeadBucket {
+        bucket: String,
+    },
+    /// An object with the replica locations of each of its chunks.
+    GetObject {
+        bucket: String,
+        key: String,
+    },
+    ListObjects(ListQuery),
+    ListParts {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+}
+
+/// Parameters of an object listing; the master applies S3's rules.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub bucket: String,
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// List keys strictly after this key (marker, start-after or decoded continuation token).
+    pub after: Option<String>,
+    pub max_keys: usize,
+}
+
+/// A bucket as listed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created_ms: u64,
+    pub owner: String,
+}
+
+/// One key of a listing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: u64,
+}
+
+/// A page of an object listing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListPage {
+    pub entries: Vec<ListEntry>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    /// The last key or common prefix returned: where the next page starts (exclusive).
+    pub next_after: Option<String>,
+}
+
+/// An object and where its chunks are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ObjectLocation {
+    pub record: ObjectRecord,
+    /// For each chunk, in order, the live chunkservers holding it.
+    pub replicas: Vec<Vec<NodeAddr>>,
+}
+
+/// Parts of an in-progress multipart upload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub initiated_ms: u64,
+    pub parts: Vec<(u32, PartRecord)>,
+}
+
+/// The answer to a write or a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaError {
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchUpload,
+    BucketNotEmpty,
+    BucketAlreadyExists,
+    BucketAlreadyOwnedByYou,
+    InvalidPart(String),
+    InvalidPartOrder,
+    EntityTooSmall,
+    /// Not enough live chunkservers with space to place a chunk.
+    NoSpace(String),
+    /// This master does not lead; the leader's internal address when known.
+    NotLeader(Option<String>),
+    /// The request was malformed or of another wire version.
+    BadRequest(String),
+    /// The master could not complete the request (storage or consensus failure).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for MetaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for MetaError {}
+
+/// The successful result of a write or a read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaReply {
+    Done,
+    /// A bucket was created (false: it already existed and is the caller's, us-east-1 style).
+    Created(bool),
+    /// The ETag and time of a committed object.
+    Committed {
+        etag: String,
+        last_modified_ms: u64,
+    },
+    UploadCreated {
+        upload_id: String,
+    },
+    /// Keys removed by DeleteObjects (absent keys count as deleted, as in S3).
+    Deleted(Vec<String>),
+    Buckets(Vec<BucketInfo>),
+    Bucket(BucketInfo),
+    Object(ObjectLocation),
+    List(ListPage),
+    Upload(UploadInfo),
+}
+
+/// A chunkserver's registration, sent at start and whenever the master does not know it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The id this chunkserver was given before, if any (kept in its data folder).
+    pub node_id: Option<NodeId>,
+    /// The cluster this chunkserver belongs to, if it has joined one.
+    pub cluster_id: Option<String>,
+    pub addr: String,
+    pub capacity: u64,
+    pub free: u64,
+    pub pid: u32,
+}
+
+/// The master's answer to a registration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+}
+
+/// A heartbeat with the node's space; `chunks` is a full chunk report when present.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node_id: NodeId,
+    pub addr: String,
+    pub capacity: u64,
+    pub free: u64,
+    pub pid: u32,
+    pub chunks: Option<Vec<ChunkMeta>>,
+}
+
+/// The master's answer to a heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The master lost track of this node (restart): register and send a full report again.
+    pub reregister: bool,
+}
+
+/// A request for pipelines to write new chunks to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlacementRequest {
+    pub count: usize,
+    pub replicas: usize,
+}
+
+/// Pipelines for new chunks: for each chunk, the chunkservers in pipeline order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Placement {
+    pub pipelines: Vec<Vec<NodeAddr>>,
+}
+
+/// One node as the status report shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: String,
+    pub addr: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub capacity: u64,
+    pub free: u64,
+    pub chunks: u64,
+}
+
+/// The master's view of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster_id: String,
+    pub nodes: Vec<NodeStatus>,
+    pub buckets: u64,
+    pub objects: u64,
+    pub chunks: u64,
+    pub under_replicated: u64,
+}

@@ -1,0 +1,110 @@
+//! Identifiers and the metadata records the master keeps durable.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A chunk's id: a random 128-bit value, so that a gateway can name chunks without asking anyone
+/// and a PUT costs one consensus round (the commit). Written as 32 hex digits on the wire and on disk.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(pub u128);
+
+impl ChunkId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        ChunkId(rand::random())
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({self})")
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 {
+            // Reuse the integer parser's error type for a wrong length.
+            return u128::from_str_radix("", 16).map(ChunkId);
+        }
+        u128::from_str_radix(s, 16).map(ChunkId)
+    }
+}
+
+impl Serialize for ChunkId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A node id in the cluster registry, allocated by applying a log entry.
+pub type NodeId = u64;
+
+/// One chunk of an object: its id, length and whole-chunk CRC32C.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    pub id: ChunkId,
+    pub len: u64,
+    pub crc32c: u32,
+}
+
+/// One part of a multipart object, in order: its size, ETag and how many of the object's chunks
+/// belong to it (parts are contiguous runs of the chunk list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub chunk_count: u32,
+}
+
+/// The durable record of an object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub size: u64,
+    /// ETag without quotes: hex MD5, or `md5-of-md5s-N` for multipart objects.
+    pub etag: String,
+    pub content_type: Option<String>,
+    /// `x-amz-meta-*` pairs, names lowercased without the prefix, values as sent.
+    pub user_meta: Vec<(String, String)>,
+    /// Other stored system headers (content-encoding, content-disposition, cache-control, ...).
+    pub headers: Vec<(String, String)>,
+    /// Checksums given or computed at upload (`crc32` -> base64), returned in checksum mode.
+    pub checksums: Vec<(String, String)>,
+    /// Set by the leader when the record is committed.
+    pub last_modified_ms: u64,
+    /// Parts of a multipart object, empty for a single PUT.
+    pub parts: Vec<PartInfo>,
+    pub chunks: Vec<ChunkMeta>,
+}
+
+/// Attributes of a new object that the uploader chooses (everything but data and time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectAttrs {
+    pub content_type: Option<String>,
+    pub user_meta: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A chunkserver as placement and reads see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub id: NodeId,
+    /// `host:port` of the chunkserver's internal listener.
+    pub addr: String,
+}

@@ -1,0 +1,345 @@
+//! The `tinydfs` binary: every role of a cluster, and the tools to run one.
+//!
+//! - `master`, `chunkserver`, `gateway`: run one role (flags, or a TOML config file with flags
+//!   overriding it).
+//! - `server`: a complete local cluster under one data folder, each node its own child process.
+//! - `health ADDR`: exit 0 when the node at ADDR answers (container health checks).
+//! - `admin status`: the cluster as the master sees it.
+
+mod server;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tinydfs_chunkserver::ChunkserverConfig;
+use tinydfs_gateway::GatewayConfig;
+use tinydfs_master::MasterConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "tinydfs",
+    version,
+    about = "A distributed object store that speaks S3"
+)]
+struct Cli {
+    /// Log format: `text` for people, `json` for machines.
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "TINYDFS_LOG_FORMAT"
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a master.
+    Master(MasterArgs),
+    /// Run a chunkserver.
+    Chunkserver(ChunkserverArgs),
+    /// Run an S3 gateway.
+    Gateway(GatewayArgs),
+    /// Run a complete local cluster (1 master, N chunkservers, 1 gateway) as child processes.
+    Server(server::ServerArgs),
+    /// Exit 0 when the node at ADDR (host:port) answers its health check.
+    Health {
+        addr: String,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
+    /// Administer a running cluster.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Nodes with role, address, state and process id; chunk and object counts.
+    Status(server::StatusArgs),
+}
+
+/// Where the cluster secret comes from (every role needs it).
+#[derive(Args, Clone)]
+struct SecretArgs {
+    /// The shared cluster secret.
+    #[arg(long, env = "TINYDFS_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// A file holding the cluster secret.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn resolve(&self, from_config: &str) -> anyhow::Result<String> {
+        if let Some(s) = &self.cluster_secret {
+            return Ok(s.clone());
+        }
+        if let Some(f) = &self.cluster_secret_file {
+            let s =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            return Ok(s.trim().to_string());
+        }
+        if !from_config.is_empty() {
+            return Ok(from_config.to_string());
+        }
+        bail!("no cluster secret: set TINYDFS_CLUSTER_SECRET, --cluster-secret or --cluster-secret-file")
+    }
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    /// TOML file with the master's configuration; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Raft id of this master.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Internal listener address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address others reach this master at.
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds of silence after which a chunkserver is dead.
+    #[arg(long)]
+    dead_node_timeout_secs: Option<f64>,
+    /// Free bytes a chunkserver must keep; placement skips it below that.
+    #[arg(long)]
+    reserve_bytes: Option<u64>,
+    #[arg(long)]
+    election_timeout_min_ms: Option<u64>,
+    #[arg(long)]
+    election_timeout_max_ms: Option<u64>,
+    #[arg(long)]
+    raft_heartbeat_ms: Option<u64>,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+#[derive(Args)]
+struct ChunkserverArgs {
+    /// TOML file with the chunkserver's configuration; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Master addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    masters: Option<Vec<String>>,
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// TOML file with the gateway's configuration; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// S3 listener address.
+    #[arg(long, alias = "s3-addr")]
+    listen: Option<String>,
+    /// Master addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    masters: Option<Vec<String>>,
+    #[arg(long)]
+    region: Option<String>,
+    /// Chunk size in bytes.
+    #[arg(long)]
+    chunk_size: Option<u64>,
+    #[arg(long)]
+    replicas: Option<usize>,
+    #[arg(long)]
+    min_replicas: Option<usize>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Root domain for virtual-host-style requests (`bucket.DOMAIN`).
+    #[arg(long)]
+    domain: Option<String>,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+fn load<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> anyhow::Result<T> {
+    match path {
+        None => Ok(T::default()),
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+        }
+    }
+}
+
+fn set<T>(field: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *field = v;
+    }
+}
+
+fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
+    let mut c: MasterConfig = load(&a.config)?;
+    set(&mut c.id, a.id);
+    set(&mut c.listen, a.listen);
+    set(&mut c.advertise, a.advertise);
+    set(&mut c.data_dir, a.data_dir);
+    set(&mut c.dead_node_timeout_secs, a.dead_node_timeout_secs);
+    set(&mut c.reserve_bytes, a.reserve_bytes);
+    set(&mut c.election_timeout_min_ms, a.election_timeout_min_ms);
+    set(&mut c.election_timeout_max_ms, a.election_timeout_max_ms);
+    set(&mut c.raft_heartbeat_ms, a.raft_heartbeat_ms);
+    c.secret = a.secret.resolve(&c.secret)?;
+    Ok(c)
+}
+
+fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
+    let mut c: ChunkserverConfig = load(&a.config)?;
+    set(&mut c.listen, a.listen);
+    set(&mut c.advertise, a.advertise);
+    set(&mut c.data_dir, a.data_dir);
+    set(&mut c.masters, a.masters);
+    set(&mut c.heartbeat_ms, a.heartbeat_ms);
+    c.secret = a.secret.resolve(&c.secret)?;
+    Ok(c)
+}
+
+fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
+    let mut c: GatewayConfig = load(&a.config)?;
+    set(&mut c.listen, a.listen);
+    set(&mut c.masters, a.masters);
+    set(&mut c.region, a.region);
+    set(&mut c.chunk_size, a.chunk_size);
+    set(&mut c.replicas, a.replicas);
+    set(&mut c.min_replicas, a.min_replicas);
+    set(&mut c.domain, a.domain.map(Some));
+    set(&mut c.tls_cert, a.tls_cert.map(Some));
+    set(&mut c.tls_key, a.tls_key.map(Some));
+    c.secret = a.secret.resolve(&c.secret)?;
+    if let Ok(v) = std::env::var("TINYDFS_ACCESS_KEY_ID") {
+        c.access_key_id = v;
+    }
+    if let Ok(v) = std::env::var("TINYDFS_SECRET_ACCESS_KEY") {
+        c.secret_access_key = v;
+    }
+    Ok(c)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TINYDFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// A node started by `server` dies with it: the parent-death signal ends it if `server` is killed.
+fn follow_parent() {
+    if let Ok(ppid) = std::env::var("TINYDFS_PARENT_PID") {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid().as_raw().to_string() != ppid {
+            std::process::exit(1); // the parent is already gone
+        }
+    }
+}
+
+/// `tinydfs health ADDR`: GET the health path and expect 200.
+async fn health(addr: &str, timeout: f64) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(timeout))
+        .no_proxy()
+        .build()?;
+    let url = format!("http://{addr}{}", tinydfs_proto::client::paths::HEALTH_ALT);
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{addr} does not answer"))?;
+    if !resp.status().is_success() {
+        bail!("{addr} answered {}", resp.status());
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tinydfs: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Master(a) => {
+                follow_parent();
+                tinydfs_master::run(master_config(a)?, shutdown_signal()).await
+            }
+            Cmd::Chunkserver(a) => {
+                follow_parent();
+                tinydfs_chunkserver::run(chunkserver_config(a)?, shutdown_signal()).await
+            }
+            Cmd::Gateway(a) => {
+                follow_parent();
+                tinydfs_gateway::run(gateway_config(a)?, shutdown_signal()).await
+            }
+            Cmd::Server(a) => server::run(a, &cli.log_format).await,
+            Cmd::Health { addr, timeout } => health(&addr, timeout).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Status(a),
+            } => server::status(a).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("tinydfs: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Reads a file if it exists.
+fn read_opt(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}

@@ -1,0 +1,549 @@
+//! `tinydfs server` (a local cluster of child processes) and `tinydfs admin status`.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tinydfs_proto::client::MasterClient;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// How long `server` waits for its nodes to come up before giving up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long children get to stop after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Version of `cluster.json`.
+const CLUSTER_FILE_VERSION: u16 = 1;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Folder for all the cluster's data (created when missing).
+    #[arg(long, default_value = "tinydfs-data")]
+    data_dir: PathBuf,
+    /// Address of the S3 endpoint.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    s3_addr: String,
+    /// Number of chunkservers.
+    #[arg(long, default_value_t = 3)]
+    chunkservers: usize,
+    /// Chunk size in bytes (default 64 MiB).
+    #[arg(long)]
+    chunk_size: Option<u64>,
+    /// Copies of each chunk (default 3, at most the number of chunkservers).
+    #[arg(long)]
+    replicas: Option<usize>,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Serve S3 over HTTPS with this PEM certificate chain...
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// ...and this PEM private key.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Root domain for virtual-host-style addressing.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Chunkserver heartbeat interval in milliseconds.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Seconds without a heartbeat before a chunkserver is dead.
+    #[arg(long)]
+    dead_node_timeout_secs: Option<f64>,
+    /// Free bytes every chunkserver keeps in reserve.
+    #[arg(long)]
+    reserve_bytes: Option<u64>,
+}
+
+/// A node of the local cluster, as recorded in `cluster.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocalNode {
+    pub name: String,
+    pub role: String,
+    pub addr: String,
+    pub pid: Option<u32>,
+}
+
+/// `cluster.json`: how to reach the local cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterFile {
+    pub version: u16,
+    pub s3_endpoint: String,
+    pub masters: Vec<String>,
+    pub server_pid: u32,
+    pub nodes: Vec<LocalNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The cluster secret of a local cluster, created once.
+fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("cluster.secret");
+    if let Some(s) = crate::read_opt(&path).filter(|s| !s.is_empty()) {
+        return Ok(s);
+    }
+    let s = random_hex(32);
+    write_private(&path, &s)?;
+    Ok(s)
+}
+
+/// S3 credentials: from the environment, else generated once and kept in the data folder.
+fn credentials(dir: &Path) -> anyhow::Result<(Credentials, bool)> {
+    if let (Ok(a), Ok(s)) = (
+        std::env::var("TINYDFS_ACCESS_KEY_ID"),
+        std::env::var("TINYDFS_SECRET_ACCESS_KEY"),
+    ) {
+        return Ok((
+            Credentials {
+                access_key_id: a,
+                secret_access_key: s,
+            },
+            false,
+        ));
+    }
+    let path = dir.join("credentials.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let c: Credentials =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((c, true));
+    }
+    let c = Credentials {
+        access_key_id: format!("TD{}", random_hex(9).to_uppercase()),
+        secret_access_key: random_hex(20),
+    };
+    write_private(&path, &serde_json::to_string_pretty(&c)?)?;
+    Ok((c, true))
+}
+
+/// A free loopback port (bound then released; fine for a local cluster).
+fn free_port(host: &str) -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind((host, 0))?;
+    Ok(format!("{host}:{}", l.local_addr()?.port()))
+}
+
+async fn wait_healthy(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if crate::health(addr, 1.0).await.is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{name} exited during start-up ({status}); see its log");
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} did not become healthy at {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Spawned {
+    name: String,
+    child: Child,
+}
+
+fn spawn(
+    dir: &Path,
+    name: &str,
+    args: &[String],
+    secret: &str,
+    log_format: &str,
+    creds: Option<&Credentials>,
+) -> anyhow::Result<Spawned> {
+    let exe = std::env::current_exe()?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env("TINYDFS_CLUSTER_SECRET", secret)
+        .env("TINYDFS_LOG_FORMAT", log_format)
+        .env("TINYDFS_PARENT_PID", std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(c) = creds {
+        cmd.env("TINYDFS_ACCESS_KEY_ID", &c.access_key_id)
+            .env("TINYDFS_SECRET_ACCESS_KEY", &c.secret_access_key);
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    Ok(Spawned {
+        name: name.to_string(),
+        child,
+    })
+}
+
+fn write_cluster_file(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
+    let tmp = dir.join("cluster.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(file)?)?;
+    std::fs::rename(tmp, dir.join("cluster.json"))?;
+    Ok(())
+}
+
+/// Runs the local cluster until Ctrl-C or SIGTERM; a child that dies is reported, not restarted.
+pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
+    if a.chunkservers == 0 {
+        bail!("--chunkservers must be at least 1");
+    }
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let dir = a.data_dir.canonicalize()?;
+    let secret = cluster_secret(&dir)?;
+    let (creds, generated) = credentials(&dir)?;
+    let host = "127.0.0.1";
+    let master_addr = free_port(host)?;
+    let mut children: Vec<Spawned> = Vec::new();
+    let mut nodes: Vec<LocalNode> = Vec::new();
+    let result = async {
+        let mut args = vec![
+            "master".to_string(),
+            "--listen".into(),
+            master_addr.clone(),
+            "--data-dir".into(),
+            dir.join("master").display().to_string(),
+        ];
+        if let Some(t) = a.dead_node_timeout_secs {
+            args.extend(["--dead-node-timeout-secs".into(), t.to_string()]);
+        }
+        if let Some(r) = a.reserve_bytes {
+            args.extend(["--reserve-bytes".into(), r.to_string()]);
+        }
+        let mut m = spawn(&dir, "master-1", &args, &secret, log_format, None)?;
+        wait_healthy(&master_addr, &mut m.child, "master-1").await?;
+        nodes.push(LocalNode {
+            name: m.name.clone(),
+            role: "master".into(),
+            addr: master_addr.clone(),
+            pid: m.child.id(),
+        });
+        children.push(m);
+        for i in 1..=a.chunkservers {
+            let addr = free_port(host)?;
+            let name = format!("chunkserver-{i}");
+            let mut args = vec![
+                "chunkserver".to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--data-dir".into(),
+                dir.join(&name).display().to_string(),
+                "--masters".into(),
+                master_addr.clone(),
+            ];
+            if let Some(h) = a.heartbeat_ms {
+                args.extend(["--heartbeat-ms".into(), h.to_string()]);
+            }
+            let mut c = spawn(&dir, &name, &args, &secret, log_format, None)?;
+            wait_healthy(&addr, &mut c.child, &name).await?;
+            nodes.push(LocalNode {
+                name,
+                role: "chunkserver".into(),
+                addr,
+                pid: c.child.id(),
+            });
+            children.push(c);
+        }
+        let replicas = a
+            .replicas
+            .unwrap_or(tinydfs_proto::DEFAULT_REPLICAS)
+            .min(a.chunkservers);
+        let mut args = vec![
+            "gateway".to_string(),
+            "--listen".into(),
+            a.s3_addr.clone(),
+            "--masters".into(),
+            master_addr.clone(),
+            "--region".into(),
+            a.region.clone(),
+            "--replicas".into(),
+            replicas.to_string(),
+            "--min-replicas".into(),
+            tinydfs_proto::DEFAULT_MIN_REPLICAS
+                .min(replicas)
+                .to_string(),
+        ];
+        if let Some(c) = a.chunk_size {
+            args.extend(["--chunk-size".into(), c.to_string()]);
+        }
+        if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+            args.extend([
+                "--tls-cert".into(),
+                c.display().to_string(),
+                "--tls-key".into(),
+                k.display().to_string(),
+            ]);
+        }
+        if let Some(d) = &a.domain {
+            args.extend(["--domain".into(), d.clone()]);
+        }
+        let mut g = spawn(&dir, "gateway-1", &args, &secret, log_format, Some(&creds))?;
+        if a.tls_cert.is_none() {
+            wait_healthy(&a.s3_addr, &mut g.child, "gateway-1").await?;
+        } else {
+            wait_listening(&a.s3_addr, &mut g.child).await?;
+        }
+        nodes.push(LocalNode {
+            name: g.name.clone(),
+            role: "gateway".into(),
+            addr: a.s3_addr.clone(),
+            pid: g.child.id(),
+        });
+        children.push(g);
+        wait_registered(&master_addr, &secret, a.chunkservers).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let scheme = if a.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://{}", a.s3_addr);
+    let file = ClusterFile {
+        version: CLUSTER_FILE_VERSION,
+        s3_endpoint: endpoint.clone(),
+        masters: vec![master_addr.clone()],
+        server_pid: std::process::id(),
+        nodes: nodes.clone(),
+    };
+    if let Err(e) = result.and_then(|_| write_cluster_file(&dir, &file)) {
+        stop_all(children).await;
+        return Err(e.context(format!("logs are in {}", dir.join("logs").display())));
+    }
+    println!(
+        "tinydfs is running: S3 endpoint {endpoint} (region {})",
+        a.region
+    );
+    println!(
+        "  data folder: {}  (logs in {}/logs)",
+        dir.display(),
+        dir.display()
+    );
+    println!(
+        "  nodes: 1 master, {} chunkservers, 1 gateway",
+        a.chunkservers
+    );
+    if generated {
+        println!("  access key id:     {}", creds.access_key_id);
+        println!("  secret access key: {}", creds.secret_access_key);
+        println!(
+            "  (generated once, kept in {})",
+            dir.join("credentials.json").display()
+        );
+    } else {
+        println!("  credentials: from TINYDFS_ACCESS_KEY_ID / TINYDFS_SECRET_ACCESS_KEY");
+    }
+    println!("Try:");
+    println!(
+        "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={} aws --endpoint-url {endpoint} s3 mb s3://my-bucket",
+        creds.access_key_id,
+        if generated { creds.secret_access_key.as_str() } else { "$TINYDFS_SECRET_ACCESS_KEY" },
+        a.region
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    supervise(children).await;
+    Ok(())
+}
+
+async fn wait_listening(addr: &str, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the gateway exited during start-up ({status}); see its log");
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the gateway did not start listening at {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn wait_registered(master: &str, secret: &str, n: usize) -> anyhow::Result<()> {
+    let client = MasterClient::new(vec![master.to_string()], secret.to_string());
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Ok(s) = client.status().await {
+            let alive = s
+                .nodes
+                .iter()
+                .filter(|n| n.role == "chunkserver" && n.state == "alive")
+                .count();
+            if alive >= n {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("chunkservers did not register with the master");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(pid: Option<u32>, sig: nix::sys::signal::Signal) {
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+    }
+}
+
+async fn stop_all(children: Vec<Spawned>) {
+    for c in &children {
+        signal(c.child.id(), nix::sys::signal::Signal::SIGTERM);
+    }
+    for mut c in children {
+        match tokio::time::timeout(STOP_GRACE, c.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("{} did not stop in time; killing it", c.name);
+                let _ = c.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM, reporting (never restarting) children that exit meanwhile.
+async fn supervise(children: Vec<Spawned>) {
+    let (tx, mut rx) = mpsc::channel::<(String, String)>(children.len().max(1));
+    let mut pids = Vec::new();
+    let mut waiters = Vec::new();
+    for mut c in children {
+        pids.push((c.name.clone(), c.child.id()));
+        let tx = tx.clone();
+        waiters.push(tokio::spawn(async move {
+            let status = c.child.wait().await;
+            let _ = tx.send((c.name.clone(), format!("{status:?}"))).await;
+        }));
+    }
+    drop(tx);
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some((name, status)) = rx.recv() => {
+                eprintln!("tinydfs: {name} exited ({status}); it is not restarted");
+            }
+        }
+    }
+    for (_, pid) in &pids {
+        signal(*pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let all = futures_join(waiters);
+    if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
+        for (name, pid) in &pids {
+            eprintln!("{name} did not stop in time; killing it");
+            signal(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Internal address of a master.
+    #[arg(long, env = "TINYDFS_MASTER")]
+    master: Option<String>,
+    /// Data folder of a local `tinydfs server` (finds the master and the secret there).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, env = "TINYDFS_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+}
+
+/// `tinydfs admin status`.
+pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let local: Option<ClusterFile> = match &a.data_dir {
+        Some(d) => {
+            let text = std::fs::read_to_string(d.join("cluster.json"))
+                .with_context(|| format!("no running local cluster in {}", d.display()))?;
+            Some(serde_json::from_str(&text)?)
+        }
+        None => None,
+    };
+    let masters = match (&a.master, &local) {
+        (Some(m), _) => vec![m.clone()],
+        (None, Some(l)) => l.masters.clone(),
+        (None, None) => bail!("give --master ADDR or --data-dir DIR"),
+    };
+    let secret = match (&a.cluster_secret, &a.data_dir) {
+        (Some(s), _) => s.clone(),
+        (None, Some(d)) => crate::read_opt(&d.join("cluster.secret"))
+            .context("no cluster.secret in the data folder")?,
+        (None, None) => bail!("set TINYDFS_CLUSTER_SECRET"),
+    };
+    let client = MasterClient::new(masters, secret);
+    let mut s = client
+        .status()
+        .await
+        .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
+    if let Some(l) = &local {
+        for n in l.nodes.iter().filter(|n| n.role == "gateway") {
+            let up = crate::health(&n.addr, 2.0).await.is_ok()
+                || tokio::net::TcpStream::connect(&n.addr).await.is_ok();
+            s.nodes.push(tinydfs_proto::meta::NodeStatus {
+                id: 0,
+                role: "gateway".into(),
+                addr: n.addr.clone(),
+                state: if up { "alive" } else { "dead" }.into(),
+                pid: n.pid,
+                capacity: 0,
+                free: 0,
+                chunks: 0,
+            });
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("cluster {}", s.cluster_id);
+    println!(
+        "{:<12} {:>4} {:<22} {:<10} {:>8} {:>8} {:>12}",
+        "ROLE", "ID", "ADDRESS", "STATE", "PID", "CHUNKS", "FREE"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<12} {:>4} {:<22} {:<10} {:>8} {:>8} {:>12}",
+            n.role,
+            n.id,
+            n.addr,
+            n.state,
+            n.pid.map(|p| p.to_string()).unwrap_or_default(),
+            n.chunks,
+            n.free
+        );
+    }
+    println!(
+        "buckets {}  objects {}  chunks {}  under-replicated {}",
+        s.buckets, s.objects, s.chunks, s.under_replicated
+    );
+    Ok(())
+}
