@@ -115,7 +115,7 @@ fn objects_of_every_size_round_trip_with_ranges_and_metadata() {
             .unwrap();
         assert_eq!(head.content_length(), Some(1000));
         assert_eq!(head.e_tag().unwrap(), format!("\"{}\"", md5_hex(&new)));
-        assert!(head.metadata().map_or(true, |m| m.is_empty()));
+        assert!(head.metadata().is_none_or(|m| m.is_empty()));
         assert_eq!(get_bytes(&c, "sizes", "obj-1", None).await, new);
         let err = c
             .get_object()
@@ -158,7 +158,7 @@ fn bucket_operations_follow_us_east_1() {
             .unwrap();
         assert!(loc
             .location_constraint()
-            .map_or(true, |l| l.as_str().is_empty()));
+            .is_none_or(|l| l.as_str().is_empty()));
         c.put_object()
             .bucket("alpha")
             .key("k")

@@ -79,9 +79,9 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, msg.to_string()).into_response()
 }
 
-fn parse_id(id: &str) -> Result<ChunkId, Response> {
+fn parse_id(id: &str) -> Result<ChunkId, (StatusCode, String)> {
     id.parse()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("bad chunk id {id}")))
+        .map_err(|_| (StatusCode::BAD_REQUEST, format!("bad chunk id {id}")))
 }
 
 async fn put_chunk(
@@ -93,7 +93,7 @@ async fn put_chunk(
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let rest = match q.decode() {
         Ok(r) => r,
@@ -251,7 +251,7 @@ async fn get_chunk(
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some((size, _)) = cs.store.meta(id) else {
         return error(StatusCode::NOT_FOUND, format!("chunk {id} not found"));
@@ -281,7 +281,7 @@ async fn get_chunk(
 async fn delete_chunk(State(cs): State<Shared>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match cs.store.delete(id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -96,8 +96,8 @@ impl Identity {
 pub fn disk_space(dir: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
-            let frag = s.fragment_size() as u64;
-            (s.blocks() as u64 * frag, s.blocks_available() as u64 * frag)
+            let frag = s.fragment_size();
+            (s.blocks() * frag, s.blocks_available() * frag)
         }
         Err(_) => (0, 0),
     }
@@ -187,7 +187,9 @@ async fn heartbeat_loop(
             capacity,
             free,
             pid: std::process::id(),
-            chunks: (beats % FULL_REPORT_EVERY == 0).then(|| store.report()),
+            chunks: beats
+                .is_multiple_of(FULL_REPORT_EVERY)
+                .then(|| store.report()),
         };
         match master.heartbeat(&hb).await {
             Ok(r) if r.reregister => registered = false,

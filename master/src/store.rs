@@ -10,6 +10,9 @@
 //! Snapshots are the checkpoints: the whole [`State`] as a versioned JSON document, written to a
 //! temporary file, fsynced and renamed into place.
 
+// openraft's StorageError is large by design; the storage traits return it.
+#![allow(clippy::result_large_err)]
+
 use crate::state::{Command, Reply, State};
 use crate::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -34,6 +37,8 @@ pub const STORAGE_VERSION: u16 = 1;
 /// Largest log record accepted at replay; anything bigger is corruption, not an entry.
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
 
+// Records are transient (framed and written at once): their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize)]
 enum LogRecord {
     Entry(Entry<TypeConfig>),
@@ -117,7 +122,7 @@ pub struct LogStore {
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, e.to_string())
+    io::Error::other(e.to_string())
 }
 
 impl LogStore {
@@ -256,7 +261,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 inner.entries.insert(e.log_id.index, e);
             }
         }
-        let failed = res.as_ref().err().map(|e| StorageIOError::write_logs(e));
+        let failed = res.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(res);
         match failed {
             Some(e) => Err(e.into()),

@@ -221,14 +221,14 @@ pub fn parse_range(v: &str) -> Option<Range> {
     (end >= start).then_some(Range::From(start, Some(end)))
 }
 
-/// Resolves a range against an object size: `Ok(None)` for the whole object, `Err` when it
-/// cannot be satisfied.
-pub fn resolve_range(r: &Range, size: u64) -> Result<(u64, u64), ()> {
+/// Resolves a range against an object size into `start..end`; `None` when it cannot be
+/// satisfied (416).
+pub fn resolve_range(r: &Range, size: u64) -> Option<(u64, u64)> {
     match *r {
-        Range::From(start, _) if start >= size => Err(()),
-        Range::From(start, end) => Ok((start, end.map_or(size, |e| (e + 1).min(size)))),
-        Range::Suffix(0) => Err(()),
-        Range::Suffix(n) => Ok((size.saturating_sub(n), size)),
+        Range::From(start, _) if start >= size => None,
+        Range::From(start, end) => Some((start, end.map_or(size, |e| (e + 1).min(size)))),
+        Range::Suffix(0) => None,
+        Range::Suffix(n) => Some((size.saturating_sub(n), size)),
     }
 }
 
@@ -353,8 +353,8 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
         }
     } else if let Some(r) = req.header("range").and_then(parse_range) {
         match resolve_range(&r, size) {
-            Ok(v) => range = Some(v),
-            Err(()) => {
+            Some(v) => range = Some(v),
+            None => {
                 let mut e = S3Error::new(
                     "InvalidRange",
                     416,
@@ -488,11 +488,11 @@ mod tests {
         assert_eq!(parse_range("bytes=9-5"), None);
         assert_eq!(parse_range("bytes=0-1,3-4"), None);
         assert_eq!(parse_range("items=0-1"), None);
-        assert_eq!(resolve_range(&Range::From(0, Some(9)), 5), Ok((0, 5)));
-        assert_eq!(resolve_range(&Range::From(5, None), 5), Err(()));
-        assert_eq!(resolve_range(&Range::Suffix(10), 5), Ok((0, 5)));
-        assert_eq!(resolve_range(&Range::Suffix(2), 5), Ok((3, 5)));
-        assert_eq!(resolve_range(&Range::Suffix(0), 5), Err(()));
+        assert_eq!(resolve_range(&Range::From(0, Some(9)), 5), Some((0, 5)));
+        assert_eq!(resolve_range(&Range::From(5, None), 5), None);
+        assert_eq!(resolve_range(&Range::Suffix(10), 5), Some((0, 5)));
+        assert_eq!(resolve_range(&Range::Suffix(2), 5), Some((3, 5)));
+        assert_eq!(resolve_range(&Range::Suffix(0), 5), None);
     }
 
     #[test]
