@@ -121,6 +121,9 @@ struct MasterArgs {
     election_timeout_max_ms: Option<u64>,
     #[arg(long)]
     raft_heartbeat_ms: Option<u64>,
+    /// Log entries between snapshots (checkpoints).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -204,6 +207,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.election_timeout_min_ms, a.election_timeout_min_ms);
     set(&mut c.election_timeout_max_ms, a.election_timeout_max_ms);
     set(&mut c.raft_heartbeat_ms, a.raft_heartbeat_ms);
+    set(&mut c.snapshot_every, a.snapshot_every);
     c.secret = a.secret.resolve(&c.secret)?;
     Ok(c)
 }

@@ -54,6 +54,9 @@ pub struct ServerArgs {
     /// Free bytes every chunkserver keeps in reserve.
     #[arg(long)]
     reserve_bytes: Option<u64>,
+    /// Master log entries between snapshots.
+    #[arg(long)]
+    snapshot_every: Option<u64>,
 }
 
 /// A node of the local cluster, as recorded in `cluster.json`.
@@ -227,6 +230,9 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         }
         if let Some(r) = a.reserve_bytes {
             args.extend(["--reserve-bytes".into(), r.to_string()]);
+        }
+        if let Some(n) = a.snapshot_every {
+            args.extend(["--snapshot-every".into(), n.to_string()]);
         }
         let mut m = spawn(&dir, "master-1", &args, &secret, log_format, None)?;
         wait_healthy(&master_addr, &mut m.child, "master-1").await?;

@@ -283,3 +283,153 @@ fn signed_streaming_uploads_are_verified_chunk_by_chunk() {
         }
     });
 }
+
+/// Signs a single-chunk request whose `x-amz-content-sha256` is `payload_hash`.
+fn signed_headers(
+    host: &str,
+    method: &str,
+    path: &str,
+    payload_hash: &str,
+) -> Vec<(String, String)> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let amz = format_amz(secs);
+    let day = &amz[..8];
+    let scope = format!("{day}/us-east-1/s3/aws4_request");
+    let headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("x-amz-content-sha256".to_string(), payload_hash.to_string()),
+        ("x-amz-date".to_string(), amz.clone()),
+    ];
+    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let creq = format!("{method}\n{path}\n\n{canonical_headers}\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}");
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
+        sha_hex(creq.as_bytes())
+    );
+    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
+        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
+        |k, part| hmac(&k, part.as_bytes()),
+    );
+    let sig = hex::encode(hmac(&key, sts.as_bytes()));
+    let mut out = headers;
+    out.push((
+        "authorization".to_string(),
+        format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"),
+    ));
+    out
+}
+
+#[test]
+fn a_payload_that_does_not_match_its_signed_hash_is_refused() {
+    let cluster = Cluster::start(Opts::default());
+    let c = cluster.client();
+    let http = reqwest::Client::new();
+    rt().block_on(async {
+        c.create_bucket().bucket("hash").send().await.unwrap();
+        for (key, body, claimed, want) in [
+            ("ok", "the body", sha_hex(b"the body"), 200u16),
+            ("bad", "the body", sha_hex(b"another body"), 400),
+        ] {
+            let path = format!("/hash/{key}");
+            let mut req = http.put(format!("{}{path}", cluster.endpoint)).body(body);
+            for (k, v) in signed_headers(&cluster.s3_addr, "PUT", &path, &claimed) {
+                if k != "host" {
+                    req = req.header(k, v);
+                }
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), want);
+            let text = r.text().await.unwrap();
+            if want == 400 {
+                assert!(text.contains("XAmzContentSHA256Mismatch"), "{text}");
+                let err = c
+                    .head_object()
+                    .bucket("hash")
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(404));
+            }
+        }
+    });
+}
+
+#[test]
+fn virtual_host_style_addressing_under_the_configured_domain() {
+    let cluster = Cluster::start(Opts {
+        extra: vec!["--domain".into(), "s3.test".into()],
+        ..Opts::default()
+    });
+    let port: u16 = cluster.s3_addr.rsplit(':').next().unwrap().parse().unwrap();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://s3.test:{port}"))
+        .force_path_style(false)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "t",
+        ))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let vhost = aws_sdk_s3::Client::from_conf(conf);
+    let addr: std::net::SocketAddr = cluster.s3_addr.parse().unwrap();
+    let http = reqwest::Client::builder()
+        .resolve("vbucket.s3.test", addr)
+        .build()
+        .unwrap();
+    let path_style = cluster.client();
+    rt().block_on(async {
+        path_style
+            .create_bucket()
+            .bucket("vbucket")
+            .send()
+            .await
+            .unwrap();
+        let cfg = PresigningConfig::expires_in(Duration::from_secs(60)).unwrap();
+        let put = vhost
+            .put_object()
+            .bucket("vbucket")
+            .key("dir/v.txt")
+            .presigned(cfg.clone())
+            .await
+            .unwrap();
+        assert!(
+            put.uri()
+                .starts_with(&format!("http://vbucket.s3.test:{port}/dir/v.txt")),
+            "{}",
+            put.uri()
+        );
+        let r = http.put(put.uri()).body("virtual").send().await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        // Written virtual-host style, read path style.
+        let got = path_style
+            .get_object()
+            .bucket("vbucket")
+            .key("dir/v.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.body.collect().await.unwrap().into_bytes().as_ref(),
+            b"virtual"
+        );
+        let get = vhost
+            .get_object()
+            .bucket("vbucket")
+            .key("dir/v.txt")
+            .presigned(cfg)
+            .await
+            .unwrap();
+        let r = http.get(get.uri()).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"virtual");
+    });
+}

@@ -187,3 +187,44 @@ fn the_namespace_survives_a_master_crash_and_a_cluster_restart() {
     });
     drop(cluster);
 }
+
+#[test]
+fn restart_recovers_from_a_snapshot_plus_the_log_after_it() {
+    let opts = || Opts {
+        extra: vec!["--snapshot-every".into(), "10".into()],
+        ..Opts::default()
+    };
+    let mut cluster = Cluster::start(opts());
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async {
+        c.create_bucket().bucket("snap").send().await.unwrap();
+        for i in 0..45 {
+            put(
+                &c,
+                "snap",
+                &format!("k{i:02}"),
+                format!("value {i}").into_bytes(),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let snapshot = cluster.dir.join("master/state/snapshot.json");
+    assert!(
+        snapshot.exists(),
+        "no snapshot after 45 writes with --snapshot-every 10"
+    );
+    cluster.kill("master-1");
+    cluster.stop();
+    let restarted = Cluster::start_in(cluster.dir.clone(), opts());
+    let c = restarted.client();
+    rt.block_on(async {
+        let list = c.list_objects_v2().bucket("snap").send().await.unwrap();
+        assert_eq!(list.contents().len(), 45);
+        for i in [0, 17, 44] {
+            let got = get(&c, "snap", &format!("k{i:02}")).await.unwrap();
+            assert_eq!(got, format!("value {i}").into_bytes());
+        }
+    });
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tinydfs_proto::client::PutChunkReply;
 use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
-use tinydfs_proto::{ChunkId, ChunkMeta, NodeId};
+use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -36,6 +36,7 @@ pub struct Stored {
 
 struct OpenChunk {
     id: ChunkId,
+    pipeline: Vec<NodeAddr>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     task: JoinHandle<Result<PutChunkReply, String>>,
     written: u64,
@@ -120,7 +121,10 @@ where
 }
 
 async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
-    let placement = gw.master.placement(1, gw.config.replicas).await?;
+    let placement = gw
+        .master
+        .placement(1, gw.config.replicas, gw.suspects())
+        .await?;
     let pipeline = placement
         .pipelines
         .into_iter()
@@ -134,14 +138,16 @@ async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
     });
     let client = gw.chunks.clone();
     let rid = request_id.to_string();
+    let nodes = pipeline.clone();
     let task = tokio::spawn(async move {
-        let (head, rest) = pipeline.split_first().ok_or("empty pipeline")?;
+        let (head, rest) = nodes.split_first().ok_or("empty pipeline")?;
         client
             .put(head, rest, id, reqwest::Body::wrap_stream(stream), &rid)
             .await
     });
     Ok(OpenChunk {
         id,
+        pipeline,
         tx,
         task,
         written: 0,
@@ -152,11 +158,25 @@ async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
 /// Closes a chunk's stream and waits until its pipeline reports it durable.
 async fn finish_chunk(gw: &Gateway, chunk: OpenChunk, stored: &mut Stored) -> S3Result<()> {
     drop(chunk.tx);
-    let reply = chunk
-        .task
-        .await
-        .map_err(S3Error::internal)?
-        .map_err(|e| S3Error::unavailable(format!("chunk {} write failed: {e}", chunk.id)))?;
+    let reply = match chunk.task.await.map_err(S3Error::internal)? {
+        Ok(r) => r,
+        Err(e) => {
+            // The head failed (its followers' errors come back inside its reply): the client's
+            // retry should get a pipeline without it. SDKs retry 503 by themselves.
+            if let Some(head) = chunk.pipeline.first() {
+                gw.suspect(head.id);
+            }
+            return Err(S3Error::unavailable(format!(
+                "chunk {} write failed: {e}",
+                chunk.id
+            )));
+        }
+    };
+    for n in &chunk.pipeline {
+        if !reply.stored.contains(&n.id) {
+            gw.suspect(n.id);
+        }
+    }
     if reply.len != chunk.written || reply.crc32c != chunk.crc {
         return Err(S3Error::internal(format!(
             "chunk {} stored as {} bytes crc {:08x}, sent {} bytes crc {:08x}",

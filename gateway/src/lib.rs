@@ -22,10 +22,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tinydfs_proto::client::{ChunkClient, MasterClient};
+use tinydfs_proto::NodeId;
 
 /// Configuration of a gateway.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,14 +77,38 @@ impl Default for GatewayConfig {
     }
 }
 
+/// How long a chunkserver that failed a write is avoided by this gateway's placements: long
+/// enough to cover the master's dead-node timeout, after which the master itself skips it.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
 /// Everything a request handler needs.
 pub struct Gateway {
     pub config: GatewayConfig,
     pub master: MasterClient,
     pub chunks: ChunkClient,
+    /// Chunkservers that failed a write recently, with when they failed.
+    pub suspects: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Gateway {
+    /// Remembers that `node` failed a write, so the client's retry is placed elsewhere.
+    pub fn suspect(&self, node: NodeId) {
+        if let Ok(mut s) = self.suspects.lock() {
+            s.insert(node, Instant::now());
+        }
+    }
+
+    /// Nodes to avoid in new pipelines.
+    pub fn suspects(&self) -> Vec<NodeId> {
+        match self.suspects.lock() {
+            Ok(mut s) => {
+                s.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+                s.keys().copied().collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The secret of an access key, if the key is known.
     pub fn secret_for(&self, access_key: &str) -> Option<String> {
         (access_key == self.config.access_key_id).then(|| self.config.secret_access_key.clone())
@@ -129,6 +156,7 @@ pub async fn run(
     let gw = Arc::new(Gateway {
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
+        suspects: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;

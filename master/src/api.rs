@@ -285,7 +285,7 @@ async fn placement(State(m): State<Shared>, body: Bytes) -> Response {
         let min = m.config.min_replicas.min(req.replicas).max(1);
         let mut pipelines = Vec::with_capacity(req.count);
         for _ in 0..req.count.min(1024) {
-            let p = reg.place(req.replicas, min).ok_or_else(|| {
+            let p = reg.place(req.replicas, min, &req.exclude).ok_or_else(|| {
                 MetaError::NoSpace(format!(
                     "fewer than {min} live chunkservers with free space above the reserve"
                 ))

@@ -137,14 +137,25 @@ impl Registry {
     }
 
     /// Picks up to `replicas` distinct live chunkservers with room, weighted by free space;
-    /// `None` when fewer than `min` qualify.
-    pub fn place(&self, replicas: usize, min: usize) -> Option<Vec<NodeAddr>> {
-        let mut candidates: Vec<(NodeId, &LiveNode)> = self
+    /// `None` when fewer than `min` qualify. Nodes in `avoid` (a caller saw them fail, before the
+    /// master noticed) are used only when the others are too few.
+    pub fn place(&self, replicas: usize, min: usize, avoid: &[NodeId]) -> Option<Vec<NodeAddr>> {
+        let usable: Vec<(NodeId, &LiveNode)> = self
             .nodes
             .iter()
             .filter(|(_, n)| self.alive(n) && n.free > self.reserve)
             .map(|(id, n)| (*id, n))
             .collect();
+        let preferred: Vec<(NodeId, &LiveNode)> = usable
+            .iter()
+            .filter(|(id, _)| !avoid.contains(id))
+            .copied()
+            .collect();
+        let mut candidates = if preferred.len() >= min.max(1) {
+            preferred
+        } else {
+            usable
+        };
         if candidates.len() < min.max(1) {
             return None;
         }
@@ -206,12 +217,19 @@ mod tests {
         r.register(2, "b".into(), 100, 50, 2);
         r.register(3, "c".into(), 100, 5, 3); // below the reserve
         for _ in 0..50 {
-            let p = r.place(3, 2).unwrap();
+            let p = r.place(3, 2, &[]).unwrap();
             assert_eq!(p.len(), 2);
             assert_ne!(p[0].id, p[1].id);
             assert!(p.iter().all(|n| n.id != 3));
         }
-        assert!(r.place(3, 3).is_none());
+        assert!(r.place(3, 3, &[]).is_none());
+        // A node the caller saw fail is avoided while others suffice.
+        r.register(4, "d".into(), 100, 50, 4);
+        for _ in 0..20 {
+            let p = r.place(2, 2, &[1]).unwrap();
+            assert!(p.iter().all(|n| n.id != 1));
+        }
+        assert_eq!(r.place(3, 3, &[1]).unwrap().len(), 3);
         r.add_replicas(ChunkId(9), &[1, 2]);
         assert_eq!(r.live_copies(&ChunkId(9)), 2);
         let hb = Heartbeat {

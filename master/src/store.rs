@@ -36,6 +36,15 @@ type Node = openraft::BasicNode;
 pub const STORAGE_VERSION: u16 = 1;
 /// Largest log record accepted at replay; anything bigger is corruption, not an entry.
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
+/// The log file starts with this magic and [`STORAGE_VERSION`] (u32 LE).
+const LOG_MAGIC: &[u8; 8] = b"TDFSRLOG";
+const LOG_HEADER_LEN: usize = 12;
+
+fn log_header() -> Vec<u8> {
+    let mut h = LOG_MAGIC.to_vec();
+    h.extend_from_slice(&u32::from(STORAGE_VERSION).to_le_bytes());
+    h
+}
 
 // Records are transient (framed and written at once): their size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -96,7 +105,7 @@ impl LogInner {
         let tmp = self.path.with_extension("compact");
         {
             let mut f = File::create(&tmp)?;
-            let mut buf = Vec::new();
+            let mut buf = log_header();
             if let Some(p) = self.last_purged {
                 buf.extend(frame(&LogRecord::Purge(p))?);
             }
@@ -134,10 +143,23 @@ impl LogStore {
         let mut entries = BTreeMap::new();
         let mut last_purged = None;
         let mut valid_len = 0u64;
+        let mut data = Vec::new();
         if path.exists() {
-            let mut data = Vec::new();
             File::open(&path)?.read_to_end(&mut data)?;
-            let mut pos = 0usize;
+        }
+        if data.len() >= LOG_HEADER_LEN {
+            if &data[..8] != LOG_MAGIC {
+                return Err(io_err(format!(
+                    "{} is not a tinydfs raft log",
+                    path.display()
+                )));
+            }
+            let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+            if version > u32::from(STORAGE_VERSION) {
+                return Err(io_err(format!("raft log version {version} is too new")));
+            }
+            let mut pos = LOG_HEADER_LEN;
+            valid_len = pos as u64;
             while pos + 8 <= data.len() {
                 let len =
                     u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
@@ -175,8 +197,12 @@ impl LogStore {
                 valid_len = pos as u64;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
         file.set_len(valid_len)?;
+        if valid_len == 0 {
+            file.write_all(&log_header())?;
+            file.sync_all()?;
+        }
         let vote = match fs::read(&vote_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(io_err)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,

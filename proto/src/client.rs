@@ -100,9 +100,21 @@ impl MasterClient {
     }
 
     /// Asks for pipelines for `count` new chunks.
-    pub async fn placement(&self, count: usize, replicas: usize) -> Result<Placement, MetaError> {
-        self.call(paths::PLACEMENT, &PlacementRequest { count, replicas })
-            .await
+    pub async fn placement(
+        &self,
+        count: usize,
+        replicas: usize,
+        exclude: Vec<NodeId>,
+    ) -> Result<Placement, MetaError> {
+        self.call(
+            paths::PLACEMENT,
+            &PlacementRequest {
+                count,
+                replicas,
+                exclude,
+            },
+        )
+        .await
     }
 
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterReply, MetaError> {

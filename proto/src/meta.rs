@@ -246,6 +246,9 @@ pub struct HeartbeatReply {
 pub struct PlacementRequest {
     pub count: usize,
     pub replicas: usize,
+    /// Nodes the caller saw fail recently: placed only if nothing else qualifies.
+    #[serde(default)]
+    pub exclude: Vec<NodeId>,
 }
 
 /// Pipelines for new chunks: for each chunk, the chunkservers in pipeline order.

@@ -19,6 +19,8 @@ pub struct Opts {
     pub chunkservers: usize,
     pub chunk_size: u64,
     pub tls: bool,
+    /// Extra `server` arguments.
+    pub extra: Vec<String>,
 }
 
 impl Default for Opts {
@@ -27,6 +29,7 @@ impl Default for Opts {
             chunkservers: 3,
             chunk_size: TEST_CHUNK,
             tls: false,
+            extra: Vec::new(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl Cluster {
             .args(["--chunk-size", &opts.chunk_size.to_string()])
             .args(["--heartbeat-ms", "200", "--dead-node-timeout-secs", "3"])
             .args(["--reserve-bytes", "0"])
+            .args(&opts.extra)
             .env("TINYDFS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("TINYDFS_SECRET_ACCESS_KEY", SECRET_KEY)
             .stdout(Stdio::piped())
