@@ -21,7 +21,7 @@ apt_install() {
         as_root apt-get update -qq || die "apt-get update failed"
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" || die "apt-get install $* failed"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 "$@" || die "apt-get install $* failed"
 }
 
 if ! command -v openssl >/dev/null; then

@@ -30,12 +30,14 @@ const S3TRANSFER_PART: usize = 8 * MIB;
 
 /// The path of a tool named by an environment variable; panics if it is unset or missing.
 fn tool(var: &str) -> PathBuf {
-    let path = std::env::var_os(var).unwrap_or_else(|| {
-        panic!(
-            "environment variable {var} is not set: run the tests with scripts/test.sh \
+    let path = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+            "environment variable {var} is not set (or empty): run the tests with scripts/test.sh \
              (it installs the client tools with scripts/setup-test-tools.sh and sets {var})"
         )
-    });
+        });
     let path = PathBuf::from(path);
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| {
         panic!(
@@ -91,11 +93,30 @@ impl Drop for Scratch {
     }
 }
 
+/// `s` without ANSI colour sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The last `n` lines of the gateway's log, for failure messages.
 fn gateway_log_tail(cluster: &Cluster, n: usize) -> String {
     let path = cluster.dir.join("logs/gateway-1.log");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            let text = strip_ansi(&text);
             let lines: Vec<&str> = text.lines().collect();
             let start = lines.len().saturating_sub(n);
             format!(
@@ -267,14 +288,14 @@ struct Aws<'a> {
 }
 
 impl<'a> Aws<'a> {
-    fn new(cluster: &'a Cluster, scratch: &Scratch) -> Aws<'a> {
+    fn new(bin: PathBuf, cluster: &'a Cluster, scratch: &Scratch) -> Aws<'a> {
         let config = scratch.write(
             "aws-config",
             b"[default]\nregion = us-east-1\nretry_mode = standard\nmax_attempts = 1\n\
               s3 =\n    addressing_style = path\n",
         );
         Aws {
-            bin: tool("TINYDFS_AWS"),
+            bin,
             cluster,
             config,
         }
@@ -365,21 +386,25 @@ impl<'a> Aws<'a> {
 
 /// Parses `aws s3 ls` lines: objects as (key, Some(size)), common prefixes as (prefix, None).
 fn parse_s3_ls(out: &str) -> BTreeMap<String, Option<u64>> {
+    /// Splits off the first whitespace-separated field of `s`: (field, rest).
+    fn field(s: &str) -> Option<(&str, &str)> {
+        let s = s.trim_start();
+        let end = s.find(char::is_whitespace)?;
+        Some((&s[..end], &s[end + 1..]))
+    }
     let mut m = BTreeMap::new();
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            ["PRE", prefix] => {
-                m.insert(prefix.to_string(), None);
-            }
-            [_date, _time, size, key] => {
-                let size = size
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad size in `aws s3 ls` line: {line}"));
-                m.insert(key.to_string(), Some(size));
-            }
-            _ => panic!("unexpected `aws s3 ls` line: {line:?}"),
+        let bad = || -> ! { panic!("unexpected `aws s3 ls` line: {line:?}") };
+        let (first, rest) = field(line).unwrap_or_else(|| bad());
+        if first == "PRE" {
+            m.insert(rest.to_string(), None);
+            continue;
         }
+        // "<date> <time> <size right-aligned> <key, which may hold spaces>"
+        let (_time, rest) = field(rest).unwrap_or_else(|| bad());
+        let (size, key) = field(rest).unwrap_or_else(|| bad());
+        let size = size.parse().unwrap_or_else(|_| bad());
+        m.insert(key.to_string(), Some(size));
     }
     m
 }
@@ -431,9 +456,10 @@ fn assert_head(aws: &Aws, bucket: &str, key: &str, data: &[u8], part: Option<usi
 
 #[test]
 fn aws_cli_http() {
+    let aws_bin = tool("TINYDFS_AWS");
     let cluster = Cluster::start(Opts::default());
     let scratch = Scratch::new("aws-http");
-    let aws = Aws::new(&cluster, &scratch);
+    let aws = Aws::new(aws_bin, &cluster, &scratch);
     let bucket = "aws-cli-bucket";
     let s3 = |k: &str| format!("s3://{bucket}/{k}");
 
@@ -499,6 +525,10 @@ fn aws_cli_http() {
         ("sub/b.bin", common::data(300 * KIB, 3)),
         ("sub/deeper/c.bin", common::data(9 * MIB + 17, 4)),
         ("sub/deeper/d.txt", b"nested".to_vec()),
+        (
+            "odd names/a key+with %20 ü & spaces.txt",
+            b"odd key".to_vec(),
+        ),
         ("other/e.bin", common::data(256 * KIB, 5)),
     ]
     .into_iter()
@@ -517,6 +547,11 @@ fn aws_cli_http() {
             s3("tree/").as_ref(),
         ])
     };
+    // The folder holds an empty file: the aws CLI (1.46.3, with its own botocore 1.43.62) sends
+    // `Expect: 100-continue` with every file body, and a 0-byte PUT is answered without a 100
+    // Continue. That botocore keeps a stale response parser on the pooled connection afterwards
+    // and the next upload on it hung until the read timeout; the gateway closes such connections
+    // (see `expects_continue_without_body`), which this sync exercises.
     let out = sync_up();
     for name in tree.keys() {
         let uploaded = out
@@ -615,6 +650,7 @@ fn aws_cli_http() {
 
 #[test]
 fn aws_cli_https_chunked_trailers() {
+    let aws_bin = tool("TINYDFS_AWS");
     let cluster = Cluster::start(Opts {
         tls: true,
         ..Opts::default()
@@ -625,7 +661,7 @@ fn aws_cli_https_chunked_trailers() {
         cluster.endpoint
     );
     let scratch = Scratch::new("aws-https");
-    let aws = Aws::new(&cluster, &scratch);
+    let aws = Aws::new(aws_bin, &cluster, &scratch);
     let bucket = "aws-tls-bucket";
     let s3 = |k: &str| format!("s3://{bucket}/{k}");
     aws.run(["s3", "mb", &format!("s3://{bucket}")]);
@@ -941,6 +977,7 @@ fn rclone_roundtrip(var: &str) {
         ("chunky.bin", common::data(256 * KIB + 1, 32)),
         ("sub/nested.bin", common::data(100 * KIB, 33)),
         ("sub/deeper/tiny.txt", b"x".to_vec()),
+        ("sub/odd name + ü %41.txt", b"odd".to_vec()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -964,11 +1001,25 @@ fn rclone_roundtrip(var: &str) {
     );
 
     // check compares sizes and hashes (MD5 against the ETags): must find no difference
-    rc.run([
-        OsStr::new("check"),
-        local.as_os_str(),
-        "td:rclone-bucket/data".as_ref(),
-    ]);
+    let out = run_expect(
+        &cluster,
+        &mut rc.cmd([
+            OsStr::new("check"),
+            local.as_os_str(),
+            "td:rclone-bucket/data".as_ref(),
+        ]),
+        true,
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("0 differences found")
+            && log.contains(&format!("{} matching files", tree.len())),
+        "rclone check did not report all files matching:\n{log}"
+    );
+    assert!(
+        !log.contains("could not be checked"),
+        "rclone check could not compare hashes:\n{log}"
+    );
 
     let back = scratch.mkdir("back");
     rc.run([

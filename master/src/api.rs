@@ -27,6 +27,9 @@ use tinydfs_proto::time::now_ms;
 /// Everything a request handler needs.
 pub struct Master {
     pub raft: Raft,
+    /// When this master started: until chunkservers had a dead-node timeout to report, an empty
+    /// registry means "not heard yet", not "no space".
+    pub started: std::time::Instant,
     pub applied: Arc<RwLock<Applied>>,
     pub registry: Mutex<Registry>,
     pub config: MasterConfig,
@@ -286,9 +289,17 @@ async fn placement(State(m): State<Shared>, body: Bytes) -> Response {
         let mut pipelines = Vec::with_capacity(req.count);
         for _ in 0..req.count.min(1024) {
             let p = reg.place(req.replicas, min, &req.exclude).ok_or_else(|| {
-                MetaError::NoSpace(format!(
-                    "fewer than {min} live chunkservers with free space above the reserve"
-                ))
+                let warming = m.started.elapsed().as_secs_f64() < m.config.dead_node_timeout_secs;
+                if warming {
+                    // Clients retry 503; chunkservers are still registering after a restart.
+                    MetaError::Unavailable(
+                        "chunkservers are still reporting to a new master".into(),
+                    )
+                } else {
+                    MetaError::NoSpace(format!(
+                        "fewer than {min} live chunkservers with free space above the reserve"
+                    ))
+                }
             })?;
             pipelines.push(p);
         }

@@ -150,6 +150,7 @@ pub async fn run(
     );
     let master = Arc::new(api::Master {
         raft: raft.clone(),
+        started: std::time::Instant::now(),
         applied,
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),

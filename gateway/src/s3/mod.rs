@@ -214,6 +214,7 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     }
     let request_id = format!("{:016X}", rand::random::<u64>());
     let head = req.method() == Method::HEAD;
+    let close_after = expects_continue_without_body(req.headers());
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -227,11 +228,35 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         }
         Err(e) => e.into_response_for(head, &request_id),
     };
+    let mut response = response;
+    if close_after {
+        // The aws CLI (awscli 1.46 with its bundled botocore 1.43) keeps a stale response parser
+        // on a pooled connection after an `Expect: 100-continue` request answered without a
+        // 100 Continue; hyper sends none for an empty body. Closing that connection makes the
+        // next upload use a fresh one (`aws s3 sync` of folders with empty files hung otherwise).
+        response
+            .headers_mut()
+            .insert("connection", axum::http::HeaderValue::from_static("close"));
+    }
     tracing::info!(
         %method, %path, status = response.status().as_u16(), request_id = %request_id,
         ms = started.elapsed().as_millis() as u64, "s3 request"
     );
     response
+}
+
+/// An `Expect: 100-continue` request with an empty body: hyper answers it without an interim
+/// 100 Continue.
+fn expects_continue_without_body(h: &HeaderMap) -> bool {
+    let expect = h
+        .get("expect")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let empty = h
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    expect && empty
 }
 
 async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Result<Response> {
