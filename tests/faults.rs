@@ -163,7 +163,19 @@ fn the_namespace_survives_a_master_crash_and_a_cluster_restart() {
     });
     // SIGKILL the master (no clean shutdown, no snapshot), then restart the whole cluster.
     cluster.kill("master-1");
+    let pids: Vec<u32> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n["pid"].as_u64().unwrap() as u32)
+        .collect();
     cluster.stop();
+    // SIGTERM to `server` stopped every node it started (the dead master is not restarted).
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "node {pid} outlived server"
+        );
+    }
     let dir = cluster.dir.clone();
     let restarted = Cluster::start_in(dir, Opts::default());
     let c = restarted.client();
