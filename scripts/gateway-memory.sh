@@ -2,17 +2,18 @@
 # Streams a 2 GiB object up and down through a local cluster and samples the gateway's peak RSS.
 # Usage: scripts/gateway-memory.sh   (needs scripts/setup-test-tools.sh run once, and a debug build)
 set -e
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 W=$(mktemp -d)
 cd "$W"
 head -c 2147483648 /dev/urandom > big.bin
 export TINYDFS_ACCESS_KEY_ID=AKMEM TINYDFS_SECRET_ACCESS_KEY=SKMEM
-"$OLDPWD/target/debug/tinydfs" server --data-dir "$W/data" --s3-addr 127.0.0.1:9777 > server.out 2>&1 &
+"$ROOT/target/debug/tinydfs" server --data-dir "$W/data" --s3-addr 127.0.0.1:9777 > server.out 2>&1 &
 SP=$!
 for i in $(seq 1 100); do grep -q "tinydfs is running" server.out && break; sleep 0.3; done
 GW=$(python3 -c "import json;print([n['pid'] for n in json.load(open('$W/data/cluster.json'))['nodes'] if n['role']=='gateway'][0])")
 export AWS_ACCESS_KEY_ID=AKMEM AWS_SECRET_ACCESS_KEY=SKMEM AWS_DEFAULT_REGION=us-east-1
 unset AWS_CA_BUNDLE
-A="$OLDPWD/.venv/bin/aws"
+A="$ROOT/.venv/bin/aws"
 $A --endpoint-url http://127.0.0.1:9777 s3 mb s3://memtest
 grep VmHWM /proc/$GW/status
 S=$(date +%s.%N)
