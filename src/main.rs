@@ -63,6 +63,33 @@ enum Cmd {
 enum AdminCmd {
     /// Nodes with role, address, state and process id; chunk and object counts.
     Status(server::StatusArgs),
+    /// Change the master group.
+    Master {
+        #[command(subcommand)]
+        cmd: MasterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterCmd {
+    /// Add a master (started with `tinydfs master --join`) to the running group.
+    Add {
+        /// The new master's Raft id (never one used before).
+        #[arg(long)]
+        id: u64,
+        /// The new master's internal address.
+        #[arg(long)]
+        addr: String,
+        #[command(flatten)]
+        target: server::Target,
+    },
+    /// Remove a master from the group; its id is retired.
+    Remove {
+        #[arg(long)]
+        id: u64,
+        #[command(flatten)]
+        target: server::Target,
+    },
 }
 
 /// Where the cluster secret comes from (every role needs it).
@@ -124,6 +151,12 @@ struct MasterArgs {
     /// Log entries between snapshots (checkpoints).
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// First members of a new group: `id=host:port,...` (this master included).
+    #[arg(long, value_delimiter = ',')]
+    initial_members: Option<Vec<String>>,
+    /// Start empty and wait to be added to a running group with `tinydfs admin master add`.
+    #[arg(long)]
+    join: bool,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -208,6 +241,8 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.election_timeout_max_ms, a.election_timeout_max_ms);
     set(&mut c.raft_heartbeat_ms, a.raft_heartbeat_ms);
     set(&mut c.snapshot_every, a.snapshot_every);
+    set(&mut c.initial_members, a.initial_members);
+    c.join |= a.join;
     c.secret = a.secret.resolve(&c.secret)?;
     Ok(c)
 }
@@ -333,6 +368,26 @@ fn main() {
             Cmd::Admin {
                 cmd: AdminCmd::Status(a),
             } => server::status(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Master { cmd },
+            } => {
+                let (change, target) = match cmd {
+                    MasterCmd::Add { id, addr, target } => (
+                        tinydfs_proto::meta::MembershipChange::Add { id, addr },
+                        target,
+                    ),
+                    MasterCmd::Remove { id, target } => {
+                        (tinydfs_proto::meta::MembershipChange::Remove { id }, target)
+                    }
+                };
+                let voters = target
+                    .client()?
+                    .change_members(&change)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("membership change failed: {e}"))?;
+                println!("masters: {voters:?}");
+                Ok(())
+            }
         }
     });
     if let Err(e) = result {

@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// Number of chunkservers.
     #[arg(long, default_value_t = 3)]
     chunkservers: usize,
+    /// Number of masters (1, 3 or 5): more than one form a Raft group that fails over.
+    #[arg(long, default_value_t = 1)]
+    masters: usize,
     /// Chunk size in bytes (default 64 MiB).
     #[arg(long)]
     chunk_size: Option<u64>,
@@ -135,6 +138,29 @@ fn credentials(dir: &Path) -> anyhow::Result<(Credentials, bool)> {
     Ok((c, true))
 }
 
+/// The masters' addresses: chosen once and kept in `masters.json`, because a Raft group
+/// remembers its members' addresses (a restarted local cluster must find them again).
+fn master_addresses(dir: &Path, count: usize, host: &str) -> anyhow::Result<Vec<String>> {
+    let path = dir.join("masters.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let addrs: Vec<String> = serde_json::from_str(&text)?;
+        if addrs.len() != count {
+            bail!(
+                "{} was created with {} master(s); start it with --masters {}",
+                dir.display(),
+                addrs.len(),
+                addrs.len()
+            );
+        }
+        return Ok(addrs);
+    }
+    let addrs = (0..count)
+        .map(|_| free_port(host))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    std::fs::write(&path, serde_json::to_string(&addrs)?)?;
+    Ok(addrs)
+}
+
 /// A free loopback port (bound then released; fine for a local cluster).
 fn free_port(host: &str) -> anyhow::Result<String> {
     let l = std::net::TcpListener::bind((host, 0))?;
@@ -208,41 +234,57 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     if a.chunkservers == 0 {
         bail!("--chunkservers must be at least 1");
     }
+    if a.masters == 0 || a.masters.is_multiple_of(2) {
+        bail!("--masters must be odd (1, 3 or 5): a Raft group needs a majority");
+    }
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating {}", a.data_dir.display()))?;
     let dir = a.data_dir.canonicalize()?;
     let secret = cluster_secret(&dir)?;
     let (creds, generated) = credentials(&dir)?;
     let host = "127.0.0.1";
-    let master_addr = free_port(host)?;
+    let master_addrs = master_addresses(&dir, a.masters, host)?;
+    let master_list = master_addrs.join(",");
+    let initial: Vec<String> = master_addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("{}={addr}", i + 1))
+        .collect();
     let mut children: Vec<Spawned> = Vec::new();
     let mut nodes: Vec<LocalNode> = Vec::new();
     let result = async {
-        let mut args = vec![
-            "master".to_string(),
-            "--listen".into(),
-            master_addr.clone(),
-            "--data-dir".into(),
-            dir.join("master").display().to_string(),
-        ];
-        if let Some(t) = a.dead_node_timeout_secs {
-            args.extend(["--dead-node-timeout-secs".into(), t.to_string()]);
+        for (i, addr) in master_addrs.iter().enumerate() {
+            let name = format!("master-{}", i + 1);
+            let mut args = vec![
+                "master".to_string(),
+                "--id".into(),
+                (i + 1).to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--data-dir".into(),
+                dir.join(&name).display().to_string(),
+                "--initial-members".into(),
+                initial.join(","),
+            ];
+            if let Some(t) = a.dead_node_timeout_secs {
+                args.extend(["--dead-node-timeout-secs".into(), t.to_string()]);
+            }
+            if let Some(r) = a.reserve_bytes {
+                args.extend(["--reserve-bytes".into(), r.to_string()]);
+            }
+            if let Some(n) = a.snapshot_every {
+                args.extend(["--snapshot-every".into(), n.to_string()]);
+            }
+            let mut m = spawn(&dir, &name, &args, &secret, log_format, None)?;
+            wait_healthy(addr, &mut m.child, &name).await?;
+            nodes.push(LocalNode {
+                name,
+                role: "master".into(),
+                addr: addr.clone(),
+                pid: m.child.id(),
+            });
+            children.push(m);
         }
-        if let Some(r) = a.reserve_bytes {
-            args.extend(["--reserve-bytes".into(), r.to_string()]);
-        }
-        if let Some(n) = a.snapshot_every {
-            args.extend(["--snapshot-every".into(), n.to_string()]);
-        }
-        let mut m = spawn(&dir, "master-1", &args, &secret, log_format, None)?;
-        wait_healthy(&master_addr, &mut m.child, "master-1").await?;
-        nodes.push(LocalNode {
-            name: m.name.clone(),
-            role: "master".into(),
-            addr: master_addr.clone(),
-            pid: m.child.id(),
-        });
-        children.push(m);
         for i in 1..=a.chunkservers {
             let addr = free_port(host)?;
             let name = format!("chunkserver-{i}");
@@ -253,7 +295,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 "--data-dir".into(),
                 dir.join(&name).display().to_string(),
                 "--masters".into(),
-                master_addr.clone(),
+                master_list.clone(),
             ];
             if let Some(h) = a.heartbeat_ms {
                 args.extend(["--heartbeat-ms".into(), h.to_string()]);
@@ -277,7 +319,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             "--listen".into(),
             a.s3_addr.clone(),
             "--masters".into(),
-            master_addr.clone(),
+            master_list.clone(),
             "--region".into(),
             a.region.clone(),
             "--replicas".into(),
@@ -314,7 +356,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             pid: g.child.id(),
         });
         children.push(g);
-        wait_registered(&master_addr, &secret, a.chunkservers).await?;
+        wait_registered(&master_addrs, &secret, a.chunkservers).await?;
         anyhow::Ok(())
     }
     .await;
@@ -327,7 +369,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     let file = ClusterFile {
         version: CLUSTER_FILE_VERSION,
         s3_endpoint: endpoint.clone(),
-        masters: vec![master_addr.clone()],
+        masters: master_addrs.clone(),
         server_pid: std::process::id(),
         nodes: nodes.clone(),
     };
@@ -345,7 +387,8 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         dir.display()
     );
     println!(
-        "  nodes: 1 master, {} chunkservers, 1 gateway",
+        "  nodes: {} master(s), {} chunkservers, 1 gateway",
+        master_addrs.len(),
         a.chunkservers
     );
     if generated {
@@ -385,8 +428,8 @@ async fn wait_listening(addr: &str, child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_registered(master: &str, secret: &str, n: usize) -> anyhow::Result<()> {
-    let client = MasterClient::new(vec![master.to_string()], secret.to_string());
+async fn wait_registered(masters: &[String], secret: &str, n: usize) -> anyhow::Result<()> {
+    let client = MasterClient::new(masters.to_vec(), secret.to_string());
     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
     loop {
         if let Ok(s) = client.status().await {
@@ -469,43 +512,62 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// Which cluster an admin command talks to.
 #[derive(Args)]
-pub struct StatusArgs {
-    /// Internal address of a master.
-    #[arg(long, env = "TINYDFS_MASTER")]
-    master: Option<String>,
-    /// Data folder of a local `tinydfs server` (finds the master and the secret there).
+pub struct Target {
+    /// Internal addresses of the masters (comma-separated).
+    #[arg(long, env = "TINYDFS_MASTERS", value_delimiter = ',')]
+    master: Option<Vec<String>>,
+    /// Data folder of a local `tinydfs server` (finds the masters and the secret there).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
     #[arg(long, env = "TINYDFS_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
 }
 
+impl Target {
+    fn local(&self) -> anyhow::Result<Option<ClusterFile>> {
+        match &self.data_dir {
+            Some(d) => {
+                let text = std::fs::read_to_string(d.join("cluster.json"))
+                    .with_context(|| format!("no running local cluster in {}", d.display()))?;
+                Ok(Some(serde_json::from_str(&text)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A client of the target's masters.
+    pub fn client(&self) -> anyhow::Result<MasterClient> {
+        let local = self.local()?;
+        let masters = match (&self.master, &local) {
+            (Some(m), _) => m.clone(),
+            (None, Some(l)) => l.masters.clone(),
+            (None, None) => bail!("give --master ADDR or --data-dir DIR"),
+        };
+        let secret = match (&self.cluster_secret, &self.data_dir) {
+            (Some(s), _) => s.clone(),
+            (None, Some(d)) => crate::read_opt(&d.join("cluster.secret"))
+                .context("no cluster.secret in the data folder")?,
+            (None, None) => bail!("set TINYDFS_CLUSTER_SECRET"),
+        };
+        Ok(MasterClient::new(masters, secret))
+    }
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `tinydfs admin status`.
 pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
-    let local: Option<ClusterFile> = match &a.data_dir {
-        Some(d) => {
-            let text = std::fs::read_to_string(d.join("cluster.json"))
-                .with_context(|| format!("no running local cluster in {}", d.display()))?;
-            Some(serde_json::from_str(&text)?)
-        }
-        None => None,
-    };
-    let masters = match (&a.master, &local) {
-        (Some(m), _) => vec![m.clone()],
-        (None, Some(l)) => l.masters.clone(),
-        (None, None) => bail!("give --master ADDR or --data-dir DIR"),
-    };
-    let secret = match (&a.cluster_secret, &a.data_dir) {
-        (Some(s), _) => s.clone(),
-        (None, Some(d)) => crate::read_opt(&d.join("cluster.secret"))
-            .context("no cluster.secret in the data folder")?,
-        (None, None) => bail!("set TINYDFS_CLUSTER_SECRET"),
-    };
-    let client = MasterClient::new(masters, secret);
+    let local = a.target.local()?;
+    let client = a.target.client()?;
     let mut s = client
         .status()
         .await
@@ -523,6 +585,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
                 capacity: 0,
                 free: 0,
                 chunks: 0,
+                raft: None,
             });
         }
     }
@@ -532,12 +595,22 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
     }
     println!("cluster {}", s.cluster_id);
     println!(
-        "{:<12} {:>4} {:<22} {:<10} {:>8} {:>8} {:>12}",
+        "{:<12} {:>4} {:<22} {:<12} {:>8} {:>8} {:>14}  RAFT",
         "ROLE", "ID", "ADDRESS", "STATE", "PID", "CHUNKS", "FREE"
     );
     for n in &s.nodes {
+        let raft = n
+            .raft
+            .as_ref()
+            .map(|r| {
+                format!(
+                    "term {} applied {} log {}",
+                    r.term, r.applied_index, r.last_log_index
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{:<12} {:>4} {:<22} {:<10} {:>8} {:>8} {:>12}",
+            "{:<12} {:>4} {:<22} {:<12} {:>8} {:>8} {:>14}  {raft}",
             n.role,
             n.id,
             n.addr,

@@ -222,7 +222,7 @@ fn restart_recovers_from_a_snapshot_plus_the_log_after_it() {
             .unwrap();
         }
     });
-    let snapshot = cluster.dir.join("master/state/snapshot.json");
+    let snapshot = cluster.dir.join("master-1/state/snapshot.json");
     assert!(
         snapshot.exists(),
         "no snapshot after 45 writes with --snapshot-every 10"

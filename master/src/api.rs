@@ -46,6 +46,7 @@ pub fn router(m: Shared) -> Router {
         .route(paths::REGISTER, post(register))
         .route(paths::HEARTBEAT, post(heartbeat))
         .route(paths::STATUS, post(status).get(status))
+        .route(paths::MEMBERS, post(members))
         .route(raft_paths::APPEND, post(raft_append))
         .route(raft_paths::VOTE, post(raft_vote))
         .route(raft_paths::SNAPSHOT, post(raft_snapshot))
@@ -184,15 +185,107 @@ pub async fn name_cluster(m: Shared) {
     }
 }
 
+impl Master {
+    /// This master's Raft view.
+    pub fn raft_status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        RaftStatus {
+            role: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            voters,
+            learners,
+        }
+    }
+}
+
 async fn health(State(m): State<Shared>) -> Response {
-    let metrics = m.raft.metrics().borrow().clone();
-    let body = serde_json::json!({
-        "role": "master",
-        "id": m.config.id,
-        "raft_state": format!("{:?}", metrics.state),
-        "leader": metrics.current_leader,
-    });
-    ([("content-type", "application/json")], body.to_string()).into_response()
+    let body = MasterHealth {
+        role: "master".into(),
+        id: m.config.id,
+        pid: std::process::id(),
+        raft: m.raft_status(),
+    };
+    match serde_json::to_vec(&body) {
+        Ok(b) => ([("content-type", "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Asks another master for its health (for the status report).
+async fn peer_health(addr: &str) -> Option<MasterHealth> {
+    let http = tinydfs_proto::client::http_client();
+    let resp = http
+        .get(format!("http://{addr}{}", paths::HEALTH))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    serde_json::from_slice(&resp.bytes().await.ok()?).ok()
+}
+
+async fn members(State(m): State<Shared>, body: Bytes) -> Response {
+    reply(members_inner(&m, &body).await)
+}
+
+/// Adds a master (as a learner that catches up, then a voter) or removes one (retiring its id).
+async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
+    let change: MembershipChange = parse(body)?;
+    m.check_leader()?;
+    let fail = |e: RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => m.forward(f),
+        e => MetaError::Unavailable(e.to_string()),
+    };
+    let voters: std::collections::BTreeSet<u64> = m
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    let new_voters = match change {
+        MembershipChange::Add { id, addr } => {
+            if m.state()?.state.retired_masters.contains(&id) {
+                return Err(MetaError::BadRequest(format!(
+                    "master id {id} was removed before; Raft ids are never reused"
+                )));
+            }
+            m.raft
+                .add_learner(id, BasicNode { addr }, true)
+                .await
+                .map_err(fail)?;
+            let mut v = voters;
+            v.insert(id);
+            v
+        }
+        MembershipChange::Remove { id } => {
+            if !voters.contains(&id) {
+                return Err(MetaError::BadRequest(format!(
+                    "master {id} is not a member"
+                )));
+            }
+            if voters.len() == 1 {
+                return Err(MetaError::BadRequest(
+                    "cannot remove the last master".into(),
+                ));
+            }
+            m.propose(None, Op::RetireMaster { id }).await?;
+            let mut v = voters;
+            v.remove(&id);
+            v
+        }
+    };
+    m.raft
+        .change_membership(new_voters.clone(), false)
+        .await
+        .map_err(fail)?;
+    Ok(new_voters.into_iter().collect())
 }
 
 async fn write(State(m): State<Shared>, body: Bytes) -> Response {
@@ -365,20 +458,48 @@ async fn heartbeat(State(m): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn status(State(m): State<Shared>) -> Response {
-    reply((|| {
-        let metrics = m.raft.metrics().borrow().clone();
-        let a = m.state()?;
-        let reg = m.registry()?;
-        let mut nodes = vec![NodeStatus {
-            id: m.config.id,
+    // Chunkservers and counts are the leader's soft state: ask the leader.
+    if let Err(e) = m.check_leader() {
+        return reply::<ClusterStatus>(Err(e));
+    }
+    // Every master of the group, as each reports itself (unreachable ones as such).
+    let membership = m
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let mut masters = Vec::new();
+    for (id, node) in membership.nodes() {
+        let health = if *id == m.config.id {
+            Some(MasterHealth {
+                role: "master".into(),
+                id: *id,
+                pid: std::process::id(),
+                raft: m.raft_status(),
+            })
+        } else {
+            peer_health(&node.addr).await
+        };
+        masters.push(NodeStatus {
+            id: *id,
             role: "master".into(),
-            addr: m.config.advertise(),
-            state: format!("{:?}", metrics.state).to_lowercase(),
-            pid: Some(std::process::id()),
+            addr: node.addr.clone(),
+            state: health
+                .as_ref()
+                .map_or_else(|| "unreachable".to_string(), |h| h.raft.role.clone()),
+            pid: health.as_ref().map(|h| h.pid),
             capacity: 0,
             free: 0,
             chunks: 0,
-        }];
+            raft: health.map(|h| h.raft),
+        });
+    }
+    reply((|| {
+        let a = m.state()?;
+        let reg = m.registry()?;
+        let mut nodes = masters;
         nodes.extend(reg.status());
         let under = a
             .state

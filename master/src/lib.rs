@@ -78,6 +78,11 @@ pub struct MasterConfig {
     pub reserve_bytes: u64,
     /// Copies the gateway must reach for a write to succeed when a pipeline member fails.
     pub min_replicas: usize,
+    /// The first members of a new group, `id=host:port` each (this master among them). Empty:
+    /// a group of one. Every listed master may initialize the group; the same list is safe.
+    pub initial_members: Vec<String>,
+    /// Start empty and wait to be added to a running group (`tinydfs admin master add`).
+    pub join: bool,
 }
 
 impl Default for MasterConfig {
@@ -95,11 +100,47 @@ impl Default for MasterConfig {
             dead_node_timeout_secs: DEAD_NODE_TIMEOUT.as_secs_f64(),
             reserve_bytes: DEFAULT_RESERVE,
             min_replicas: tinydfs_proto::DEFAULT_MIN_REPLICAS,
+            initial_members: Vec::new(),
+            join: false,
         }
     }
 }
 
 impl MasterConfig {
+    /// The initial members as a map, this master included.
+    fn members(&self) -> anyhow::Result<BTreeMap<u64, openraft::BasicNode>> {
+        let mut members = BTreeMap::new();
+        for m in &self.initial_members {
+            let (id, addr) = m
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("initial member {m:?} is not id=host:port"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("bad master id in {m:?}"))?;
+            members.insert(
+                id,
+                openraft::BasicNode {
+                    addr: addr.trim().to_string(),
+                },
+            );
+        }
+        if members.is_empty() {
+            members.insert(
+                self.id,
+                openraft::BasicNode {
+                    addr: self.advertise(),
+                },
+            );
+        }
+        anyhow::ensure!(
+            members.contains_key(&self.id),
+            "this master (id {}) is not among the initial members",
+            self.id
+        );
+        Ok(members)
+    }
+
     fn advertise(&self) -> String {
         if self.advertise.is_empty() {
             self.listen.clone()
@@ -124,7 +165,9 @@ pub async fn run(
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-        max_in_snapshot_log_to_keep: 1000,
+        // Entries kept behind a snapshot for followers that lag a little (cheaper than a
+        // snapshot); never more than one snapshot interval.
+        max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
         ..Default::default()
     }
     .validate()?;
@@ -134,15 +177,25 @@ pub async fn run(
     };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm).await?;
     if !raft.is_initialized().await? {
-        let mut members = BTreeMap::new();
-        members.insert(
-            config.id,
-            openraft::BasicNode {
-                addr: config.advertise(),
-            },
-        );
-        tracing::info!(id = config.id, "initializing a new master group");
-        raft.initialize(members).await?;
+        if config.join {
+            tracing::info!(
+                id = config.id,
+                "waiting to be added to a running master group"
+            );
+        } else {
+            let members = config.members()?;
+            // The lowest id initializes a new group; the others learn of it from its first
+            // vote request. (All of them could, safely, but they would fight over term 1.)
+            if members.keys().next() == Some(&config.id) {
+                tracing::info!(id = config.id, members = ?members.keys().collect::<Vec<_>>(), "initializing a new master group");
+                raft.initialize(members).await?;
+            } else {
+                tracing::info!(
+                    id = config.id,
+                    "waiting for the lowest-id master to form the group"
+                );
+            }
+        }
     }
     let registry = registry::Registry::new(
         Duration::from_secs_f64(config.dead_node_timeout_secs),

@@ -199,6 +199,7 @@ impl Registry {
                 capacity: n.capacity,
                 free: n.free,
                 chunks: n.chunks.len() as u64,
+                raft: None,
             })
             .collect();
         out.sort_by_key(|n| n.id);

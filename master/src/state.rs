@@ -37,6 +37,8 @@ pub enum Op {
     Init { cluster_id: String },
     /// Gives a chunkserver an id (the next free one).
     RegisterNode { addr: String },
+    /// A master id left the group: it is never used again.
+    RetireMaster { id: u64 },
     /// A multipart upload whose id the leader chose.
     CreateUpload {
         upload_id: String,
@@ -144,6 +146,9 @@ pub struct State {
     pub requests: HashMap<String, (u64, Reply)>,
     /// The time of the last applied command: the state machine's notion of now.
     pub clock_ms: u64,
+    /// Master ids removed from the group; Raft ids are never reused.
+    #[serde(default)]
+    pub retired_masters: std::collections::BTreeSet<u64>,
 }
 
 fn ok(d: MetaReplyData) -> Reply {
@@ -206,6 +211,10 @@ impl State {
                     },
                 );
                 Reply(Ok(MetaReplyKind::NodeId(id)))
+            }
+            Op::RetireMaster { id } => {
+                self.retired_masters.insert(*id);
+                ok(MetaReplyData::Done)
             }
             Op::CreateUpload {
                 upload_id,

@@ -24,6 +24,7 @@ pub mod paths {
     pub const REGISTER: &str = "/internal/v1/register";
     pub const HEARTBEAT: &str = "/internal/v1/heartbeat";
     pub const STATUS: &str = "/internal/v1/status";
+    pub const MEMBERS: &str = "/internal/v1/members";
     pub const HEALTH: &str = "/health";
     /// Health path every node answers, the S3 gateway included (`_` cannot start a bucket name).
     pub const HEALTH_ALT: &str = "/_health";
@@ -127,6 +128,14 @@ impl MasterClient {
 
     pub async fn status(&self) -> Result<ClusterStatus, MetaError> {
         self.call(paths::STATUS, &()).await
+    }
+
+    /// Adds or removes a master; answers the new voter set.
+    pub async fn change_members(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Vec<NodeId>, MetaError> {
+        self.call(paths::MEMBERS, change).await
     }
 
     fn leader(&self) -> String {

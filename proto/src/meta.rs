@@ -268,6 +268,41 @@ pub struct NodeStatus {
     pub capacity: u64,
     pub free: u64,
     pub chunks: u64,
+    /// For masters: their Raft view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftStatus>,
+}
+
+/// A master's Raft state, as its health endpoint reports it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RaftStatus {
+    /// leader, follower, candidate or learner.
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: u64,
+    /// Index of the last entry applied to the state machine (committed on this master).
+    pub applied_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+/// A master's health answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MasterHealth {
+    pub role: String,
+    pub id: u64,
+    pub pid: u32,
+    pub raft: RaftStatus,
+}
+
+/// A change of the master group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add a master (it catches up as a learner first, then becomes a voter).
+    Add { id: NodeId, addr: String },
+    /// Remove a master; its id is retired for good.
+    Remove { id: NodeId },
 }
 
 /// The master's view of the cluster.

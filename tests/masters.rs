@@ -1,0 +1,437 @@
+//! A group of three masters: leader failover under concurrent writers, a minority that falls
+//! behind and catches up, a replaced master catching up from a snapshot, and a retried write
+//! applied once across a leader change.
+
+mod common;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn three(extra: &[&str]) -> Opts {
+    let mut e = vec!["--masters".to_string(), "3".to_string()];
+    e.extend(extra.iter().map(|s| s.to_string()));
+    Opts {
+        extra: e,
+        ..Opts::default()
+    }
+}
+
+fn masters(s: &serde_json::Value) -> Vec<serde_json::Value> {
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "master")
+        .cloned()
+        .collect()
+}
+
+fn leader_id(cluster: &Cluster) -> u64 {
+    let mut found = 0;
+    cluster.wait_for("a leader", |s| {
+        masters(s).iter().any(|m| m["state"] == "leader")
+    });
+    for m in masters(&cluster.status()) {
+        if m["state"] == "leader" {
+            found = m["id"].as_u64().unwrap();
+        }
+    }
+    found
+}
+
+fn secret(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.dir.join("cluster.secret"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn master_addrs(cluster: &Cluster) -> Vec<String> {
+    serde_json::from_str(&std::fs::read_to_string(cluster.dir.join("masters.json")).unwrap())
+        .unwrap()
+}
+
+/// Starts a master by hand (not a child of `server`), for bringing one back or adding one.
+fn start_master(cluster: &Cluster, args: &[String], log: &str) -> Child {
+    let log = std::fs::File::create(cluster.dir.join("logs").join(log)).unwrap();
+    Command::new(bin())
+        .arg("master")
+        .args(args)
+        .env("TINYDFS_CLUSTER_SECRET", secret(cluster))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn original_master_args(cluster: &Cluster, id: usize) -> Vec<String> {
+    let addrs = master_addrs(cluster);
+    let initial: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
+    vec![
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        addrs[id - 1].clone(),
+        "--data-dir".into(),
+        cluster
+            .dir
+            .join(format!("master-{id}"))
+            .display()
+            .to_string(),
+        "--initial-members".into(),
+        initial.join(","),
+    ]
+}
+
+fn admin(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("admin")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&cluster.dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_leader_fails_over_under_concurrent_writers_without_losing_acknowledged_writes() {
+    let cluster = Cluster::start(three(&[]));
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async { c.create_bucket().bucket("fail-over").send().await.unwrap() });
+    let first = leader_id(&cluster);
+    let acked: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
+    let failed: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (c, acked, failed, stop) = (c.clone(), acked.clone(), failed.clone(), stop.clone());
+            rt.spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("w{w}/{i:05}");
+                    let body = data(1000 + (i as usize % 3) * 200_000, w * 100_000 + i);
+                    let r = c
+                        .put_object()
+                        .bucket("fail-over")
+                        .key(&key)
+                        .body(ByteStream::from(body.clone()))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(_) => acked.lock().unwrap().insert(key, body),
+                        Err(_) => failed.lock().unwrap().insert(key, body),
+                    };
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = acked.lock().unwrap().len();
+    assert!(before > 0, "no write succeeded before the kill");
+    let killed_at = Instant::now();
+    cluster.kill(&format!("master-{first}"));
+    // A new leader among the other two, serving writes.
+    cluster.wait_for("a new leader", |s| {
+        masters(s)
+            .iter()
+            .any(|m| m["state"] == "leader" && m["id"].as_u64() != Some(first))
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the leader died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "writes resumed {:?} after the leader was killed",
+        killed_at.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    rt.block_on(async {
+        for w in writers {
+            w.await.unwrap();
+        }
+        let acked = acked.lock().unwrap().clone();
+        for (k, v) in &acked {
+            let got = c
+                .get_object()
+                .bucket("fail-over")
+                .key(k)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged {k} lost: {e:?}"));
+            assert!(
+                got.body.collect().await.unwrap().into_bytes().as_ref() == v.as_slice(),
+                "{k} differs"
+            );
+        }
+        // A write that failed is entirely there or entirely absent.
+        let failed = failed.lock().unwrap().clone();
+        for (k, v) in &failed {
+            match c.get_object().bucket("fail-over").key(k).send().await {
+                Ok(o) => {
+                    assert!(o.body.collect().await.unwrap().into_bytes().as_ref() == v.as_slice())
+                }
+                Err(e) => assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404)),
+            }
+        }
+        let mut listed = 0;
+        let mut pages = c
+            .list_objects_v2()
+            .bucket("fail-over")
+            .into_paginator()
+            .send();
+        while let Some(p) = pages.next().await {
+            listed += p.unwrap().contents().len();
+        }
+        assert!(listed >= acked.len());
+    });
+}
+
+#[test]
+fn a_minority_catches_up_and_a_full_restart_keeps_the_namespace() {
+    let mut cluster = Cluster::start(three(&[]));
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async {
+        c.create_bucket().bucket("minor").send().await.unwrap();
+        c.put_object()
+            .bucket("minor")
+            .key("before")
+            .body(ByteStream::from_static(b"1"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let leader = leader_id(&cluster);
+    let follower = (1..=3).find(|i| *i != leader as usize).unwrap();
+    cluster.kill(&format!("master-{follower}"));
+    rt.block_on(async {
+        for i in 0..20 {
+            c.put_object()
+                .bucket("minor")
+                .key(format!("during/{i}"))
+                .body(ByteStream::from(vec![i as u8; 10]))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    // Bring it back by hand with its data folder: it catches up with the leader's log.
+    let mut back = start_master(
+        &cluster,
+        &original_master_args(&cluster, follower),
+        "master-back.log",
+    );
+    cluster.wait_for("the returning master to catch up", |s| {
+        let ms = masters(s);
+        let lead = ms
+            .iter()
+            .find(|m| m["state"] == "leader")
+            .map(|m| m["raft"]["applied_index"].clone());
+        let it = ms
+            .iter()
+            .find(|m| m["id"].as_u64() == Some(follower as u64))
+            .map(|m| m["raft"]["applied_index"].clone());
+        lead.is_some() && lead == it
+    });
+    let _ = back.kill();
+    let _ = back.wait();
+    // Every master down at once (SIGKILL), then the whole cluster restarted.
+    for i in 1..=3 {
+        if i != follower {
+            cluster.kill(&format!("master-{i}"));
+        }
+    }
+    cluster.stop();
+    let restarted = Cluster::start_in(cluster.dir.clone(), three(&[]));
+    let c = restarted.client();
+    rt.block_on(async {
+        let list = c.list_objects_v2().bucket("minor").send().await.unwrap();
+        assert_eq!(list.key_count(), Some(21));
+        let got = c
+            .get_object()
+            .bucket("minor")
+            .key("during/7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.body.collect().await.unwrap().into_bytes().as_ref(),
+            &[7u8; 10]
+        );
+    });
+}
+
+#[test]
+fn a_master_that_lost_its_data_is_replaced_under_a_new_id() {
+    let cluster = Cluster::start(three(&["--snapshot-every", "10"]));
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async {
+        c.create_bucket().bucket("repl").send().await.unwrap();
+        for i in 0..30 {
+            c.put_object()
+                .bucket("repl")
+                .key(format!("k{i:02}"))
+                .body(ByteStream::from(format!("v{i}").into_bytes()))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let leader = leader_id(&cluster) as usize;
+    let lost = (1..=3).find(|i| *i != leader).unwrap();
+    cluster.kill(&format!("master-{lost}"));
+    std::fs::remove_dir_all(cluster.dir.join(format!("master-{lost}"))).unwrap();
+    let out = admin(&cluster, &["master", "remove", "--id", &lost.to_string()]);
+    assert!(
+        out.status.success(),
+        "remove: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The replacement starts empty and joins under a new id; it catches up from a snapshot
+    // (the log before it was purged).
+    let addr = format!("127.0.0.1:{}", free_port());
+    let fresh_dir = cluster.dir.join("master-4");
+    let mut fresh = start_master(
+        &cluster,
+        &[
+            "--id".into(),
+            "4".into(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            fresh_dir.display().to_string(),
+            "--join".into(),
+        ],
+        "master-4.log",
+    );
+    let out = admin(&cluster, &["master", "add", "--id", "4", "--addr", &addr]);
+    assert!(
+        out.status.success(),
+        "add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_for("master 4 to catch up", |s| {
+        let ms = masters(s);
+        let lead = ms
+            .iter()
+            .find(|m| m["state"] == "leader")
+            .map(|m| m["raft"]["applied_index"].clone());
+        let it = ms
+            .iter()
+            .find(|m| m["id"] == 4)
+            .map(|m| m["raft"]["applied_index"].clone());
+        lead.is_some() && lead == it && ms.iter().all(|m| m["id"].as_u64() != Some(lost as u64))
+    });
+    assert!(
+        fresh_dir.join("state/snapshot.json").exists(),
+        "master 4 did not receive a snapshot"
+    );
+    // The removed id is retired.
+    let out = admin(
+        &cluster,
+        &["master", "add", "--id", &lost.to_string(), "--addr", &addr],
+    );
+    assert!(!out.status.success(), "a retired id was accepted again");
+    // Master 4 is a real voter: with the old leader gone, {4, other} still form a majority.
+    cluster.kill(&format!("master-{leader}"));
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match c.get_object().bucket("repl").key("k29").send().await {
+                Ok(o) => {
+                    assert_eq!(
+                        o.body.collect().await.unwrap().into_bytes().as_ref(),
+                        b"v29"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no leader among {{4, other}}: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    });
+    let _ = fresh.kill();
+    let _ = fresh.wait();
+}
+
+#[test]
+fn a_write_retried_after_a_failover_is_applied_once() {
+    let cluster = Cluster::start(three(&[]));
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async { c.create_bucket().bucket("once").send().await.unwrap() });
+    let http = reqwest::Client::new();
+    let secret = secret(&cluster);
+    let addrs = master_addrs(&cluster);
+    // The same internal write (same request id) sent before and after the leader dies.
+    let body = serde_json::json!({
+        "request_id": 123_456_789u64,
+        "write": {"CreateUpload": {"bucket": "once", "key": "k", "attrs": {"content_type": null, "user_meta": [], "headers": []}}},
+        "locations": []
+    });
+    let send = |addrs: Vec<String>| {
+        let (http, secret, body) = (http.clone(), secret.clone(), body.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                for a in &addrs {
+                    let r = http
+                        .post(format!("http://{a}/internal/v1/meta/write"))
+                        .header("x-tinydfs-secret", &secret)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await;
+                    if let Ok(r) = r {
+                        let bytes = r.bytes().await.unwrap_or_default();
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&bytes).unwrap_or_default();
+                        if let Some(id) = v["Ok"]["UploadCreated"]["upload_id"].as_str() {
+                            return id.to_string();
+                        }
+                    }
+                }
+                assert!(Instant::now() < deadline, "no master accepted the write");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let first = rt.block_on(send(addrs.clone()));
+    let leader = leader_id(&cluster) as usize;
+    cluster.kill(&format!("master-{leader}"));
+    let others: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i + 1 != leader)
+        .map(|(_, a)| a.clone())
+        .collect();
+    let again = rt.block_on(send(others));
+    assert_eq!(first, again, "the retried write was applied a second time");
+}
