@@ -240,3 +240,87 @@ fn restart_recovers_from_a_snapshot_plus_the_log_after_it() {
         }
     });
 }
+
+#[test]
+fn a_chunk_stream_cut_short_or_mislabelled_is_never_kept() {
+    let cluster = Cluster::start(Opts::default());
+    let secret = std::fs::read_to_string(cluster.dir.join("cluster.secret")).unwrap();
+    let cs = addr_of(&cluster, "chunkserver-1");
+    let http = reqwest::Client::new();
+    let body = data(100_000, 4);
+    let crc = {
+        // CRC32C (Castagnoli), bitwise: the test does not trust the code under test.
+        let mut c = !0u32;
+        for b in &body {
+            c ^= u32::from(*b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let footer = |len: u64, crc: u32| {
+        let mut f = len.to_le_bytes().to_vec();
+        f.extend(crc.to_le_bytes());
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("no footer", body.clone(), 400),
+        (
+            "wrong length",
+            [body.clone(), footer(99_999, crc)].concat(),
+            400,
+        ),
+        (
+            "wrong crc",
+            [body.clone(), footer(100_000, crc ^ 1)].concat(),
+            400,
+        ),
+        (
+            "complete",
+            [body.clone(), footer(100_000, crc)].concat(),
+            200,
+        ),
+    ];
+    rt().block_on(async {
+        for (i, (what, wire, want)) in cases.into_iter().enumerate() {
+            let id = format!("{:032x}", 0xabc0 + i);
+            let url = format!("http://{cs}/internal/v1/chunk/{id}");
+            let r = http
+                .put(&url)
+                .header("x-tinydfs-secret", secret.trim())
+                .body(wire)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                want,
+                "{what}: {}",
+                r.text().await.unwrap_or_default()
+            );
+            let g = http
+                .get(&url)
+                .header("x-tinydfs-secret", secret.trim())
+                .send()
+                .await
+                .unwrap();
+            if want == 200 {
+                assert_eq!(g.bytes().await.unwrap().as_ref(), body.as_slice(), "{what}");
+            } else {
+                assert_eq!(g.status().as_u16(), 404, "{what}: the chunk was kept");
+            }
+        }
+        // Without the cluster secret: refused.
+        let r = http
+            .get(format!("http://{cs}/internal/v1/chunk/{:032x}", 0xabc3))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+    });
+}

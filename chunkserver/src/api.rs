@@ -20,10 +20,14 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
-use tinydfs_proto::client::{paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply};
+use tinydfs_proto::client::{
+    paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply, STREAM_IDLE_TIMEOUT,
+};
+use tinydfs_proto::frame::{footer, FooterSplitter};
 use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
 
 /// Frames buffered between the network and the disk writer, and toward the next member.
 const PIPELINE_DEPTH: usize = 16;
@@ -135,8 +139,9 @@ async fn receive(
     let store = cs.store.clone();
     let writer = tokio::task::spawn_blocking(move || store.write(id, local_rx));
 
-    // The next member gets the same frames through a bounded channel. An error item aborts its
-    // request, so it never mistakes a broken stream for a complete chunk.
+    // The next member gets the same bytes (footer included) through a bounded channel. An
+    // error item aborts its request; and it checks the footer itself, so it never keeps a
+    // stream that was cut short.
     let mut down_tx = None;
     let mut downstream = None;
     if let Some((next, after)) = rest.split_first() {
@@ -154,43 +159,73 @@ async fn receive(
         down_tx = Some(tx);
     }
 
+    let abort_downstream = |tx: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>| async move {
+        if let Some(tx) = tx {
+            let _ = tx.try_send(Err(std::io::Error::other("pipeline aborted")));
+        }
+    };
+    let mut splitter = FooterSplitter::default();
     let mut stream = body.into_data_stream();
-    while let Some(frame) = stream.next().await {
-        let data = match frame {
-            Ok(d) => d,
-            Err(e) => {
-                if let Some(tx) = &down_tx {
-                    let _ = tx.send(Err(std::io::Error::other("upstream failed"))).await;
-                }
+    loop {
+        let frame = match timeout(STREAM_IDLE_TIMEOUT, stream.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(d))) => d,
+            Ok(Some(Err(e))) => {
+                abort_downstream(down_tx.take()).await;
                 // Dropping local_tx without Finish discards the partial chunk.
                 return Err((
                     StatusCode::BAD_REQUEST,
                     format!("upstream body failed: {e}"),
                 ));
             }
+            Err(_) => {
+                abort_downstream(down_tx.take()).await;
+                return Err((StatusCode::REQUEST_TIMEOUT, "upstream went silent".into()));
+            }
         };
         if let Some(tx) = &down_tx {
-            if tx.send(Ok(data.clone())).await.is_err() {
-                // The next member is gone; keep writing locally and recover after.
-                down_tx = None;
+            let sent = timeout(STREAM_IDLE_TIMEOUT, tx.send(Ok(frame.clone()))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // The next member is gone or stuck; keep writing locally and recover after.
+                tracing::warn!(chunk = %id, "next pipeline member stopped taking data");
+                abort_downstream(down_tx.take()).await;
             }
         }
-        if local_tx.send(WriteMsg::Data(data)).await.is_err() {
-            // The writer failed (its error is reported below): the chunk is not complete here,
-            // so the next member must not keep it either.
-            if let Some(tx) = down_tx.take() {
-                let _ = tx
-                    .send(Err(std::io::Error::other("pipeline head failed")))
-                    .await;
+        for data in splitter.push(frame) {
+            let sent = timeout(STREAM_IDLE_TIMEOUT, local_tx.send(WriteMsg::Data(data))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // The writer failed or the disk is stuck (its error is reported below): the
+                // chunk is not complete here, so the next member must not keep it either.
+                abort_downstream(down_tx.take()).await;
+                drop(local_tx);
+                return Err(match writer.await {
+                    Ok(Err(e)) => (
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        format!("local write: {e}"),
+                    ),
+                    _ => (
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "local write stalled".into(),
+                    ),
+                });
             }
-            break;
         }
     }
-    let _ = local_tx.send(WriteMsg::Finish).await;
+    let Some((len, crc32c)) = splitter.finish() else {
+        abort_downstream(down_tx.take()).await;
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "chunk stream ended without its footer".into(),
+        ));
+    };
+    let _ = local_tx.send(WriteMsg::Finish { len, crc32c }).await;
     drop(local_tx);
     drop(down_tx);
     let (len, crc) = match writer.await {
         Ok(Ok(v)) => v,
+        Ok(Err(e @ StoreError::Corrupt(..))) => {
+            return Err((StatusCode::BAD_REQUEST, e.to_string()))
+        }
         Ok(Err(e)) => {
             return Err((
                 StatusCode::INSUFFICIENT_STORAGE,
@@ -201,7 +236,11 @@ async fn receive(
     };
     let mut stored = vec![me];
     if let Some(down) = downstream {
-        let result = down.await.unwrap_or_else(|e| Err(e.to_string()));
+        // The rest of the pipeline has had the whole stream: it owes an answer soon.
+        let result = match timeout(STREAM_IDLE_TIMEOUT, down).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
+            Err(_) => Err("the next member did not answer in time".to_string()),
+        };
         match result {
             Ok(r) if r.len == len && r.crc32c == crc => stored.extend(r.stored),
             Ok(r) => tracing::error!(chunk = %id, len = r.len, "downstream copy differs; dropped"),
@@ -231,14 +270,29 @@ async fn recover(
 ) -> Option<Vec<u64>> {
     let (next, after) = rest.split_first()?;
     let mut file = tokio::fs::File::open(cs.store.data_path(id)).await.ok()?;
-    file.seek(std::io::SeekFrom::Start(16)).await.ok()?;
+    file.seek(std::io::SeekFrom::Start(crate::store::HEADER_LEN))
+        .await
+        .ok()?;
     let reader = tokio::io::AsyncReadExt::take(file, len);
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
-    match cs.client.put(next, after, id, body, rid).await {
-        Ok(r) if r.len == len && r.crc32c == crc => Some(r.stored),
-        Ok(_) => None,
-        Err(e) => {
+    let data = tokio_util::io::ReaderStream::new(reader);
+    let body = data.chain(futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(footer(len, crc))
+    }));
+    match timeout(
+        STREAM_IDLE_TIMEOUT * 2,
+        cs.client
+            .put(next, after, id, reqwest::Body::wrap_stream(body), rid),
+    )
+    .await
+    {
+        Ok(Ok(r)) if r.len == len && r.crc32c == crc => Some(r.stored),
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => {
             tracing::warn!(chunk = %id, error = %e, "pipeline recovery failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(chunk = %id, "pipeline recovery timed out");
             None
         }
     }

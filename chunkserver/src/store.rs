@@ -26,15 +26,17 @@ const MAGIC: &[u8; 8] = b"TDFSCHNK";
 const FOOTER_MAGIC: &[u8; 4] = b"TDFS";
 /// Version of the chunk file format.
 pub const CHUNK_FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: u64 = 16;
+/// Bytes before a chunk's data in its file.
+pub const HEADER_LEN: u64 = 16;
 const FOOTER_LEN: u64 = 16;
 /// Write buffer: large enough to turn network-sized frames into few system calls.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// A message to a chunk writer: data, or the end of a complete chunk.
+/// A message to a chunk writer: data, or the end of a chunk with the length and CRC32C its
+/// sender announced (the writer keeps the chunk only if they match what it wrote).
 pub enum WriteMsg {
     Data(Bytes),
-    Finish,
+    Finish { len: u64, crc32c: u32 },
 }
 
 /// Why a chunk operation failed.
@@ -204,7 +206,18 @@ impl ChunkStore {
                         }
                     }
                 }
-                Some(WriteMsg::Finish) => break,
+                Some(WriteMsg::Finish {
+                    len: want_len,
+                    crc32c,
+                }) => {
+                    if want_len != len || crc32c != whole {
+                        return Err(StoreError::Corrupt(
+                            id,
+                            format!("received {len} bytes crc {whole:08x}, sender announced {want_len} bytes crc {crc32c:08x}"),
+                        ));
+                    }
+                    break;
+                }
                 None => return Err(StoreError::Aborted),
             }
         }
@@ -222,8 +235,20 @@ impl ChunkStore {
         let file = f.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         let dest = self.path(id);
+        if let Some(existing) = self.meta(id) {
+            // Chunk ids are random: the same id again is a retried copy of the same chunk. Keep
+            // the durable one; refuse a different one rather than overwrite it.
+            let _ = fs::remove_file(tmp);
+            if existing == (len, whole) {
+                return Ok(existing);
+            }
+            return Err(StoreError::Corrupt(
+                id,
+                "a different chunk with this id exists".into(),
+            ));
+        }
         let dir = dest.parent().ok_or_else(|| io::Error::other("no parent"))?;
-        fs::create_dir_all(dir)?;
+        create_dir_durable(dir)?;
         fs::rename(tmp, &dest)?;
         File::open(dir)?.sync_all()?;
         if let Ok(mut c) = self.chunks.lock() {
@@ -306,6 +331,24 @@ impl ChunkStore {
     }
 }
 
+/// Creates `dir` and any missing parents, fsyncing each parent whose entries changed, so that a
+/// new hashed sub-folder survives a power loss with the chunk renamed into it.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durable(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Reads and checks a chunk file's header and footer: (data length, CRC32C, open file).
 fn read_footer(path: &Path) -> io::Result<(u64, u32, File)> {
     let mut f = File::open(path)?;
@@ -363,7 +406,11 @@ mod tests {
                 .unwrap();
         }
         if finish {
-            tx.try_send(WriteMsg::Finish).unwrap();
+            tx.try_send(WriteMsg::Finish {
+                len: data.len() as u64,
+                crc32c: crc32c::crc32c(data),
+            })
+            .unwrap();
         }
         drop(tx);
         store.write(id, rx)

@@ -12,7 +12,8 @@ use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use std::sync::Arc;
 use std::time::Duration;
-use tinydfs_proto::client::PutChunkReply;
+use tinydfs_proto::client::{PutChunkReply, STREAM_IDLE_TIMEOUT};
+use tinydfs_proto::frame::footer;
 use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
 use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
 use tokio::sync::mpsc;
@@ -48,10 +49,16 @@ impl OpenChunk {
     async fn abort(self) {
         let _ = self
             .tx
-            .send(Err(std::io::Error::other("upload aborted")))
-            .await;
-        drop(self.tx);
-        let _ = self.task.await;
+            .try_send(Err(std::io::Error::other("upload aborted")));
+        // Dropping the chunk aborts its request (see Drop): the stream never gets a footer.
+    }
+}
+
+impl Drop for OpenChunk {
+    /// A chunk dropped unfinished (the client went away, the handler was cancelled) resets its
+    /// connection; without the footer no pipeline member keeps the partial chunk.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -76,14 +83,24 @@ where
     let mut open: Option<OpenChunk> = None;
     let chunk_size = gw.config.chunk_size;
     loop {
-        let frame = match body.next().await {
-            None => break,
-            Some(Ok(f)) => f,
-            Some(Err(e)) => {
+        let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, body.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
                 if let Some(c) = open.take() {
                     c.abort().await;
                 }
                 return Err(e);
+            }
+            Err(_) => {
+                if let Some(c) = open.take() {
+                    c.abort().await;
+                }
+                return Err(S3Error::new(
+                    "RequestTimeout",
+                    400,
+                    "Your socket connection to the server was not read from or written to within the timeout period.",
+                ));
             }
         };
         md5.update(&frame);
@@ -99,12 +116,16 @@ where
             let piece = data.split_to(take);
             chunk.crc = crc32c::crc32c_append(chunk.crc, &piece);
             chunk.written += take as u64;
-            if chunk.tx.send(Ok(piece)).await.is_err() {
-                // The pipeline head went away: its error is in the task's result.
-                return Err(finish_chunk(gw, chunk, &mut stored)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| S3Error::unavailable("chunk pipeline closed early")));
+            let sent = tokio::time::timeout(STREAM_IDLE_TIMEOUT, chunk.tx.send(Ok(piece))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // The pipeline head went away or stopped reading.
+                if let Some(head) = chunk.pipeline.first() {
+                    gw.suspect(head.id);
+                }
+                chunk.abort().await;
+                return Err(S3Error::unavailable(
+                    "the chunk pipeline stopped taking data",
+                ));
             }
             if chunk.written == chunk_size {
                 finish_chunk(gw, chunk, &mut stored).await?;
@@ -155,10 +176,23 @@ async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
     })
 }
 
-/// Closes a chunk's stream and waits until its pipeline reports it durable.
-async fn finish_chunk(gw: &Gateway, chunk: OpenChunk, stored: &mut Stored) -> S3Result<()> {
-    drop(chunk.tx);
-    let reply = match chunk.task.await.map_err(S3Error::internal)? {
+/// Ends a chunk's stream with its footer and waits until its pipeline reports it durable.
+async fn finish_chunk(gw: &Gateway, mut chunk: OpenChunk, stored: &mut Stored) -> S3Result<()> {
+    let ended = tokio::time::timeout(
+        STREAM_IDLE_TIMEOUT,
+        chunk.tx.send(Ok(footer(chunk.written, chunk.crc))),
+    )
+    .await;
+    // Close the stream: the head reads the footer, then the end.
+    let (closed, _) = mpsc::channel(1);
+    drop(std::mem::replace(&mut chunk.tx, closed));
+    let answer = match ended {
+        Ok(Ok(())) => tokio::time::timeout(STREAM_IDLE_TIMEOUT * 2, &mut chunk.task)
+            .await
+            .unwrap_or_else(|_| Ok(Err("the pipeline did not answer in time".into()))),
+        _ => Ok(Err("the pipeline head stopped taking data".into())),
+    };
+    let reply = match answer.map_err(S3Error::internal)? {
         Ok(r) => r,
         Err(e) => {
             // The head failed (its followers' errors come back inside its reply): the client's
@@ -269,7 +303,17 @@ async fn read_chunk(
             };
             let mut body = resp.bytes_stream();
             let mut failed = false;
-            while let Some(frame) = body.next().await {
+            loop {
+                let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, body.next()).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(chunk = %id, node = %node.addr, "replica went silent; resuming elsewhere");
+                        last_error = format!("{} went silent", node.addr);
+                        failed = true;
+                        break;
+                    }
+                };
                 match frame {
                     Ok(b) => {
                         let n = b.len() as u64;

@@ -37,6 +37,9 @@ pub struct Master {
 
 type Shared = Arc<Master>;
 
+/// Largest control message the master reads (a full chunk report of ~10 million chunks).
+pub const MAX_INTERNAL_BODY: usize = 1 << 30;
+
 /// The internal router.
 pub fn router(m: Shared) -> Router {
     let internal = Router::new()
@@ -50,7 +53,10 @@ pub fn router(m: Shared) -> Router {
         .route(raft_paths::APPEND, post(raft_append))
         .route(raft_paths::VOTE, post(raft_vote))
         .route(raft_paths::SNAPSHOT, post(raft_snapshot))
-        .layer(middleware::from_fn_with_state(m.clone(), require_secret));
+        .layer(middleware::from_fn_with_state(m.clone(), require_secret))
+        // Full chunk reports, Raft batches and snapshot pieces exceed axum's 2 MiB default; the
+        // internal listener only takes bodies from holders of the cluster secret.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_INTERNAL_BODY));
     Router::new()
         .route(paths::HEALTH, get(health))
         .route(paths::HEALTH_ALT, get(health))

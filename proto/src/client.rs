@@ -15,6 +15,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Connecting to a live peer on a LAN takes milliseconds; a dead one should fail over quickly.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest silence on a chunk stream before the peer is treated as failed (a paused or
+/// partitioned node sends no reset): long enough for an fsync of a 64 MiB chunk on a slow disk.
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalive on internal connections, so a vanished peer is noticed on idle pooled sockets.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Paths of the master's internal API.
 pub mod paths {
@@ -36,6 +41,7 @@ pub mod paths {
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
+        .tcp_keepalive(TCP_KEEPALIVE)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(30))
         .no_proxy()

@@ -12,6 +12,7 @@
 //! carries [`WIRE_VERSION`], and every internal request carries the cluster secret.
 
 pub mod client;
+pub mod frame;
 pub mod meta;
 pub mod time;
 pub mod types;
