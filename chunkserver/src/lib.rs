@@ -76,11 +76,17 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn load(dir: &Path) -> Identity {
-        std::fs::read(dir.join("identity.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The saved identity; none for a new data folder. An unreadable one is an error: guessing
+    /// would let this node join another cluster with its chunks.
+    fn load(dir: &Path) -> anyhow::Result<Identity> {
+        let path = dir.join("identity.json");
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                anyhow::anyhow!("{} is unreadable ({e}); fix or remove it", path.display())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Identity::default()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
     }
 
     fn save(&self, dir: &Path) -> std::io::Result<()> {
@@ -88,7 +94,8 @@ impl Identity {
         let tmp = dir.join("identity.json.tmp");
         std::fs::write(&tmp, bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(tmp, dir.join("identity.json"))
+        std::fs::rename(tmp, dir.join("identity.json"))?;
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 
@@ -112,7 +119,7 @@ pub async fn run(
     anyhow::ensure!(!config.masters.is_empty(), "no master address given");
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(store::ChunkStore::open(&config.data_dir)?);
-    let identity = Identity::load(&config.data_dir);
+    let identity = Identity::load(&config.data_dir)?;
     let (id_tx, id_rx) = watch::channel(identity.node_id);
     let server = Arc::new(api::Chunkserver {
         store: store.clone(),

@@ -389,11 +389,13 @@ async fn placement(State(m): State<Shared>, body: Bytes) -> Response {
         for _ in 0..req.count.min(1024) {
             let p = reg.place(req.replicas, min, &req.exclude).ok_or_else(|| {
                 let warming = m.started.elapsed().as_secs_f64() < m.config.dead_node_timeout_secs;
-                if warming {
-                    // Clients retry 503; chunkservers are still registering after a restart.
-                    MetaError::Unavailable(
-                        "chunkservers are still reporting to a new master".into(),
-                    )
+                if warming || reg.live_count() < min {
+                    // Too few chunkservers alive (or not yet reported to a new leader): a
+                    // condition that passes, answered 503 so that clients retry.
+                    MetaError::Unavailable(format!(
+                        "{} live chunkservers, {min} needed",
+                        reg.live_count()
+                    ))
                 } else {
                     MetaError::NoSpace(format!(
                         "fewer than {min} live chunkservers with free space above the reserve"
@@ -413,6 +415,8 @@ async fn register(State(m): State<Shared>, body: Bytes) -> Response {
 async fn register_inner(m: &Master, body: &[u8]) -> Result<RegisterReply, MetaError> {
     let req: RegisterRequest = parse(body)?;
     m.check_leader()?;
+    // A new leader may not have applied its whole log yet: identities must be current.
+    m.linearize().await?;
     let (cluster_id, known) = {
         let a = m.state()?;
         let known = req.node_id.filter(|id| a.state.nodes.contains_key(id));

@@ -17,7 +17,13 @@ pub struct LiveNode {
     pub pid: u32,
     pub last_seen: Instant,
     pub chunks: HashSet<ChunkId>,
+    /// Chunks recorded from pipeline results lately, with when.
+    pub recent: HashMap<ChunkId, Instant>,
 }
+
+/// How long a replica learnt from a pipeline survives full reports that do not list it: longer
+/// than a chunkserver retries a heartbeat.
+const REPORT_GRACE: Duration = Duration::from_secs(60);
 
 /// Liveness, space and replica locations.
 #[derive(Debug)]
@@ -55,6 +61,7 @@ impl Registry {
                 pid,
                 last_seen: Instant::now(),
                 chunks,
+                recent: HashMap::new(),
             },
         );
     }
@@ -77,12 +84,15 @@ impl Registry {
 
     /// Replaces what is known of a node's chunks by a full report.
     fn full_report(&mut self, node: NodeId, report: &[ChunkMeta]) {
-        let new: HashSet<ChunkId> = report.iter().map(|c| c.id).collect();
-        let old = self
-            .nodes
-            .get_mut(&node)
-            .map(|n| std::mem::replace(&mut n.chunks, new.clone()))
-            .unwrap_or_default();
+        let mut new: HashSet<ChunkId> = report.iter().map(|c| c.id).collect();
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        // A chunk stored after the node took this report (it may have been retried for a
+        // while) is not in it: keep replicas recorded recently.
+        n.recent.retain(|_, at| at.elapsed() < REPORT_GRACE);
+        new.extend(n.recent.keys().copied());
+        let old = std::mem::replace(&mut n.chunks, new.clone());
         for gone in old.difference(&new) {
             if let Some(r) = self.replicas.get_mut(gone) {
                 r.retain(|n| *n != node);
@@ -105,6 +115,7 @@ impl Registry {
             }
             if let Some(live) = self.nodes.get_mut(n) {
                 live.chunks.insert(chunk);
+                live.recent.insert(chunk, Instant::now());
             }
         }
     }
@@ -134,6 +145,11 @@ impl Registry {
     /// Number of live copies of `chunk`.
     pub fn live_copies(&self, chunk: &ChunkId) -> usize {
         self.locations(chunk).len()
+    }
+
+    /// Number of live chunkservers, with room or not.
+    pub fn live_count(&self) -> usize {
+        self.nodes.values().filter(|n| self.alive(n)).count()
     }
 
     /// Picks up to `replicas` distinct live chunkservers with room, weighted by free space;
@@ -233,15 +249,33 @@ mod tests {
         assert_eq!(r.place(3, 3, &[1]).unwrap().len(), 3);
         r.add_replicas(ChunkId(9), &[1, 2]);
         assert_eq!(r.live_copies(&ChunkId(9)), 2);
-        let hb = Heartbeat {
+        let report = |chunks: Vec<u128>| Heartbeat {
             node_id: 2,
             addr: "b".into(),
             capacity: 100,
             free: 50,
             pid: 2,
-            chunks: Some(vec![]),
+            chunks: Some(
+                chunks
+                    .into_iter()
+                    .map(|c| ChunkMeta {
+                        id: ChunkId(c),
+                        len: 1,
+                        crc32c: 0,
+                    })
+                    .collect(),
+            ),
         };
-        assert!(r.heartbeat(&hb));
-        assert_eq!(r.live_copies(&ChunkId(9)), 1);
+        // A report taken before the pipeline stored chunk 9 does not erase it...
+        assert!(r.heartbeat(&report(vec![5])));
+        assert_eq!(r.live_copies(&ChunkId(9)), 2);
+        assert_eq!(r.live_copies(&ChunkId(5)), 1);
+        // ...but a chunk known only from reports goes when a report no longer lists it.
+        assert!(r.heartbeat(&report(vec![])));
+        assert_eq!(r.live_copies(&ChunkId(5)), 0);
+        // An unknown node must register again.
+        let mut hb = report(vec![]);
+        hb.node_id = 77;
+        assert!(!r.heartbeat(&hb));
     }
 }

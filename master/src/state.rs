@@ -66,9 +66,15 @@ pub enum MetaReplyKind {
 pub enum MetaReplyData {
     Done,
     Created(bool),
-    Committed { etag: String, last_modified_ms: u64 },
-    UploadCreated { upload_id: String },
-    Deleted(Vec<String>),
+    Committed {
+        etag: String,
+        last_modified_ms: u64,
+    },
+    UploadCreated {
+        upload_id: String,
+    },
+    /// How many keys a DeleteObjects named (each counts as deleted, present or not).
+    Deleted(u64),
 }
 
 impl From<MetaReplyData> for MetaReply {
@@ -144,6 +150,12 @@ pub struct State {
     pub next_node_id: NodeId,
     /// Recent request ids with their answers, and the time they were applied.
     pub requests: HashMap<String, (u64, Reply)>,
+    /// The same ids in the order they were applied, so expiry pops from the front.
+    #[serde(default)]
+    pub request_order: std::collections::VecDeque<(u64, String)>,
+    /// Completed uploads in completion order, for the same reason.
+    #[serde(default)]
+    pub completed_order: std::collections::VecDeque<(u64, String)>,
     /// The time of the last applied command: the state machine's notion of now.
     pub clock_ms: u64,
     /// Master ids removed from the group; Raft ids are never reused.
@@ -178,17 +190,28 @@ impl State {
         }
         let reply = self.apply_op(&cmd.op, cmd.time_ms);
         if let Some(rid) = rid {
+            self.request_order.push_back((cmd.time_ms, rid.clone()));
             self.requests.insert(rid, (cmd.time_ms, reply.clone()));
         }
         reply
     }
 
-    /// Forgets request ids and completed uploads past their time to live.
+    /// Forgets request ids and completed uploads past their time to live (amortised O(1)).
     fn expire(&mut self, now: u64) {
-        self.requests
-            .retain(|_, (t, _)| now.saturating_sub(*t) < REQUEST_ID_TTL_MS);
-        self.completed_uploads
-            .retain(|_, c| now.saturating_sub(c.completed_ms) < COMPLETED_UPLOAD_TTL_MS);
+        while let Some((t, id)) = self.request_order.front() {
+            if now.saturating_sub(*t) < REQUEST_ID_TTL_MS {
+                break;
+            }
+            self.requests.remove(id);
+            self.request_order.pop_front();
+        }
+        while let Some((t, id)) = self.completed_order.front() {
+            if now.saturating_sub(*t) < COMPLETED_UPLOAD_TTL_MS {
+                break;
+            }
+            self.completed_uploads.remove(id);
+            self.completed_order.pop_front();
+        }
     }
 
     fn apply_op(&mut self, op: &Op, now: u64) -> Reply {
@@ -302,7 +325,7 @@ impl State {
                 for key in keys {
                     self.replace_object(bucket, key, None);
                 }
-                ok(MetaReplyData::Deleted(keys.clone()))
+                ok(MetaReplyData::Deleted(keys.len() as u64))
             }
             MetaWrite::CreateUpload { .. } => err(MetaError::BadRequest(
                 "CreateUpload must be proposed by the leader with an id".into(),
@@ -444,6 +467,7 @@ impl State {
             }
         }
         self.replace_object(bucket, key, Some(record));
+        self.completed_order.push_back((now, upload_id.to_string()));
         self.completed_uploads.insert(
             upload_id.to_string(),
             CompletedUpload {
@@ -508,43 +532,49 @@ impl State {
     /// keys sharing the part up to the next delimiter rolled into one common prefix, at most
     /// `max_keys` keys and prefixes together.
     pub fn list(&self, q: &ListQuery) -> Result<ListPage, MetaError> {
+        use std::ops::Bound;
         let b = self.buckets.get(&q.bucket).ok_or(MetaError::NoSuchBucket)?;
         let mut page = ListPage::default();
         if q.max_keys == 0 {
             return Ok(page);
         }
-        let start = match &q.after {
-            Some(a) if a.as_str() >= q.prefix.as_str() => std::ops::Bound::Excluded(a.clone()),
-            _ => std::ops::Bound::Included(q.prefix.clone()),
-        };
         let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
-        let mut count = 0usize;
-        for (key, rec) in b.objects.range((start, std::ops::Bound::Unbounded)) {
+        // The common prefix a key rolls up into, if any.
+        let common_of = |key: &str| -> Option<String> {
+            let d = delimiter?;
+            let rest = key.get(q.prefix.len()..)?;
+            rest.find(d)
+                .map(|pos| key[..q.prefix.len() + pos + d.len()].to_string())
+        };
+        let mut cursor = match &q.after {
+            // Continuing after a common prefix skips every key under it in one step.
+            Some(a) if a.as_str() >= q.prefix.as_str() && common_of(a).as_deref() == Some(a) => {
+                match successor(a) {
+                    Some(s) => Bound::Included(s),
+                    None => return Ok(page),
+                }
+            }
+            Some(a) if a.as_str() >= q.prefix.as_str() => Bound::Excluded(a.clone()),
+            _ => Bound::Included(q.prefix.clone()),
+        };
+        while let Some((key, rec)) = b.objects.range((cursor.clone(), Bound::Unbounded)).next() {
             if !key.starts_with(&q.prefix) {
                 break;
             }
-            let common = delimiter.and_then(|d| {
-                key[q.prefix.len()..]
-                    .find(d)
-                    .map(|pos| &key[..q.prefix.len() + pos + d.len()])
-            });
-            if let Some(cp) = common {
-                // Keys under a prefix already returned (on this page or the last) are skipped.
-                if page.common_prefixes.last().map(String::as_str) == Some(cp)
-                    || q.after.as_deref() == Some(cp)
-                {
-                    continue;
-                }
-            }
-            if count == q.max_keys {
+            if page.entries.len() + page.common_prefixes.len() == q.max_keys {
                 page.truncated = true;
                 break;
             }
-            count += 1;
-            match common {
+            match common_of(key) {
                 Some(cp) => {
-                    page.common_prefixes.push(cp.to_string());
-                    page.next_after = Some(cp.to_string());
+                    // Jump past every key under this prefix (O(log n), not one step per key).
+                    let next = successor(&cp);
+                    page.next_after = Some(cp.clone());
+                    page.common_prefixes.push(cp);
+                    match next {
+                        Some(s) => cursor = Bound::Included(s),
+                        None => break,
+                    }
                 }
                 None => {
                     page.entries.push(ListEntry {
@@ -554,11 +584,29 @@ impl State {
                         last_modified_ms: rec.last_modified_ms,
                     });
                     page.next_after = Some(key.clone());
+                    cursor = Bound::Excluded(key.clone());
                 }
             }
         }
         Ok(page)
     }
+}
+
+/// The smallest string greater than every string that starts with `prefix` (in UTF-8 byte
+/// order, which is code point order); `None` if there is none.
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000; // skip the surrogate range
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -709,6 +757,92 @@ mod tests {
         assert_eq!(p4.common_prefixes, vec!["c/x/"]);
         assert_eq!(p4.entries[0].key, "c/z");
         assert!(list(&s, "", None, None, 0).entries.is_empty());
+        assert_eq!(successor("a/"), Some("a0".to_string()));
+        assert_eq!(successor("a\u{10FFFF}"), Some("b".to_string()));
+        assert_eq!(successor("\u{D7FF}"), Some("\u{E000}".to_string()));
+        assert_eq!(successor(""), None);
+    }
+
+    /// The listing rules written the slow, obvious way.
+    fn naive(
+        keys: &[String],
+        prefix: &str,
+        delim: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> (Vec<String>, bool) {
+        let mut items: Vec<String> = Vec::new();
+        for k in keys {
+            if !k.starts_with(prefix) || after.is_some_and(|a| k.as_str() <= a) {
+                continue;
+            }
+            let item = match delim.and_then(|d| {
+                k[prefix.len()..]
+                    .find(d)
+                    .map(|p| k[..prefix.len() + p + d.len()].to_string())
+            }) {
+                Some(cp) => cp,
+                None => k.clone(),
+            };
+            if Some(item.as_str()) == after || items.last() == Some(&item) {
+                continue;
+            }
+            items.push(item);
+        }
+        let truncated = items.len() > max;
+        items.truncate(max);
+        (items, truncated)
+    }
+
+    #[test]
+    fn listing_matches_the_naive_rules_on_random_keys() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = ["a", "b", "/", "-", "é"];
+        for round in 0..200 {
+            let mut s = bucket();
+            let mut keys: Vec<String> = (0..rng.gen_range(0..40))
+                .map(|_| {
+                    (0..rng.gen_range(1..6))
+                        .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                        .collect()
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            for (i, k) in keys.iter().enumerate() {
+                put(&mut s, k, 1000 + i as u64);
+            }
+            let prefix: String = (0..rng.gen_range(0..2))
+                .map(|_| alphabet[rng.gen_range(0..2)])
+                .collect();
+            let delim = [None, Some("/"), Some("-")][rng.gen_range(0..3)];
+            let max = rng.gen_range(1..6);
+            // Walk all pages the way a client does, and compare each page.
+            let mut after: Option<String> = None;
+            for _ in 0..100 {
+                let page = list(&s, &prefix, delim, after.as_deref(), max);
+                let (want, want_trunc) = naive(&keys, &prefix, delim, after.as_deref(), max);
+                let mut got: Vec<String> = page
+                    .entries
+                    .iter()
+                    .map(|e| e.key.clone())
+                    .chain(page.common_prefixes.iter().cloned())
+                    .collect();
+                got.sort();
+                let mut want_sorted = want.clone();
+                want_sorted.sort();
+                assert_eq!(
+                    got, want_sorted,
+                    "round {round}, prefix {prefix:?}, delim {delim:?}, after {after:?}"
+                );
+                assert_eq!(page.truncated, want_trunc, "round {round}");
+                if !page.truncated {
+                    break;
+                }
+                after = page.next_after.clone();
+            }
+        }
     }
 
     #[test]

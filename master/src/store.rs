@@ -174,9 +174,19 @@ impl LogStore {
                     || end > data.len()
                     || crc32c::crc32c(&data[pos + 8..end]) != crc
                 {
+                    // A crash mid-append leaves the last record short or half-written: cut it.
+                    // A bad record with good ones after it is corruption of acknowledged
+                    // entries: refuse to start rather than drop them.
+                    if end < data.len() && len <= MAX_RECORD {
+                        return Err(io_err(format!(
+                            "{}: corrupt record at offset {pos} followed by {} more bytes; refusing to start (restore this master from a peer: see OPERATIONS.md)",
+                            path.display(),
+                            data.len() - end
+                        )));
+                    }
                     tracing::warn!(
                         offset = pos,
-                        "cutting a torn or corrupt record off the raft log"
+                        "cutting a torn record off the end of the raft log"
                     );
                     break;
                 }
@@ -202,6 +212,8 @@ impl LogStore {
         if valid_len == 0 {
             file.write_all(&log_header())?;
             file.sync_all()?;
+            // The new file's name must survive a crash too.
+            File::open(dir)?.sync_all()?;
         }
         let vote = match fs::read(&vote_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(io_err)?),
@@ -336,6 +348,9 @@ pub struct StateMachine {
     pub applied: Arc<RwLock<Applied>>,
     dir: PathBuf,
     snapshot_seq: Arc<Mutex<u64>>,
+    /// Serialises snapshot files and remembers the newest one written: a slow build must not
+    /// overwrite a newer snapshot installed from the leader meanwhile.
+    snapshot_file: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 impl StateMachine {
@@ -357,11 +372,28 @@ impl StateMachine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        let newest = applied.last_applied;
         Ok(StateMachine {
             applied: Arc::new(RwLock::new(applied)),
             dir: dir.to_path_buf(),
             snapshot_seq: Arc::new(Mutex::new(0)),
+            snapshot_file: Arc::new(Mutex::new(newest)),
         })
+    }
+
+    /// Writes a snapshot file unless a newer one is already there.
+    fn write_snapshot_file(&self, last: Option<LogId<NodeId>>, bytes: &[u8]) -> io::Result<()> {
+        let mut newest = self
+            .snapshot_file
+            .lock()
+            .map_err(|_| io_err("snapshot lock poisoned"))?;
+        if newest.is_some() && last < *newest {
+            tracing::info!("a newer snapshot is already on disk; keeping it");
+            return Ok(());
+        }
+        write_atomic(&self.dir.join("snapshot.json"), bytes)?;
+        *newest = last;
+        Ok(())
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, StorageError<NodeId>> {
@@ -412,7 +444,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let bytes =
             serde_json::to_vec(&file).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        write_atomic(&self.dir.join("snapshot.json"), &bytes)
+        self.write_snapshot_file(bytes_meta.last_log_id, &bytes)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(self.snapshot_from(bytes_meta, bytes))
     }
@@ -477,7 +509,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        write_atomic(&self.dir.join("snapshot.json"), &bytes)
+        self.write_snapshot_file(meta.last_log_id, &bytes)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let mut a = self
             .applied
@@ -501,5 +533,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn write_log(dir: &Path, n: u64) -> Vec<usize> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut bytes = log_header();
+        let mut ends = Vec::new();
+        for i in 1..=n {
+            bytes.extend(frame(&LogRecord::Entry(entry(i))).unwrap());
+            ends.push(bytes.len());
+        }
+        std::fs::write(dir.join("raft.log"), &bytes).unwrap();
+        ends
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tinydfs-log-{name}-{:08x}", rand::random::<u32>()))
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_but_corruption_before_good_records_is_refused() {
+        let dir = tempdir("torn");
+        let ends = write_log(&dir, 3);
+        // A crash in the middle of the third append.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.join("raft.log"))
+            .unwrap();
+        f.set_len(ends[2] as u64 - 5).unwrap();
+        let store = LogStore::open(&dir).unwrap();
+        let inner = store.inner.lock().unwrap();
+        assert_eq!(
+            inner.entries.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        drop(inner);
+        // The cut file takes new records after the second one.
+        assert_eq!(
+            std::fs::metadata(dir.join("raft.log")).unwrap().len(),
+            ends[1] as u64
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let dir = tempdir("corrupt");
+        write_log(&dir, 3);
+        let mut bytes = std::fs::read(dir.join("raft.log")).unwrap();
+        bytes[LOG_HEADER_LEN + 10] ^= 0xFF; // inside the first record
+        std::fs::write(dir.join("raft.log"), &bytes).unwrap();
+        let err = LogStore::open(&dir)
+            .err()
+            .expect("a corrupt middle record must stop the master");
+        assert!(err.to_string().contains("refusing to start"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -194,8 +194,8 @@ pub enum MetaReply {
     UploadCreated {
         upload_id: String,
     },
-    /// Keys removed by DeleteObjects (absent keys count as deleted, as in S3).
-    Deleted(Vec<String>),
+    /// How many keys DeleteObjects removed (absent keys count as deleted, as in S3).
+    Deleted(u64),
     Buckets(Vec<BucketInfo>),
     Bucket(BucketInfo),
     Object(ObjectLocation),

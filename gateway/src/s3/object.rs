@@ -226,7 +226,9 @@ pub fn parse_range(v: &str) -> Option<Range> {
 pub fn resolve_range(r: &Range, size: u64) -> Option<(u64, u64)> {
     match *r {
         Range::From(start, _) if start >= size => None,
-        Range::From(start, end) => Some((start, end.map_or(size, |e| (e + 1).min(size)))),
+        Range::From(start, end) => {
+            Some((start, end.map_or(size, |e| e.saturating_add(1).min(size))))
+        }
         Range::Suffix(0) => None,
         Range::Suffix(n) => Some((size.saturating_sub(n), size)),
     }
@@ -453,17 +455,15 @@ pub async fn delete_many(gw: &Gateway, mut req: S3Request) -> S3Result<Response>
         return Err(S3Error::malformed_xml());
     }
     let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
-    let reply = gw
-        .master
+    gw.master
         .write(MetaWrite::DeleteObjects {
             bucket: bucket.clone(),
-            keys,
+            keys: keys.clone(),
         })
         .await
         .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
-    let MetaReply::Deleted(deleted) = reply else {
-        return Err(S3Error::internal("unexpected reply to DeleteObjects"));
-    };
+    // Every named key is deleted, present or not, as on S3.
+    let deleted = keys;
     let mut out = xml::doc("DeleteResult");
     if doc.quiet != Some(true) {
         for k in &deleted {
@@ -493,6 +493,8 @@ mod tests {
         assert_eq!(resolve_range(&Range::Suffix(10), 5), Some((0, 5)));
         assert_eq!(resolve_range(&Range::Suffix(2), 5), Some((3, 5)));
         assert_eq!(resolve_range(&Range::Suffix(0), 5), None);
+        let huge = parse_range("bytes=2-18446744073709551615").unwrap();
+        assert_eq!(resolve_range(&huge, 5), Some((2, 5)));
     }
 
     #[test]
