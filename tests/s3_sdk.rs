@@ -628,3 +628,94 @@ fn admin_status_lists_every_node() {
     started.sort();
     assert_eq!(reported, started);
 }
+
+#[test]
+fn conditional_puts_check_the_current_object() {
+    let cluster = Cluster::start(Opts::default());
+    let c = cluster.client();
+    rt().block_on(async {
+        c.create_bucket().bucket("cond").send().await.unwrap();
+        // If-None-Match: * creates once (a lock file, as Terraform uses it), then refuses.
+        let first = c
+            .put_object()
+            .bucket("cond")
+            .key("lock")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"mine"))
+            .send()
+            .await
+            .unwrap();
+        let err = c
+            .put_object()
+            .bucket("cond")
+            .key("lock")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"theirs"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(412));
+        assert_eq!(code(&err.into_service_error()), "PreconditionFailed");
+        assert_eq!(get_bytes(&c, "cond", "lock", None).await, b"mine");
+        // If-Match: only over the expected version.
+        let err = c
+            .put_object()
+            .bucket("cond")
+            .key("lock")
+            .if_match("\"0123456789abcdef0123456789abcdef\"")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err.into_service_error()), "PreconditionFailed");
+        c.put_object()
+            .bucket("cond")
+            .key("lock")
+            .if_match(first.e_tag().unwrap())
+            .body(ByteStream::from_static(b"next"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get_bytes(&c, "cond", "lock", None).await, b"next");
+        // If-Match on a missing key: the absence wins (404 NoSuchKey).
+        let err = c
+            .put_object()
+            .bucket("cond")
+            .key("absent")
+            .if_match("\"abc\"")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err.into_service_error()), "NoSuchKey");
+        // Conditional GETs: 304 and 412.
+        let etag = c
+            .head_object()
+            .bucket("cond")
+            .key("lock")
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .to_string();
+        let err = c
+            .get_object()
+            .bucket("cond")
+            .key("lock")
+            .if_none_match(&etag)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(304));
+        let err = c
+            .get_object()
+            .bucket("cond")
+            .key("lock")
+            .if_match("\"nope\"")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(412));
+    });
+}

@@ -150,6 +150,11 @@ impl From<MetaError> for S3Error {
                 400,
                 "Your proposed upload is smaller than the minimum allowed object size.",
             ),
+            MetaError::PreconditionFailed => Self::new(
+                "PreconditionFailed",
+                412,
+                "At least one of the pre-conditions you specified did not hold",
+            ),
             MetaError::NoSpace(m) => {
                 tracing::warn!(error = %m, "no space for a new chunk");
                 Self::new(

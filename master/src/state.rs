@@ -298,9 +298,15 @@ impl State {
                 bucket,
                 key,
                 record,
+                condition,
             } => {
-                if !self.buckets.contains_key(bucket) {
+                let Some(b) = self.buckets.get(bucket) else {
                     return err(MetaError::NoSuchBucket);
+                };
+                if let Some(c) = condition {
+                    if let Err(e) = c.check(b.objects.get(key)) {
+                        return err(e);
+                    }
                 }
                 let mut record = record.clone();
                 record.last_modified_ms = now;
@@ -631,6 +637,7 @@ mod tests {
             meta(MetaWrite::PutObject {
                 bucket: "b".into(),
                 key: key.into(),
+                condition: None,
                 record: ObjectRecord {
                     size: 1,
                     etag: "e".into(),

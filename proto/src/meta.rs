@@ -22,6 +22,9 @@ pub enum MetaWrite {
         bucket: String,
         key: String,
         record: ObjectRecord,
+        /// Checked atomically with the commit (conditional PUT).
+        #[serde(default)]
+        condition: Option<WriteCondition>,
     },
     DeleteObject {
         bucket: String,
@@ -55,6 +58,34 @@ pub enum MetaWrite {
         key: String,
         upload_id: String,
     },
+}
+
+/// A condition on the object a write replaces (`If-Match` / `If-None-Match: *` on PUT).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCondition {
+    /// The current object's ETag must be this one (unquoted).
+    pub if_match: Option<String>,
+    /// There must be no current object.
+    pub if_none_match: bool,
+}
+
+impl WriteCondition {
+    /// Checks the condition against the object the write would replace. An `If-Match` on a
+    /// missing key is NoSuchKey (the key's absence wins over the precondition, as on S3).
+    pub fn check(&self, current: Option<&ObjectRecord>) -> Result<(), MetaError> {
+        if self.if_none_match && current.is_some() {
+            return Err(MetaError::PreconditionFailed);
+        }
+        if let Some(want) = &self.if_match {
+            let Some(cur) = current else {
+                return Err(MetaError::NoSuchKey);
+            };
+            if want != "*" && *want != cur.etag {
+                return Err(MetaError::PreconditionFailed);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An uploaded part of a multipart upload.
@@ -162,6 +193,8 @@ pub enum MetaError {
     InvalidPart(String),
     InvalidPartOrder,
     EntityTooSmall,
+    /// A write's condition did not hold when it was applied.
+    PreconditionFailed,
     /// Not enough live chunkservers with space to place a chunk.
     NoSpace(String),
     /// This master does not lead; the leader's internal address when known.

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use base64::Engine;
 use std::sync::Arc;
-use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite, ObjectLocation};
+use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite, ObjectLocation, WriteCondition};
 use tinydfs_proto::time::http_date;
 use tinydfs_proto::{ObjectAttrs, ObjectRecord};
 
@@ -155,16 +155,63 @@ fn checksum_headers(
     b
 }
 
+/// `If-Match` / `If-None-Match` of a PUT. S3 supports only `*` for If-None-Match on writes.
+fn write_condition(req: &S3Request) -> S3Result<Option<WriteCondition>> {
+    let if_match = req
+        .header("if-match")
+        .map(|v| v.trim().trim_matches('"').to_string());
+    let if_none_match = match req.header("if-none-match").map(str::trim) {
+        None => false,
+        Some("*") => true,
+        Some(_) => {
+            return Err(S3Error::not_implemented(
+                "If-None-Match other than * on writes",
+            ))
+        }
+    };
+    Ok(
+        (if_match.is_some() || if_none_match).then_some(WriteCondition {
+            if_match,
+            if_none_match,
+        }),
+    )
+}
+
 pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {
     let bucket = req.bucket()?.to_string();
     let key = req.key()?.to_string();
-    // Fail before reading the body when the bucket is missing (never auto-create).
-    gw.master
-        .read(MetaRead::HeadBucket {
-            bucket: bucket.clone(),
-        })
-        .await
-        .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
+    let condition = write_condition(&req)?;
+    // Fail before reading the body when the bucket is missing (never auto-create), or when a
+    // condition already fails.
+    match &condition {
+        None => {
+            gw.master
+                .read(MetaRead::HeadBucket {
+                    bucket: bucket.clone(),
+                })
+                .await
+                .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
+        }
+        Some(c) => {
+            let current = match gw
+                .master
+                .read(MetaRead::GetObject {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                })
+                .await
+            {
+                Ok(MetaReply::Object(o)) => Some(o.record),
+                Ok(_) => return Err(S3Error::internal("unexpected reply to GetObject")),
+                Err(tinydfs_proto::meta::MetaError::NoSuchKey) => None,
+                Err(e) => return Err(S3Error::from(e).with("BucketName", &bucket)),
+            };
+            c.check(current.as_ref()).map_err(|e| match e {
+                tinydfs_proto::meta::MetaError::NoSuchKey => S3Error::no_such_key(&key),
+                e => S3Error::from(e),
+            })?;
+        }
+    }
     let attrs = attrs_from(&req.headers);
     let up = receive(&gw, &mut req).await?;
     let record = ObjectRecord {
@@ -182,12 +229,26 @@ pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {
         .commit(
             MetaWrite::PutObject {
                 bucket,
-                key,
+                key: key.clone(),
                 record,
+                condition: condition.clone(),
             },
             up.stored.locations,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The condition held when the upload began: a concurrent write won meanwhile.
+            tinydfs_proto::meta::MetaError::PreconditionFailed | tinydfs_proto::meta::MetaError::NoSuchKey
+                if condition.is_some() =>
+            {
+                S3Error::new(
+                    "ConditionalRequestConflict",
+                    409,
+                    "A conflicting operation occurred. If using PutObject you can retry the request.",
+                )
+            }
+            e => e.into(),
+        })?;
     let b = Response::builder().header("etag", format!("\"{}\"", up.etag));
     Ok(checksum_headers(b, &up.checksums)
         .body(Body::empty())
