@@ -223,10 +223,15 @@ fn restart_recovers_from_a_snapshot_plus_the_log_after_it() {
         }
     });
     let snapshot = cluster.dir.join("master-1/state/snapshot.json");
-    assert!(
-        snapshot.exists(),
-        "no snapshot after 45 writes with --snapshot-every 10"
-    );
+    // Snapshots are taken in the background: wait for one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !snapshot.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot after 45 writes with --snapshot-every 10"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     cluster.kill("master-1");
     cluster.stop();
     let restarted = Cluster::start_in(cluster.dir.clone(), opts());

@@ -150,6 +150,52 @@ impl MasterConfig {
     }
 }
 
+/// How often the snapshot worker looks at the log.
+const SNAPSHOT_CHECK: Duration = Duration::from_millis(500);
+
+/// Takes a snapshot once the log since the last one holds at least `snapshot_every` entries
+/// *and* at least half as many entries as the state has records. A snapshot costs time
+/// proportional to the state, so this keeps its cost per applied entry constant however large
+/// the namespace grows (while it only grows, snapshots come at doubling sizes), and restart
+/// replays at most about half a state's worth of entries after it.
+async fn snapshot_worker(m: Arc<api::Master>) {
+    let mut metrics = m.raft.metrics();
+    loop {
+        tokio::time::sleep(SNAPSHOT_CHECK).await;
+        if metrics.has_changed().is_err() {
+            return; // raft stopped
+        }
+        let (applied, snapshot) = {
+            let x = metrics.borrow_and_update();
+            (
+                x.last_applied.map_or(0, |l| l.index),
+                x.snapshot.map_or(0, |l| l.index),
+            )
+        };
+        let records = m
+            .applied
+            .read()
+            .map(|a| a.state.object_count() + a.state.uploads.len() as u64)
+            .unwrap_or(0);
+        let due = m.config.snapshot_every.max(records / 2);
+        if applied.saturating_sub(snapshot) >= due {
+            tracing::info!(applied, snapshot, records, "taking a snapshot");
+            if m.raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            // Give the build time to finish before deciding again.
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while metrics.changed().await.is_ok() {
+                    if metrics.borrow().snapshot.map_or(0, |l| l.index) > snapshot {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
 /// Runs a master until `shutdown` completes.
 pub async fn run(
     config: MasterConfig,
@@ -164,7 +210,8 @@ pub async fn run(
         heartbeat_interval: config.raft_heartbeat_ms,
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        // Snapshots are triggered by `snapshot_worker`, whose interval grows with the state.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         // Entries kept behind a snapshot for followers that lag a little (cheaper than a
         // snapshot); never more than one snapshot interval.
         max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
@@ -209,6 +256,7 @@ pub async fn run(
         config: config.clone(),
     });
     tokio::spawn(api::name_cluster(master.clone()));
+    tokio::spawn(snapshot_worker(master.clone()));
     // Nagle off: small replies must not wait for the peer's delayed ACK.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await?
