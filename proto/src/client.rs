@@ -12,7 +12,8 @@ use std::time::Duration;
 pub const MASTER_RETRY_WINDOW: Duration = Duration::from_secs(20);
 /// First pause between retries; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Short, so that a client notices a new leader soon after the election.
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Connecting to a live peer on a LAN takes milliseconds; a dead one should fail over quickly.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest silence on a chunk stream before the peer is treated as failed (a paused or
