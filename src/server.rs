@@ -573,7 +573,18 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
     if let Some(l) = &local {
-        for n in l.nodes.iter().filter(|n| n.role == "gateway") {
+        // Gateways report themselves to the leader; one that never did is looked up here.
+        let known: Vec<String> = s
+            .nodes
+            .iter()
+            .filter(|n| n.role == "gateway")
+            .map(|n| n.addr.clone())
+            .collect();
+        for n in l
+            .nodes
+            .iter()
+            .filter(|n| n.role == "gateway" && !known.contains(&n.addr))
+        {
             let up = crate::health(&n.addr, 2.0).await.is_ok()
                 || tokio::net::TcpStream::connect(&n.addr).await.is_ok();
             s.nodes.push(tinydfs_proto::meta::NodeStatus {

@@ -129,11 +129,21 @@ fn roles_started_by_hand_form_a_working_cluster() {
                 .iter()
                 .filter(|n| n["role"] == "chunkserver" && n["state"] == "alive")
                 .count();
-            if alive == 3 {
+            // The gateway reports itself too, with its process id: status lists every node.
+            let gateway = s["nodes"].as_array().unwrap().iter().any(|n| {
+                n["role"] == "gateway"
+                    && n["state"] == "alive"
+                    && n["addr"] == s3.as_str()
+                    && n["pid"].as_u64().unwrap_or(0) > 0
+            });
+            if alive == 3 && gateway {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "chunkservers did not register");
+        assert!(
+            Instant::now() < deadline,
+            "chunkservers or the gateway did not report"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // A wrong secret is refused by admin.

@@ -133,6 +133,22 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::T
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// How often a gateway tells the masters it is alive (for the status report only).
+const GATEWAY_BEAT_INTERVAL: Duration = Duration::from_secs(3);
+
+async fn report_to_masters(gw: Arc<Gateway>) {
+    let beat = tinydfs_proto::meta::GatewayBeat {
+        addr: gw.config.listen.clone(),
+        pid: std::process::id(),
+    };
+    loop {
+        if let Err(e) = gw.master.gateway_beat(&beat).await {
+            tracing::debug!(error = %e, "gateway heartbeat failed");
+        }
+        tokio::time::sleep(GATEWAY_BEAT_INTERVAL).await;
+    }
+}
+
 /// Runs a gateway until `shutdown` completes.
 pub async fn run(
     config: GatewayConfig,
@@ -159,6 +175,7 @@ pub async fn run(
         suspects: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
+    tokio::spawn(report_to_masters(gw.clone()));
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     tracing::info!(addr = %config.listen, tls = tls.is_some(), "S3 gateway listening");
     let app = s3::router(gw);

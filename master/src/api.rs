@@ -50,6 +50,7 @@ pub fn router(m: Shared) -> Router {
         .route(paths::HEARTBEAT, post(heartbeat))
         .route(paths::STATUS, post(status).get(status))
         .route(paths::MEMBERS, post(members))
+        .route(paths::GATEWAY_BEAT, post(gateway_beat))
         .route(raft_paths::APPEND, post(raft_append))
         .route(raft_paths::VOTE, post(raft_vote))
         .route(raft_paths::SNAPSHOT, post(raft_snapshot))
@@ -464,6 +465,15 @@ async fn heartbeat(State(m): State<Shared>, body: Bytes) -> Response {
         m.check_leader()?;
         let known = m.registry()?.heartbeat(&hb);
         Ok(HeartbeatReply { reregister: !known })
+    })())
+}
+
+async fn gateway_beat(State(m): State<Shared>, body: Bytes) -> Response {
+    reply((|| {
+        let beat: GatewayBeat = parse(&body)?;
+        m.check_leader()?;
+        m.registry()?.gateway_beat(beat.addr, beat.pid);
+        Ok(())
     })())
 }
 

@@ -29,6 +29,8 @@ const REPORT_GRACE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Registry {
     nodes: HashMap<NodeId, LiveNode>,
+    /// Gateways by S3 address: pid and last report.
+    gateways: HashMap<String, (u32, Instant)>,
     replicas: HashMap<ChunkId, Vec<NodeId>>,
     dead_after: Duration,
     reserve: u64,
@@ -39,6 +41,7 @@ impl Registry {
     pub fn new(dead_after: Duration, reserve: u64) -> Self {
         Registry {
             nodes: HashMap::new(),
+            gateways: HashMap::new(),
             replicas: HashMap::new(),
             dead_after,
             reserve,
@@ -201,8 +204,38 @@ impl Registry {
         Some(out)
     }
 
-    /// Status of every known chunkserver.
+    /// Records a gateway's report.
+    pub fn gateway_beat(&mut self, addr: String, pid: u32) {
+        self.gateways.insert(addr, (pid, Instant::now()));
+    }
+
+    /// Status of every known chunkserver, then every gateway heard of.
     pub fn status(&self) -> Vec<NodeStatus> {
+        let mut out = self.chunkserver_status();
+        let mut gws: Vec<_> = self.gateways.iter().collect();
+        gws.sort();
+        for (addr, (pid, seen)) in gws {
+            out.push(NodeStatus {
+                id: 0,
+                role: "gateway".into(),
+                addr: addr.clone(),
+                state: if seen.elapsed() < self.dead_after {
+                    "alive"
+                } else {
+                    "dead"
+                }
+                .into(),
+                pid: Some(*pid),
+                capacity: 0,
+                free: 0,
+                chunks: 0,
+                raft: None,
+            });
+        }
+        out
+    }
+
+    fn chunkserver_status(&self) -> Vec<NodeStatus> {
         let mut out: Vec<NodeStatus> = self
             .nodes
             .iter()

@@ -31,6 +31,7 @@ pub mod paths {
     pub const HEARTBEAT: &str = "/internal/v1/heartbeat";
     pub const STATUS: &str = "/internal/v1/status";
     pub const MEMBERS: &str = "/internal/v1/members";
+    pub const GATEWAY_BEAT: &str = "/internal/v1/gateway-heartbeat";
     pub const HEALTH: &str = "/health";
     /// Health path every node answers, the S3 gateway included (`_` cannot start a bucket name).
     pub const HEALTH_ALT: &str = "/_health";
@@ -131,6 +132,10 @@ impl MasterClient {
 
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatReply, MetaError> {
         self.call(paths::HEARTBEAT, hb).await
+    }
+
+    pub async fn gateway_beat(&self, beat: &GatewayBeat) -> Result<(), MetaError> {
+        self.call(paths::GATEWAY_BEAT, beat).await
     }
 
     pub async fn status(&self) -> Result<ClusterStatus, MetaError> {

@@ -267,6 +267,14 @@ pub struct Heartbeat {
     pub chunks: Option<Vec<ChunkMeta>>,
 }
 
+/// A gateway's periodic report, so that status lists every node of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayBeat {
+    /// The S3 listener's address.
+    pub addr: String,
+    pub pid: u32,
+}
+
 /// The master's answer to a heartbeat.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HeartbeatReply {
