@@ -157,6 +157,15 @@ struct MasterArgs {
     /// Start empty and wait to be added to a running group with `tinydfs admin master add`.
     #[arg(long)]
     join: bool,
+    /// Copies every chunk should have (the repair worker restores it).
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Chunks the repair worker copies at once.
+    #[arg(long)]
+    repair_concurrency: Option<usize>,
+    /// How often the repair worker looks for under-replicated chunks, in milliseconds.
+    #[arg(long)]
+    repair_interval_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -243,6 +252,9 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.snapshot_every, a.snapshot_every);
     set(&mut c.initial_members, a.initial_members);
     c.join |= a.join;
+    set(&mut c.replicas, a.replicas);
+    set(&mut c.repair_concurrency, a.repair_concurrency);
+    set(&mut c.repair_interval_ms, a.repair_interval_ms);
     c.secret = a.secret.resolve(&c.secret)?;
     Ok(c)
 }

@@ -253,6 +253,10 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     let mut children: Vec<Spawned> = Vec::new();
     let mut nodes: Vec<LocalNode> = Vec::new();
     let result = async {
+        let replicas = a
+            .replicas
+            .unwrap_or(tinydfs_proto::DEFAULT_REPLICAS)
+            .min(a.chunkservers);
         for (i, addr) in master_addrs.iter().enumerate() {
             let name = format!("master-{}", i + 1);
             let mut args = vec![
@@ -265,6 +269,8 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 dir.join(&name).display().to_string(),
                 "--initial-members".into(),
                 initial.join(","),
+                "--replicas".into(),
+                replicas.to_string(),
             ];
             if let Some(t) = a.dead_node_timeout_secs {
                 args.extend(["--dead-node-timeout-secs".into(), t.to_string()]);
@@ -310,10 +316,6 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             });
             children.push(c);
         }
-        let replicas = a
-            .replicas
-            .unwrap_or(tinydfs_proto::DEFAULT_REPLICAS)
-            .min(a.chunkservers);
         let mut args = vec![
             "gateway".to_string(),
             "--listen".into(),

@@ -329,3 +329,49 @@ fn a_chunk_stream_cut_short_or_mislabelled_is_never_kept() {
         assert_eq!(r.status().as_u16(), 403);
     });
 }
+
+#[test]
+fn chunks_of_a_dead_chunkserver_are_re_replicated_so_later_failures_lose_nothing() {
+    let cluster = Cluster::start(Opts {
+        chunkservers: 4,
+        ..Opts::default()
+    });
+    let c = cluster.client();
+    let chunk = cluster.chunk_size() as usize;
+    let rt = rt();
+    // 30 chunks over 4 servers, 3 copies each.
+    let objects: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("r{i}"), data(3 * chunk - 7, 300 + i as u64)))
+        .collect();
+    rt.block_on(async {
+        c.create_bucket().bucket("repair").send().await.unwrap();
+        for (k, d) in &objects {
+            put(&c, "repair", k, d.clone()).await.unwrap();
+        }
+    });
+    cluster.wait_for("full replication", |s| {
+        s["chunks"] == 30 && s["under_replicated"] == 0
+    });
+    cluster.kill("chunkserver-1");
+    let dead = addr_of(&cluster, "chunkserver-1");
+    // Once the master sees it dead, its chunks are copied from the survivors to the others.
+    cluster.wait_for("re-replication", |s| {
+        chunkserver_state(s, &dead) == "dead" && s["under_replicated"] == 0 && s["lost"] == 0
+    });
+    let s = cluster.status();
+    assert!(
+        s["repaired"].as_u64().unwrap() > 0,
+        "nothing was re-replicated: {s}"
+    );
+    // Every chunk now has all 3 copies on the 3 survivors: two more deaths leave one copy each.
+    cluster.kill("chunkserver-2");
+    cluster.kill("chunkserver-3");
+    rt.block_on(async {
+        for (k, d) in &objects {
+            let got = get(&c, "repair", k)
+                .await
+                .unwrap_or_else(|e| panic!("{k} lost after three deaths: {e}"));
+            assert!(got == *d, "{k} differs");
+        }
+    });
+}

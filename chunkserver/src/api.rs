@@ -21,7 +21,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tinydfs_proto::client::{
-    paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply, STREAM_IDLE_TIMEOUT,
+    paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply, ReplicateOrder,
+    STREAM_IDLE_TIMEOUT,
 };
 use tinydfs_proto::frame::{footer, FooterSplitter};
 use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
@@ -49,6 +50,10 @@ pub fn router(cs: Shared) -> Router {
         .route(
             &format!("{}/{{id}}", paths::CHUNK),
             get(get_chunk).put(put_chunk).delete(delete_chunk),
+        )
+        .route(
+            &format!("{}/{{id}}/replicate", paths::CHUNK),
+            axum::routing::post(replicate),
         )
         .layer(middleware::from_fn_with_state(cs.clone(), require_secret));
     Router::new()
@@ -295,6 +300,85 @@ async fn recover(
             tracing::warn!(chunk = %id, "pipeline recovery timed out");
             None
         }
+    }
+}
+
+/// Copies a chunk from a peer (re-replication ordered by the master). The source verifies every
+/// block it serves; the copy is kept only if its length and CRC32C match the master's record.
+async fn replicate(
+    State(cs): State<Shared>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let order: ReplicateOrder = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(me) = *cs.node_id.borrow() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with a master yet",
+        );
+    };
+    if cs.store.meta(id) == Some((order.len, order.crc32c)) {
+        return reply_json(&PutChunkReply {
+            stored: vec![me],
+            len: order.len,
+            crc32c: order.crc32c,
+        });
+    }
+    let resp = match cs
+        .client
+        .get(&order.source, id, 0, order.len, "replicate")
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, e),
+    };
+    let (tx, rx) = mpsc::channel::<WriteMsg>(PIPELINE_DEPTH);
+    let store = cs.store.clone();
+    let writer = tokio::task::spawn_blocking(move || store.write(id, rx));
+    let mut stream = resp.bytes_stream();
+    loop {
+        match timeout(STREAM_IDLE_TIMEOUT, stream.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(data))) => {
+                if tx.send(WriteMsg::Data(data)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Some(Err(e))) => {
+                return error(StatusCode::BAD_GATEWAY, format!("source failed: {e}"))
+            }
+            Err(_) => return error(StatusCode::GATEWAY_TIMEOUT, "source went silent"),
+        }
+    }
+    let _ = tx
+        .send(WriteMsg::Finish {
+            len: order.len,
+            crc32c: order.crc32c,
+        })
+        .await;
+    drop(tx);
+    match writer.await {
+        Ok(Ok((len, crc32c))) => reply_json(&PutChunkReply {
+            stored: vec![me],
+            len,
+            crc32c,
+        }),
+        Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, format!("copy rejected: {e}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn reply_json<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => ([("content-type", "application/json")], b).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Master {
     /// When this master started: until chunkservers had a dead-node timeout to report, an empty
     /// registry means "not heard yet", not "no space".
     pub started: std::time::Instant,
+    /// Chunk copies made by the repair worker since start.
+    pub repaired: std::sync::atomic::AtomicU64,
     pub applied: Arc<RwLock<Applied>>,
     pub registry: Mutex<Registry>,
     pub config: MasterConfig,
@@ -108,7 +110,7 @@ impl Master {
     }
 
     /// Fails with NotLeader unless this master leads (soft state lives on the leader only).
-    fn check_leader(&self) -> Result<(), MetaError> {
+    pub fn check_leader(&self) -> Result<(), MetaError> {
         let leader = self.raft.metrics().borrow().current_leader;
         if leader == Some(self.config.id) {
             Ok(())
@@ -521,12 +523,13 @@ async fn status(State(m): State<Shared>) -> Response {
         let reg = m.registry()?;
         let mut nodes = masters;
         nodes.extend(reg.status());
-        let under = a
-            .state
-            .chunks
-            .keys()
-            .filter(|c| reg.live_copies(c) < tinydfs_proto::DEFAULT_REPLICAS)
-            .count() as u64;
+        let target = m.config.replicas.max(1);
+        let (mut under, mut lost) = (0u64, 0u64);
+        for c in a.state.chunks.keys() {
+            let copies = reg.live_copies(c);
+            under += u64::from(copies < target);
+            lost += u64::from(copies == 0);
+        }
         Ok(ClusterStatus {
             cluster_id: a.state.cluster_id.clone(),
             nodes,
@@ -534,6 +537,8 @@ async fn status(State(m): State<Shared>) -> Response {
             objects: a.state.object_count(),
             chunks: a.state.chunks.len() as u64,
             under_replicated: under,
+            lost,
+            repaired: m.repaired.load(std::sync::atomic::Ordering::Relaxed),
         })
     })())
 }

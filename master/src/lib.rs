@@ -15,6 +15,7 @@
 pub mod api;
 pub mod network;
 pub mod registry;
+pub mod repair;
 pub mod state;
 pub mod store;
 
@@ -55,6 +56,11 @@ pub const SNAPSHOT_EVERY: u64 = 10_000;
 pub const DEAD_NODE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Free bytes a chunkserver keeps in reserve; placement skips nodes below it.
 pub const DEFAULT_RESERVE: u64 = 256 * 1024 * 1024;
+/// Chunks re-replicated at once: a few 64 MiB copies keep disks and network busy without
+/// starving client traffic.
+pub const DEFAULT_REPAIR_CONCURRENCY: usize = 4;
+/// How often the repair worker rescans the chunk table.
+pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Configuration of a master.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +91,12 @@ pub struct MasterConfig {
     pub initial_members: Vec<String>,
     /// Start empty and wait to be added to a running group (`tinydfs admin master add`).
     pub join: bool,
+    /// Copies every chunk should have; the repair worker restores it after failures.
+    pub replicas: usize,
+    /// Chunks copied at once by the repair worker (its bandwidth limit).
+    pub repair_concurrency: usize,
+    /// How often the repair worker looks for under-replicated chunks.
+    pub repair_interval_ms: u64,
 }
 
 impl Default for MasterConfig {
@@ -104,6 +116,9 @@ impl Default for MasterConfig {
             min_replicas: tinydfs_proto::DEFAULT_MIN_REPLICAS,
             initial_members: Vec::new(),
             join: false,
+            replicas: tinydfs_proto::DEFAULT_REPLICAS,
+            repair_concurrency: DEFAULT_REPAIR_CONCURRENCY,
+            repair_interval_ms: DEFAULT_REPAIR_INTERVAL.as_millis() as u64,
         }
     }
 }
@@ -253,12 +268,14 @@ pub async fn run(
     let master = Arc::new(api::Master {
         raft: raft.clone(),
         started: std::time::Instant::now(),
+        repaired: std::sync::atomic::AtomicU64::new(0),
         applied,
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),
     });
     tokio::spawn(api::name_cluster(master.clone()));
     tokio::spawn(snapshot_worker(master.clone()));
+    tokio::spawn(repair::repair_worker(master.clone()));
     // Nagle off: small replies must not wait for the peer's delayed ACK.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await?

@@ -147,7 +147,40 @@ impl Registry {
 
     /// Number of live copies of `chunk`.
     pub fn live_copies(&self, chunk: &ChunkId) -> usize {
-        self.locations(chunk).len()
+        self.replicas.get(chunk).map_or(0, |r| {
+            r.iter()
+                .filter(|id| self.nodes.get(id).is_some_and(|n| self.alive(n)))
+                .count()
+        })
+    }
+
+    /// A live chunkserver with room that is not in `exclude`, weighted by free space.
+    pub fn pick_target(&self, exclude: &[NodeId]) -> Option<NodeAddr> {
+        let candidates: Vec<(NodeId, &LiveNode)> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| self.alive(n) && n.free > self.reserve && !exclude.contains(id))
+            .map(|(id, n)| (*id, n))
+            .collect();
+        let total: u128 = candidates
+            .iter()
+            .map(|(_, n)| u128::from(n.free - self.reserve))
+            .sum();
+        let mut pick = rand::thread_rng().gen_range(0..total.max(1));
+        for (id, n) in &candidates {
+            let w = u128::from(n.free - self.reserve);
+            if pick < w {
+                return Some(NodeAddr {
+                    id: *id,
+                    addr: n.addr.clone(),
+                });
+            }
+            pick -= w;
+        }
+        candidates.first().map(|(id, n)| NodeAddr {
+            id: *id,
+            addr: n.addr.clone(),
+        })
     }
 
     /// Number of live chunkservers, with room or not.

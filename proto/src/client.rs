@@ -274,6 +274,14 @@ impl PutChunkQuery {
     }
 }
 
+/// An order to copy a chunk from a peer (re-replication), with what the copy must match.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicateOrder {
+    pub source: NodeAddr,
+    pub len: u64,
+    pub crc32c: u32,
+}
+
 /// Query of a chunk read: a byte range of the chunk.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GetChunkQuery {
@@ -331,6 +339,42 @@ impl ChunkClient {
             ));
         }
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: bad reply: {e}", head.addr))
+    }
+
+    /// Tells `target` to copy chunk `id` from `order.source`; answers once the copy is durable.
+    pub async fn replicate(
+        &self,
+        target: &NodeAddr,
+        id: ChunkId,
+        order: &ReplicateOrder,
+    ) -> Result<PutChunkReply, String> {
+        let body = serde_json::to_vec(order).map_err(|e| e.to_string())?;
+        let rb = self
+            .http
+            .post(format!(
+                "http://{}{}/{id}/replicate",
+                target.addr,
+                paths::CHUNK
+            ))
+            .header("content-type", "application/json")
+            .body(body);
+        let resp = internal_headers(rb, &self.secret, "")
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", target.addr))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("{}: {e}", target.addr))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{}: HTTP {status}: {}",
+                target.addr,
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: bad reply: {e}", target.addr))
     }
 
     /// Opens a read of `len` bytes of a chunk from `offset`; the body streams.

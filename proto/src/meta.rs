@@ -355,4 +355,10 @@ pub struct ClusterStatus {
     pub objects: u64,
     pub chunks: u64,
     pub under_replicated: u64,
+    /// Chunks with no live copy at all.
+    #[serde(default)]
+    pub lost: u64,
+    /// Copies made by the repair worker since this leader started.
+    #[serde(default)]
+    pub repaired: u64,
 }
