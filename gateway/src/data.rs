@@ -152,7 +152,11 @@ async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
         .next()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| S3Error::unavailable("the master returned no pipeline"))?;
-    let id = ChunkId::random();
+    let lease = gw.lease.load(std::sync::atomic::Ordering::Relaxed);
+    if lease == 0 {
+        return Err(S3Error::unavailable("this gateway has no upload lease yet"));
+    }
+    let id = ChunkId::in_lease(lease);
     let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

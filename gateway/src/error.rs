@@ -150,6 +150,7 @@ impl From<MetaError> for S3Error {
                 400,
                 "Your proposed upload is smaller than the minimum allowed object size.",
             ),
+            MetaError::NoSuchLease => Self::unavailable("the upload outlived its lease"),
             MetaError::PreconditionFailed => Self::new(
                 "PreconditionFailed",
                 412,

@@ -88,6 +88,8 @@ pub struct Gateway {
     pub chunks: ChunkClient,
     /// Chunkservers that failed a write recently, with when they failed.
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
+    /// The upload lease new chunk ids are named under (0 until the first one is granted).
+    pub lease: std::sync::atomic::AtomicU32,
 }
 
 impl Gateway {
@@ -133,6 +135,48 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::T
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// How often the upload lease is renewed: a third of its life, so two renewals may fail.
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(20);
+
+/// Holds an upload lease for this gateway's chunks, renewing it, or taking a new one if it
+/// expired (a long partition from the masters).
+async fn keep_lease(gw: Arc<Gateway>) {
+    loop {
+        tokio::time::sleep(LEASE_RENEW_EVERY).await;
+        renew_lease(&gw).await;
+    }
+}
+
+/// Renews the lease (or takes one), retrying until a master answers.
+async fn renew_lease(gw: &Gateway) {
+    use std::sync::atomic::Ordering;
+    use tinydfs_proto::meta::{MetaReply, MetaWrite};
+    loop {
+        let current = gw.lease.load(Ordering::Relaxed);
+        let write = if current == 0 {
+            MetaWrite::AcquireLease {
+                holder: gw.config.listen.clone(),
+            }
+        } else {
+            MetaWrite::RenewLease { lease: current }
+        };
+        match gw.master.write(write).await {
+            Ok(MetaReply::Lease { id, .. }) => {
+                gw.lease.store(id, Ordering::Relaxed);
+                return;
+            }
+            Ok(_) | Err(tinydfs_proto::meta::MetaError::NoSuchLease) => {
+                tracing::warn!(lease = current, "upload lease expired; taking a new one");
+                gw.lease.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the upload lease yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// How often a gateway tells the masters it is alive (for the status report only).
 const GATEWAY_BEAT_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -173,9 +217,13 @@ pub async fn run(
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
+        lease: std::sync::atomic::AtomicU32::new(0),
         config: config.clone(),
     });
+    // Take the first upload lease before serving: every chunk id is named under one.
+    renew_lease(&gw).await;
     tokio::spawn(report_to_masters(gw.clone()));
+    tokio::spawn(keep_lease(gw.clone()));
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     tracing::info!(addr = %config.listen, tls = tls.is_some(), "S3 gateway listening");
     let app = s3::router(gw);

@@ -18,6 +18,15 @@ pub const REQUEST_ID_TTL_MS: u64 = 15 * 60 * 1000;
 pub const COMPLETED_UPLOAD_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Minimum size of every part but the last, as on AWS S3.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Life of an upload lease; gateways renew at a third of it.
+pub const LEASE_TTL_MS: u64 = 60_000;
+
+/// An upload lease held by a gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub expires_ms: u64,
+}
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,6 +84,10 @@ pub enum MetaReplyData {
     },
     /// How many keys a DeleteObjects named (each counts as deleted, present or not).
     Deleted(u64),
+    Lease {
+        id: u32,
+        expires_ms: u64,
+    },
 }
 
 impl From<MetaReplyData> for MetaReply {
@@ -91,6 +104,7 @@ impl From<MetaReplyData> for MetaReply {
             },
             MetaReplyData::UploadCreated { upload_id } => MetaReply::UploadCreated { upload_id },
             MetaReplyData::Deleted(k) => MetaReply::Deleted(k),
+            MetaReplyData::Lease { id, expires_ms } => MetaReply::Lease { id, expires_ms },
         }
     }
 }
@@ -161,6 +175,11 @@ pub struct State {
     /// Master ids removed from the group; Raft ids are never reused.
     #[serde(default)]
     pub retired_masters: std::collections::BTreeSet<u64>,
+    /// Live upload leases by id.
+    #[serde(default)]
+    pub leases: BTreeMap<u32, Lease>,
+    #[serde(default)]
+    pub next_lease_id: u32,
 }
 
 fn ok(d: MetaReplyData) -> Reply {
@@ -198,6 +217,7 @@ impl State {
 
     /// Forgets request ids and completed uploads past their time to live (amortised O(1)).
     fn expire(&mut self, now: u64) {
+        self.leases.retain(|_, l| l.expires_ms > now);
         while let Some((t, id)) = self.request_order.front() {
             if now.saturating_sub(*t) < REQUEST_ID_TTL_MS {
                 break;
@@ -308,6 +328,9 @@ impl State {
                         return err(e);
                     }
                 }
+                if let Err(e) = self.check_leases(&record.chunks) {
+                    return err(e);
+                }
                 let mut record = record.clone();
                 record.last_modified_ms = now;
                 self.add_refs(&record.chunks);
@@ -349,6 +372,9 @@ impl State {
                 if &upload.bucket != bucket || &upload.key != key {
                     return err(MetaError::NoSuchUpload);
                 }
+                if let Err(e) = self.check_leases(&part.chunks) {
+                    return err(e);
+                }
                 let mut part = part.clone();
                 part.last_modified_ms = now;
                 self.add_refs(&part.chunks);
@@ -367,6 +393,33 @@ impl State {
                 upload_id,
                 parts,
             } => self.complete_upload(bucket, key, upload_id, parts, now),
+            MetaWrite::AcquireLease { holder } => {
+                // Ids wrap around but skip 0 (no lease) and live ones.
+                let mut id = self.next_lease_id.max(1);
+                while self.leases.contains_key(&id) {
+                    id = id.checked_add(1).unwrap_or(1);
+                }
+                self.next_lease_id = id.checked_add(1).unwrap_or(1);
+                let expires_ms = now + LEASE_TTL_MS;
+                self.leases.insert(
+                    id,
+                    Lease {
+                        holder: holder.clone(),
+                        expires_ms,
+                    },
+                );
+                ok(MetaReplyData::Lease { id, expires_ms })
+            }
+            MetaWrite::RenewLease { lease } => match self.leases.get_mut(lease) {
+                Some(l) => {
+                    l.expires_ms = now + LEASE_TTL_MS;
+                    ok(MetaReplyData::Lease {
+                        id: *lease,
+                        expires_ms: l.expires_ms,
+                    })
+                }
+                None => err(MetaError::NoSuchLease),
+            },
             MetaWrite::AbortUpload {
                 bucket,
                 key,
@@ -503,6 +556,18 @@ impl State {
         if let Some(old) = old {
             self.drop_refs(&old.chunks);
         }
+    }
+
+    /// New chunks may be committed only while the lease they were written under lives: after
+    /// it expires they may already be collected as garbage.
+    fn check_leases(&self, chunks: &[ChunkMeta]) -> Result<(), MetaError> {
+        for c in chunks {
+            let lease = c.id.lease();
+            if lease != 0 && !self.leases.contains_key(&lease) && !self.chunks.contains_key(&c.id) {
+                return Err(MetaError::NoSuchLease);
+            }
+        }
+        Ok(())
     }
 
     fn add_refs(&mut self, chunks: &[ChunkMeta]) {
@@ -850,6 +915,68 @@ mod tests {
                 after = page.next_after.clone();
             }
         }
+    }
+
+    #[test]
+    fn chunks_commit_only_under_a_live_lease() {
+        let mut s = bucket();
+        let r = s.apply(&cmd(
+            meta(MetaWrite::AcquireLease {
+                holder: "gw".into(),
+            }),
+            10,
+        ));
+        let Ok(MetaReplyKind::Meta(MetaReplyData::Lease { id, expires_ms })) = r.0 else {
+            panic!("{r:?}");
+        };
+        assert_eq!((id, expires_ms), (1, 10 + LEASE_TTL_MS));
+        let commit = |chunk: ChunkId, t: u64| {
+            cmd(
+                meta(MetaWrite::PutObject {
+                    bucket: "b".into(),
+                    key: format!("k{t}"),
+                    condition: None,
+                    record: ObjectRecord {
+                        chunks: vec![ChunkMeta {
+                            id: chunk,
+                            len: 1,
+                            crc32c: 0,
+                        }],
+                        ..Default::default()
+                    },
+                }),
+                t,
+            )
+        };
+        assert!(s.apply(&commit(ChunkId::in_lease(id), 20)).0.is_ok());
+        // Renewed in time: still good later.
+        assert!(s
+            .apply(&cmd(meta(MetaWrite::RenewLease { lease: id }), 30_000))
+            .0
+            .is_ok());
+        assert!(s.apply(&commit(ChunkId::in_lease(id), 80_000)).0.is_ok());
+        // Expired: its chunks may be garbage already, so a commit of new ones is refused.
+        let late = 30_000 + LEASE_TTL_MS + 1;
+        assert_eq!(
+            s.apply(&commit(ChunkId::in_lease(id), late)).0,
+            Err(MetaError::NoSuchLease)
+        );
+        assert_eq!(
+            s.apply(&cmd(meta(MetaWrite::RenewLease { lease: id }), late))
+                .0,
+            Err(MetaError::NoSuchLease)
+        );
+        // A new lease gets a new id.
+        let r = s.apply(&cmd(
+            meta(MetaWrite::AcquireLease {
+                holder: "gw".into(),
+            }),
+            late,
+        ));
+        assert!(matches!(
+            r.0,
+            Ok(MetaReplyKind::Meta(MetaReplyData::Lease { id: 2, .. }))
+        ));
     }
 
     #[test]

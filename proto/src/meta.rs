@@ -58,6 +58,14 @@ pub enum MetaWrite {
         key: String,
         upload_id: String,
     },
+    /// A gateway's upload lease: chunk ids it writes carry the lease id.
+    AcquireLease {
+        holder: String,
+    },
+    /// Extends a lease; fails with NoSuchLease once it expired.
+    RenewLease {
+        lease: u32,
+    },
 }
 
 /// A condition on the object a write replaces (`If-Match` / `If-None-Match: *` on PUT).
@@ -195,6 +203,8 @@ pub enum MetaError {
     EntityTooSmall,
     /// A write's condition did not hold when it was applied.
     PreconditionFailed,
+    /// The upload lease is unknown or expired: its chunks may already be garbage.
+    NoSuchLease,
     /// Not enough live chunkservers with space to place a chunk.
     NoSpace(String),
     /// This master does not lead; the leader's internal address when known.
@@ -226,6 +236,11 @@ pub enum MetaReply {
     },
     UploadCreated {
         upload_id: String,
+    },
+    /// An upload lease and when it expires (leader time, ms).
+    Lease {
+        id: u32,
+        expires_ms: u64,
     },
     /// How many keys DeleteObjects removed (absent keys count as deleted, as in S3).
     Deleted(u64),

@@ -10,9 +10,22 @@ use std::str::FromStr;
 pub struct ChunkId(pub u128);
 
 impl ChunkId {
-    /// A fresh random id.
+    /// A fresh random id outside any lease.
     pub fn random() -> Self {
-        ChunkId(rand::random())
+        Self::in_lease(0)
+    }
+
+    /// A fresh id for a chunk written under upload lease `lease`: the lease id in the top 32
+    /// bits, 96 random bits below. Garbage collection keeps an unreferenced chunk while its
+    /// lease lives, so a slow upload is never collected under its writer.
+    pub fn in_lease(lease: u32) -> Self {
+        let random: u128 = rand::random::<u128>() >> 32;
+        ChunkId((u128::from(lease) << 96) | random)
+    }
+
+    /// The upload lease this chunk was written under (0: none).
+    pub fn lease(&self) -> u32 {
+        (self.0 >> 96) as u32
     }
 }
 
