@@ -19,17 +19,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn client_with(cluster: &Cluster, ak: &str, sk: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(&cluster.endpoint)
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            ak, sk, None, None, "t",
-        ))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    sdk_client(&cluster.endpoint, ak, sk, true)
 }
 
 fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
@@ -52,7 +42,7 @@ fn signed_streaming_put(
 ) -> (Vec<(String, String)>, Vec<u8>) {
     let now = std::time::SystemTime::now();
     let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let amz = format_amz(secs);
+    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
     let day = &amz[..8];
     let scope = format!("{day}/us-east-1/s3/aws4_request");
     let sig_len = 64 + ";chunk-signature=".len();
@@ -121,27 +111,6 @@ fn signed_streaming_put(
     let mut headers = headers;
     headers.push(("authorization".to_string(), auth));
     (headers, body)
-}
-
-/// `YYYYMMDDTHHMMSSZ` from Unix seconds.
-fn format_amz(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[test]
@@ -295,7 +264,7 @@ fn signed_headers(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let amz = format_amz(secs);
+    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
     let day = &amz[..8];
     let scope = format!("{day}/us-east-1/s3/aws4_request");
     let headers = vec![
@@ -365,17 +334,12 @@ fn virtual_host_style_addressing_under_the_configured_domain() {
         ..Opts::default()
     });
     let port: u16 = cluster.s3_addr.rsplit(':').next().unwrap().parse().unwrap();
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(format!("http://s3.test:{port}"))
-        .force_path_style(false)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "t",
-        ))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    let vhost = aws_sdk_s3::Client::from_conf(conf);
+    let vhost = sdk_client(
+        &format!("http://s3.test:{port}"),
+        ACCESS_KEY,
+        SECRET_KEY,
+        false,
+    );
     let addr: std::net::SocketAddr = cluster.s3_addr.parse().unwrap();
     let http = reqwest::Client::builder()
         .resolve("vbucket.s3.test", addr)

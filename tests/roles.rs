@@ -154,17 +154,7 @@ fn roles_started_by_hand_form_a_working_cluster() {
         .unwrap();
     assert!(!out.status.success());
 
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(format!("http://{s3}"))
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "t",
-        ))
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    let c = aws_sdk_s3::Client::from_conf(conf);
+    let c = sdk_client(&format!("http://{s3}"), ACCESS_KEY, SECRET_KEY, true);
     let body = data(450_000, 8);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

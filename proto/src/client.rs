@@ -315,30 +315,13 @@ impl ChunkClient {
         body: reqwest::Body,
         request_id: &str,
     ) -> Result<PutChunkReply, String> {
-        let q = PutChunkQuery::encode(rest);
         let rb = self
             .http
             .put(format!("http://{}{}/{id}", head.addr, paths::CHUNK))
-            .query(&q)
+            .query(&PutChunkQuery::encode(rest))
             .header(REQUEST_ID_HEADER, request_id)
             .body(body);
-        let resp = internal_headers(rb, &self.secret, "")
-            .send()
-            .await
-            .map_err(|e| format!("{}: {e}", head.addr))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("{}: {e}", head.addr))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{}: HTTP {status}: {}",
-                head.addr,
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: bad reply: {e}", head.addr))
+        self.send_for_reply(rb, &head.addr).await
     }
 
     /// Tells `target` to copy chunk `id` from `order.source`; answers once the copy is durable.
@@ -358,23 +341,28 @@ impl ChunkClient {
             ))
             .header("content-type", "application/json")
             .body(body);
+        self.send_for_reply(rb, &target.addr).await
+    }
+
+    /// Sends an internal request and decodes the chunk write reply; errors name the peer.
+    async fn send_for_reply(
+        &self,
+        rb: reqwest::RequestBuilder,
+        addr: &str,
+    ) -> Result<PutChunkReply, String> {
         let resp = internal_headers(rb, &self.secret, "")
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", target.addr))?;
+            .map_err(|e| format!("{addr}: {e}"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("{}: {e}", target.addr))?;
+        let bytes = resp.bytes().await.map_err(|e| format!("{addr}: {e}"))?;
         if !status.is_success() {
             return Err(format!(
-                "{}: HTTP {status}: {}",
-                target.addr,
+                "{addr}: HTTP {status}: {}",
                 String::from_utf8_lossy(&bytes)
             ));
         }
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: bad reply: {e}", target.addr))
+        serde_json::from_slice(&bytes).map_err(|e| format!("{addr}: bad reply: {e}"))
     }
 
     /// Opens a read of `len` bytes of a chunk from `offset`; the body streams.

@@ -39,6 +39,19 @@ pub fn iso8601(ms: u64) -> String {
     )
 }
 
+/// Formats epoch milliseconds as a SigV4 timestamp: `20130524T000000Z`.
+pub fn amz_datetime(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Formats epoch milliseconds as an HTTP date (`Last-Modified`).
 pub fn http_date(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
@@ -70,5 +83,6 @@ mod tests {
             "Mon, 12 Oct 2009 17:50:30 GMT"
         );
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(amz_datetime(1_369_353_600_000), "20130524T000000Z");
     }
 }

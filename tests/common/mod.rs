@@ -205,18 +205,7 @@ impl Cluster {
 
     /// An aws-sdk-s3 client for this cluster, with the SDK's default checksum behaviour.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let http = aws_smithy_http_client::Builder::new().build_http();
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "test",
-            ))
-            .http_client(http)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        sdk_client(&self.endpoint, ACCESS_KEY, SECRET_KEY, true)
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -249,6 +238,21 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// An aws-sdk-s3 client (plain HTTP, us-east-1, the SDK's default checksum behaviour).
+pub fn sdk_client(endpoint: &str, ak: &str, sk: &str, path_style: bool) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(path_style)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ak, sk, None, None, "test",
+        ))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
