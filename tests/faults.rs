@@ -375,3 +375,37 @@ fn chunks_of_a_dead_chunkserver_are_re_replicated_so_later_failures_lose_nothing
         }
     });
 }
+
+#[test]
+fn an_object_whose_every_copy_is_gone_answers_503_not_a_broken_body() {
+    let cluster = Cluster::start(Opts::default());
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async {
+        c.create_bucket().bucket("gone").send().await.unwrap();
+        put(&c, "gone", "k", data(1000, 1)).await.unwrap();
+    });
+    for i in 1..=3 {
+        cluster.kill(&format!("chunkserver-{i}"));
+    }
+    cluster.wait_for("the chunk to be reported lost", |s| s["lost"] == 1);
+    rt.block_on(async {
+        let err = c
+            .get_object()
+            .bucket("gone")
+            .key("k")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+        // Metadata is still served.
+        let head = c
+            .head_object()
+            .bucket("gone")
+            .key("k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(1000));
+    });
+}

@@ -135,6 +135,9 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::T
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// How long in-flight S3 requests may run after the gateway is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
 /// How often the upload lease is renewed: a third of its life, so two renewals may fail.
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(20);
 
@@ -227,6 +230,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     tracing::info!(addr = %config.listen, tls = tls.is_some(), "S3 gateway listening");
     let app = s3::router(gw);
+    // In-flight requests finish (up to SHUTDOWN_GRACE) when the gateway is asked to stop.
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -244,26 +249,36 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let tls = tls.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(tcp).await {
                     Ok(stream) => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;
                     }
                 },
-                None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after the shutdown grace period; closing them");
     }
     Ok(())
 }

@@ -358,7 +358,11 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             let record = b.objects.get(&key).ok_or(MetaError::NoSuchKey)?.clone();
             let reg = m.registry()?;
             let replicas = record.chunks.iter().map(|c| reg.locations(&c.id)).collect();
-            MetaReply::Object(ObjectLocation { record, replicas })
+            MetaReply::Object(ObjectLocation {
+                record,
+                replicas,
+                settled: m.started.elapsed().as_secs_f64() >= m.config.dead_node_timeout_secs,
+            })
         }
         MetaRead::ListObjects(q) => MetaReply::List(s.list(&q)?),
         MetaRead::ListParts {

@@ -180,6 +180,10 @@ pub struct ObjectLocation {
     pub record: ObjectRecord,
     /// For each chunk, in order, the live chunkservers holding it.
     pub replicas: Vec<Vec<NodeAddr>>,
+    /// The leader has had a dead-node timeout to hear from every chunkserver: a chunk without
+    /// replicas here is lost for now, not merely unreported.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 /// Parts of an in-progress multipart upload.

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use base64::Engine;
 use std::sync::Arc;
-use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite, ObjectLocation, WriteCondition};
+use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite, WriteCondition};
 use tinydfs_proto::time::http_date;
 use tinydfs_proto::{ObjectAttrs, ObjectRecord};
 
@@ -431,6 +431,21 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
         }
     }
     let (start, end) = range.unwrap_or((0, size));
+    // A chunk of the range with no live copy known to a settled leader cannot be read now:
+    // answer 503 at once rather than after the read path's wait for locations.
+    if loc.settled && end > start && req.method != Method::HEAD {
+        let mut offset = 0u64;
+        for (c, replicas) in rec.chunks.iter().zip(&loc.replicas) {
+            let overlaps = offset < end && offset + c.len > start;
+            if overlaps && replicas.is_empty() {
+                return Err(S3Error::unavailable(format!(
+                    "chunk {} has no live copy",
+                    c.id
+                )));
+            }
+            offset += c.len;
+        }
+    }
     let mut b = Response::builder()
         .header("content-length", end - start)
         .header("etag", format!("\"{}\"", rec.etag))
@@ -482,10 +497,7 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
         gw.clone(),
         bucket,
         key,
-        ObjectLocation {
-            record: loc.record.clone(),
-            replicas: loc.replicas.clone(),
-        },
+        loc,
         start,
         end,
         req.request_id.clone(),
