@@ -203,8 +203,9 @@ async fn receive(
                 // chunk is not complete here, so the next member must not keep it either.
                 abort_downstream(down_tx.take()).await;
                 drop(local_tx);
-                return Err(match writer.await {
-                    Ok(Err(e)) => (
+                // A writer stuck in the kernel may never return: do not wait on it for ever.
+                return Err(match timeout(STREAM_IDLE_TIMEOUT, writer).await {
+                    Ok(Ok(Err(e))) => (
                         StatusCode::INSUFFICIENT_STORAGE,
                         format!("local write: {e}"),
                     ),
