@@ -7,7 +7,7 @@ mod common;
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,16 +63,18 @@ fn master_addrs(cluster: &Cluster) -> Vec<String> {
 }
 
 /// Starts a master by hand (not a child of `server`), for bringing one back or adding one.
-fn start_master(cluster: &Cluster, args: &[String], log: &str) -> Child {
+fn start_master(cluster: &Cluster, args: &[String], log: &str) -> KillOnDrop {
     let log = std::fs::File::create(cluster.dir.join("logs").join(log)).unwrap();
-    Command::new(bin())
-        .arg("master")
-        .args(args)
-        .env("TINYDFS_CLUSTER_SECRET", secret(cluster))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    KillOnDrop(
+        Command::new(bin())
+            .arg("master")
+            .args(args)
+            .env("TINYDFS_CLUSTER_SECRET", secret(cluster))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn original_master_args(cluster: &Cluster, id: usize) -> Vec<String> {
@@ -237,7 +239,7 @@ fn a_minority_catches_up_and_a_full_restart_keeps_the_namespace() {
         }
     });
     // Bring it back by hand with its data folder: it catches up with the leader's log.
-    let mut back = start_master(
+    let back = start_master(
         &cluster,
         &original_master_args(&cluster, follower),
         "master-back.log",
@@ -254,8 +256,7 @@ fn a_minority_catches_up_and_a_full_restart_keeps_the_namespace() {
             .map(|m| m["raft"]["applied_index"].clone());
         lead.is_some() && lead == it
     });
-    let _ = back.kill();
-    let _ = back.wait();
+    drop(back);
     // Every master down at once (SIGKILL), then the whole cluster restarted.
     for i in 1..=3 {
         if i != follower {
@@ -313,7 +314,7 @@ fn a_master_that_lost_its_data_is_replaced_under_a_new_id() {
     // (the log before it was purged).
     let addr = format!("127.0.0.1:{}", free_port());
     let fresh_dir = cluster.dir.join("master-4");
-    let mut fresh = start_master(
+    let fresh = start_master(
         &cluster,
         &[
             "--id".into(),
@@ -377,8 +378,7 @@ fn a_master_that_lost_its_data_is_replaced_under_a_new_id() {
             }
         }
     });
-    let _ = fresh.kill();
-    let _ = fresh.wait();
+    drop(fresh);
 }
 
 #[test]

@@ -240,6 +240,16 @@ impl Drop for Cluster {
     }
 }
 
+/// A process started by a test, killed when the test ends (also when it fails).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An aws-sdk-s3 client (plain HTTP, us-east-1, the SDK's default checksum behaviour).
 pub fn sdk_client(endpoint: &str, ak: &str, sk: &str, path_style: bool) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
