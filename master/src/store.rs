@@ -335,6 +335,14 @@ pub struct Applied {
     pub state: State,
 }
 
+/// [`SnapshotFile`] by reference, for writing without a copy of the state.
+#[derive(Serialize)]
+struct SnapshotFileRef<'a> {
+    version: u16,
+    meta: &'a SnapshotMeta<NodeId, Node>,
+    applied: &'a Applied,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     version: u16,
@@ -416,7 +424,10 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (applied, bytes_meta) = {
+        // Serialised straight from the shared state under the read lock: no copy of the whole
+        // state (which doubled the master's memory at every snapshot). Applying waits for the
+        // encoding; the file is written after the lock is released.
+        let (bytes, meta) = {
             let a = self.read()?;
             let seq = {
                 let mut s = self
@@ -435,18 +446,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership: a.membership.clone(),
                 snapshot_id,
             };
-            (a.clone(), meta)
+            let file = SnapshotFileRef {
+                version: STORAGE_VERSION,
+                meta: &meta,
+                applied: &a,
+            };
+            let bytes =
+                serde_json::to_vec(&file).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            (bytes, meta)
         };
-        let file = SnapshotFile {
-            version: STORAGE_VERSION,
-            meta: bytes_meta.clone(),
-            applied,
-        };
-        let bytes =
-            serde_json::to_vec(&file).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        self.write_snapshot_file(bytes_meta.last_log_id, &bytes)
+        self.write_snapshot_file(meta.last_log_id, &bytes)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(self.snapshot_from(bytes_meta, bytes))
+        Ok(self.snapshot_from(meta, bytes))
     }
 }
 
