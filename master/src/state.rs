@@ -163,10 +163,10 @@ pub struct State {
     pub nodes: BTreeMap<NodeId, NodeIdentity>,
     pub next_node_id: NodeId,
     /// Recent request ids with their answers, and the time they were applied.
-    pub requests: HashMap<String, (u64, Reply)>,
+    pub requests: HashMap<u128, (u64, Reply)>,
     /// The same ids in the order they were applied, so expiry pops from the front.
     #[serde(default)]
-    pub request_order: std::collections::VecDeque<(u64, String)>,
+    pub request_order: std::collections::VecDeque<(u64, u128)>,
     /// Completed uploads in completion order, for the same reason.
     #[serde(default)]
     pub completed_order: std::collections::VecDeque<(u64, String)>,
@@ -201,7 +201,7 @@ impl State {
         }
         self.clock_ms = self.clock_ms.max(cmd.time_ms);
         self.expire(cmd.time_ms);
-        let rid = cmd.request_id.map(|r| format!("{r:032x}"));
+        let rid = cmd.request_id;
         if let Some(rid) = &rid {
             if let Some((_, reply)) = self.requests.get(rid) {
                 return reply.clone();
@@ -209,7 +209,7 @@ impl State {
         }
         let reply = self.apply_op(&cmd.op, cmd.time_ms);
         if let Some(rid) = rid {
-            self.request_order.push_back((cmd.time_ms, rid.clone()));
+            self.request_order.push_back((cmd.time_ms, rid));
             self.requests.insert(rid, (cmd.time_ms, reply.clone()));
         }
         reply
