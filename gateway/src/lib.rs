@@ -223,8 +223,13 @@ pub async fn run(
         lease: std::sync::atomic::AtomicU32::new(0),
         config: config.clone(),
     });
-    // Take the first upload lease before serving: every chunk id is named under one.
-    renew_lease(&gw).await;
+    // Take the first upload lease before serving: every chunk id is named under one. A gateway
+    // that cannot reach a master yet still stops when told to.
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = renew_lease(&gw) => {}
+        _ = &mut shutdown => return Ok(()),
+    }
     tokio::spawn(report_to_masters(gw.clone()));
     tokio::spawn(keep_lease(gw.clone()));
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
@@ -232,7 +237,6 @@ pub async fn run(
     let app = s3::router(gw);
     // In-flight requests finish (up to SHUTDOWN_GRACE) when the gateway is asked to stop.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,

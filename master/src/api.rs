@@ -27,9 +27,12 @@ use tinydfs_proto::time::now_ms;
 /// Everything a request handler needs.
 pub struct Master {
     pub raft: Raft,
-    /// When this master started: until chunkservers had a dead-node timeout to report, an empty
-    /// registry means "not heard yet", not "no space".
-    pub started: std::time::Instant,
+    /// The term in which this master leads and since when (None: not leading). Until chunkservers
+    /// had a dead-node timeout to report to a new leader, an empty registry means "not heard
+    /// yet", not "no copy" (safe mode).
+    pub leader_since: Mutex<Option<(u64, std::time::Instant)>>,
+    /// Serialises membership changes (each reads the voter set, then changes it).
+    pub membership_lock: tokio::sync::Mutex<()>,
     /// Chunk copies made by the repair worker since start.
     pub repaired: std::sync::atomic::AtomicU64,
     pub applied: Arc<RwLock<Applied>>,
@@ -38,6 +41,9 @@ pub struct Master {
 }
 
 type Shared = Arc<Master>;
+
+/// How long a membership change may take to commit before the admin call gives up.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest control message the master reads (a full chunk report of ~10 million chunks).
 pub const MAX_INTERNAL_BODY: usize = 1 << 30;
@@ -107,6 +113,28 @@ impl Master {
             .membership()
             .get_node(&id)
             .map(|n| n.addr.clone())
+    }
+
+    /// Whether this master has led long enough (one dead-node timeout in its current term) for
+    /// every live chunkserver to have registered and reported to it.
+    pub fn settled(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let Ok(mut since) = self.leader_since.lock() else {
+            return false;
+        };
+        if metrics.current_leader != Some(self.config.id) {
+            *since = None;
+            return false;
+        }
+        match *since {
+            Some((term, at)) if term == metrics.current_term => {
+                at.elapsed().as_secs_f64() >= self.config.dead_node_timeout_secs
+            }
+            _ => {
+                *since = Some((metrics.current_term, std::time::Instant::now()));
+                false
+            }
+        }
     }
 
     /// Fails with NotLeader unless this master leads (soft state lives on the leader only).
@@ -246,6 +274,7 @@ async fn members(State(m): State<Shared>, body: Bytes) -> Response {
 async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
     let change: MembershipChange = parse(body)?;
     m.check_leader()?;
+    let _one_at_a_time = m.membership_lock.lock().await;
     let fail = |e: RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => m.forward(f),
         e => MetaError::Unavailable(e.to_string()),
@@ -258,6 +287,10 @@ async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
         .membership()
         .voter_ids()
         .collect();
+    let retire = match &change {
+        MembershipChange::Remove { id } => Some(*id),
+        MembershipChange::Add { .. } => None,
+    };
     let new_voters = match change {
         MembershipChange::Add { id, addr } => {
             if m.state()?.state.retired_masters.contains(&id) {
@@ -284,16 +317,46 @@ async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
                     "cannot remove the last master".into(),
                 ));
             }
-            m.propose(None, Op::RetireMaster { id }).await?;
             let mut v = voters;
             v.remove(&id);
+            // Joint consensus needs a majority of the remaining voters: refuse a removal that
+            // would leave the group waiting for masters that do not answer.
+            let membership = m
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .clone();
+            let mut alive = 0;
+            for voter in &v {
+                let up = *voter == m.config.id
+                    || match membership.get_node(voter) {
+                        Some(n) => peer_health(&n.addr).await.is_some(),
+                        None => false,
+                    };
+                alive += usize::from(up);
+            }
+            if alive * 2 <= v.len() {
+                return Err(MetaError::BadRequest(format!(
+                    "only {alive} of the remaining {} masters answer: bring them back first",
+                    v.len()
+                )));
+            }
             v
         }
     };
-    m.raft
-        .change_membership(new_voters.clone(), false)
-        .await
-        .map_err(fail)?;
+    let changed = tokio::time::timeout(
+        MEMBERSHIP_TIMEOUT,
+        m.raft.change_membership(new_voters.clone(), false),
+    )
+    .await
+    .map_err(|_| MetaError::Unavailable("the membership change did not commit in time".into()))?;
+    changed.map_err(fail)?;
+    if let Some(id) = retire {
+        // Retired only once it is out of the group: a failed removal leaves the id usable.
+        m.propose(None, Op::RetireMaster { id }).await?;
+    }
     Ok(new_voters.into_iter().collect())
 }
 
@@ -361,7 +424,7 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             MetaReply::Object(ObjectLocation {
                 record,
                 replicas,
-                settled: m.started.elapsed().as_secs_f64() >= m.config.dead_node_timeout_secs,
+                settled: m.settled(),
             })
         }
         MetaRead::ListObjects(q) => MetaReply::List(s.list(&q)?),
@@ -395,7 +458,7 @@ async fn placement(State(m): State<Shared>, body: Bytes) -> Response {
         let mut pipelines = Vec::with_capacity(req.count);
         for _ in 0..req.count.min(1024) {
             let p = reg.place(req.replicas, min, &req.exclude).ok_or_else(|| {
-                let warming = m.started.elapsed().as_secs_f64() < m.config.dead_node_timeout_secs;
+                let warming = !m.settled();
                 if warming || reg.live_count() < min {
                     // Too few chunkservers alive (or not yet reported to a new leader): a
                     // condition that passes, answered 503 so that clients retry.
@@ -528,11 +591,12 @@ async fn status(State(m): State<Shared>) -> Response {
         let mut nodes = masters;
         nodes.extend(reg.status());
         let target = m.config.replicas.max(1);
+        let settled = m.settled();
         let (mut under, mut lost) = (0u64, 0u64);
         for c in a.state.chunks.keys() {
             let copies = reg.live_copies(c);
             under += u64::from(copies < target);
-            lost += u64::from(copies == 0);
+            lost += u64::from(copies == 0 && settled);
         }
         Ok(ClusterStatus {
             cluster_id: a.state.cluster_id.clone(),
@@ -542,6 +606,7 @@ async fn status(State(m): State<Shared>) -> Response {
             chunks: a.state.chunks.len() as u64,
             under_replicated: under,
             lost,
+            settled,
             repaired: m.repaired.load(std::sync::atomic::Ordering::Relaxed),
         })
     })())

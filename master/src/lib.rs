@@ -267,7 +267,8 @@ pub async fn run(
     );
     let master = Arc::new(api::Master {
         raft: raft.clone(),
-        started: std::time::Instant::now(),
+        leader_since: std::sync::Mutex::new(None),
+        membership_lock: tokio::sync::Mutex::new(()),
         repaired: std::sync::atomic::AtomicU64::new(0),
         applied,
         registry: std::sync::Mutex::new(registry),

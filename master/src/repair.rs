@@ -15,6 +15,11 @@ use tinydfs_proto::client::{ChunkClient, ReplicateOrder};
 use tinydfs_proto::ChunkId;
 use tokio::sync::Semaphore;
 
+/// Fixed part of the time a copy may take.
+const REPLICATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Slowest copy rate tolerated (bytes per second) before a copy is abandoned and retried.
+const MIN_COPY_RATE: u64 = 1024 * 1024;
+
 /// One under-replicated chunk.
 struct Job {
     copies: usize,
@@ -29,11 +34,10 @@ pub async fn repair_worker(m: Arc<Master>) {
     let in_flight: Arc<Mutex<HashSet<ChunkId>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(m.config.repair_concurrency.max(1)));
     let interval = Duration::from_millis(m.config.repair_interval_ms.max(10));
-    let dead_after = Duration::from_secs_f64(m.config.dead_node_timeout_secs);
     loop {
         tokio::time::sleep(interval).await;
-        if m.check_leader().is_err() || m.started.elapsed() < dead_after {
-            continue;
+        if !m.settled() {
+            continue; // not leading, or safe mode after becoming leader
         }
         let mut jobs = under_replicated(&m);
         jobs.sort_by_key(|j| j.copies);
@@ -70,7 +74,14 @@ pub async fn repair_worker(m: Arc<Master>) {
                     len: job.len,
                     crc32c: job.crc32c,
                 };
-                match client.replicate(&target, job.id, &order).await {
+                // A paused target never answers: give the copy a generous bound.
+                let limit = REPLICATE_TIMEOUT + Duration::from_secs(job.len / MIN_COPY_RATE);
+                let result = tokio::time::timeout(limit, client.replicate(&target, job.id, &order))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("{} did not finish the copy in time", target.addr))
+                    });
+                match result {
                     Ok(r) if r.len == job.len && r.crc32c == job.crc32c => {
                         if let Ok(mut reg) = m.registry.lock() {
                             reg.add_replicas(job.id, &[target.id]);

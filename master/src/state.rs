@@ -163,10 +163,12 @@ pub struct State {
     pub nodes: BTreeMap<NodeId, NodeIdentity>,
     pub next_node_id: NodeId,
     /// Recent request ids with their answers, and the time they were applied.
-    pub requests: HashMap<u128, (u64, Reply)>,
+    /// (Named apart from the hex-keyed `requests` of earlier snapshots, which are ignored.)
+    #[serde(default)]
+    pub recent_requests: HashMap<u128, (u64, Reply)>,
     /// The same ids in the order they were applied, so expiry pops from the front.
     #[serde(default)]
-    pub request_order: std::collections::VecDeque<(u64, u128)>,
+    pub recent_order: std::collections::VecDeque<(u64, u128)>,
     /// Completed uploads in completion order, for the same reason.
     #[serde(default)]
     pub completed_order: std::collections::VecDeque<(u64, String)>,
@@ -203,14 +205,15 @@ impl State {
         self.expire(cmd.time_ms);
         let rid = cmd.request_id;
         if let Some(rid) = &rid {
-            if let Some((_, reply)) = self.requests.get(rid) {
+            if let Some((_, reply)) = self.recent_requests.get(rid) {
                 return reply.clone();
             }
         }
         let reply = self.apply_op(&cmd.op, cmd.time_ms);
         if let Some(rid) = rid {
-            self.request_order.push_back((cmd.time_ms, rid));
-            self.requests.insert(rid, (cmd.time_ms, reply.clone()));
+            self.recent_order.push_back((cmd.time_ms, rid));
+            self.recent_requests
+                .insert(rid, (cmd.time_ms, reply.clone()));
         }
         reply
     }
@@ -218,12 +221,12 @@ impl State {
     /// Forgets request ids and completed uploads past their time to live (amortised O(1)).
     fn expire(&mut self, now: u64) {
         self.leases.retain(|_, l| l.expires_ms > now);
-        while let Some((t, id)) = self.request_order.front() {
+        while let Some((t, id)) = self.recent_order.front() {
             if now.saturating_sub(*t) < REQUEST_ID_TTL_MS {
                 break;
             }
-            self.requests.remove(id);
-            self.request_order.pop_front();
+            self.recent_requests.remove(id);
+            self.recent_order.pop_front();
         }
         while let Some((t, id)) = self.completed_order.front() {
             if now.saturating_sub(*t) < COMPLETED_UPLOAD_TTL_MS {

@@ -374,9 +374,12 @@ pub struct ClusterStatus {
     pub objects: u64,
     pub chunks: u64,
     pub under_replicated: u64,
-    /// Chunks with no live copy at all.
+    /// Chunks with no live copy at all (counted once the leader is settled: see `settled`).
     #[serde(default)]
     pub lost: u64,
+    /// The leader has led for a dead-node timeout, so every live chunkserver has reported.
+    #[serde(default)]
+    pub settled: bool,
     /// Copies made by the repair worker since this leader started.
     #[serde(default)]
     pub repaired: u64,
