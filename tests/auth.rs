@@ -28,6 +28,20 @@ fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+/// The SigV4 signing key of the test secret for `day`, and the signature of `creq`.
+fn sign(day: &str, amz: &str, scope: &str, creq: &str) -> (Vec<u8>, String) {
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
+        sha_hex(creq.as_bytes())
+    );
+    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
+        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
+        |k, part| hmac(&k, part.as_bytes()),
+    );
+    let sig = hex::encode(hmac(&key, sts.as_bytes()));
+    (key, sig)
+}
+
 fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -75,15 +89,7 @@ fn signed_streaming_put(
         "PUT\n{path}\n\n{canonical_headers}\n{}\nSTREAMING-AWS4-HMAC-SHA256-PAYLOAD",
         signed.join(";")
     );
-    let sts = format!(
-        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-        sha_hex(creq.as_bytes())
-    );
-    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
-        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
-        |k, part| hmac(&k, part.as_bytes()),
-    );
-    let seed = hex::encode(hmac(&key, sts.as_bytes()));
+    let (key, seed) = sign(day, &amz, &scope, &creq);
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders={}, Signature={seed}",
         signed.join(";")
@@ -274,15 +280,7 @@ fn signed_headers(
     ];
     let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let creq = format!("{method}\n{path}\n\n{canonical_headers}\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}");
-    let sts = format!(
-        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-        sha_hex(creq.as_bytes())
-    );
-    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
-        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
-        |k, part| hmac(&k, part.as_bytes()),
-    );
-    let sig = hex::encode(hmac(&key, sts.as_bytes()));
+    let (_, sig) = sign(day, &amz, &scope, &creq);
     let mut out = headers;
     out.push((
         "authorization".to_string(),

@@ -106,6 +106,16 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, MetaError> {
 }
 
 impl Master {
+    /// The master group as this master last saw it committed.
+    fn membership(&self) -> openraft::Membership<u64, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
     fn leader_addr(&self, leader: Option<u64>) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         let id = leader.or(m.current_leader)?;
@@ -279,14 +289,7 @@ async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => m.forward(f),
         e => MetaError::Unavailable(e.to_string()),
     };
-    let voters: std::collections::BTreeSet<u64> = m
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
+    let voters: std::collections::BTreeSet<u64> = m.membership().voter_ids().collect();
     let retire = match &change {
         MembershipChange::Remove { id } => Some(*id),
         MembershipChange::Add { .. } => None,
@@ -321,13 +324,7 @@ async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
             v.remove(&id);
             // Joint consensus needs a majority of the remaining voters: refuse a removal that
             // would leave the group waiting for masters that do not answer.
-            let membership = m
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .clone();
+            let membership = m.membership();
             let mut alive = 0;
             for voter in &v {
                 let up = *voter == m.config.id
@@ -552,13 +549,7 @@ async fn status(State(m): State<Shared>) -> Response {
         return reply::<ClusterStatus>(Err(e));
     }
     // Every master of the group, as each reports itself (unreachable ones as such).
-    let membership = m
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = m.membership();
     let mut masters = Vec::new();
     for (id, node) in membership.nodes() {
         let health = if *id == m.config.id {
