@@ -68,6 +68,12 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: MasterCmd,
     },
+    /// Check every object's chunks; exit 0 when healthy, 1 when not, 2 when it cannot tell.
+    Fsck(server::FsckArgs),
+    /// Drain a chunkserver (by id or address) so that it can be removed without losing data.
+    Decommission(server::DecommissionArgs),
+    /// Even out chunkserver usage, e.g. after adding chunkservers.
+    Rebalance(server::RebalanceArgs),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +172,15 @@ struct MasterArgs {
     /// How often the repair worker looks for under-replicated chunks, in milliseconds.
     #[arg(long)]
     repair_interval_ms: Option<u64>,
+    /// How often the lifecycle worker applies buckets' lifecycle rules, in milliseconds.
+    #[arg(long)]
+    lifecycle_interval_ms: Option<u64>,
+    /// Length of a lifecycle "day" in milliseconds (default 86400000; shorter for tests only).
+    #[arg(long)]
+    lifecycle_day_ms: Option<u64>,
+    /// A rebalance ends once chunkservers' used fractions differ by less than this (0.05).
+    #[arg(long)]
+    rebalance_threshold: Option<f64>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -179,8 +194,24 @@ struct ChunkserverArgs {
     listen: Option<String>,
     #[arg(long)]
     advertise: Option<String>,
+    /// Folder for the node identity, and for chunks unless `--disk` is given.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A data folder (disk) for chunks; repeat it or comma-separate several.
+    #[arg(long = "disk", value_name = "PATH", value_delimiter = ',')]
+    disks: Option<Vec<PathBuf>>,
+    /// Bytes of chunk data to accept and report as capacity (0: the disks' size).
+    #[arg(long, value_name = "BYTES")]
+    capacity: Option<u64>,
+    /// Bytes per second the scrubber re-reads chunks at (0 disables it).
+    #[arg(long = "scrub-rate", value_name = "BYTES_PER_SEC")]
+    scrub_rate: Option<u64>,
+    /// Seconds between the end of a scrub pass and the next.
+    #[arg(long = "scrub-interval", value_name = "SECS")]
+    scrub_interval: Option<u64>,
+    /// Failure-domain label (rack, room) for replica placement.
+    #[arg(long)]
+    zone: Option<String>,
     /// Master addresses, comma-separated.
     #[arg(long, value_delimiter = ',')]
     masters: Option<Vec<String>>,
@@ -217,6 +248,12 @@ struct GatewayArgs {
     /// Root domain for virtual-host-style requests (`bucket.DOMAIN`).
     #[arg(long)]
     domain: Option<String>,
+    /// Seconds between new upload leases (default 300); see docs/DECISIONS.md.
+    #[arg(long)]
+    lease_rotate_secs: Option<f64>,
+    /// Life of an upload lease in seconds (default 60).
+    #[arg(long)]
+    lease_ttl_secs: Option<f64>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -255,6 +292,9 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.replicas, a.replicas);
     set(&mut c.repair_concurrency, a.repair_concurrency);
     set(&mut c.repair_interval_ms, a.repair_interval_ms);
+    set(&mut c.lifecycle_interval_ms, a.lifecycle_interval_ms);
+    set(&mut c.lifecycle_day_ms, a.lifecycle_day_ms);
+    set(&mut c.rebalance_threshold, a.rebalance_threshold);
     c.secret = a.secret.resolve(&c.secret)?;
     Ok(c)
 }
@@ -264,6 +304,11 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     set(&mut c.listen, a.listen);
     set(&mut c.advertise, a.advertise);
     set(&mut c.data_dir, a.data_dir);
+    set(&mut c.disks, a.disks);
+    set(&mut c.capacity, a.capacity);
+    set(&mut c.scrub_bytes_per_sec, a.scrub_rate);
+    set(&mut c.scrub_interval_secs, a.scrub_interval);
+    set(&mut c.zone, a.zone);
     set(&mut c.masters, a.masters);
     set(&mut c.heartbeat_ms, a.heartbeat_ms);
     c.secret = a.secret.resolve(&c.secret)?;
@@ -279,6 +324,8 @@ fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     set(&mut c.replicas, a.replicas);
     set(&mut c.min_replicas, a.min_replicas);
     set(&mut c.domain, a.domain.map(Some));
+    set(&mut c.lease_rotate_secs, a.lease_rotate_secs);
+    set(&mut c.lease_ttl_secs, a.lease_ttl_secs);
     set(&mut c.tls_cert, a.tls_cert.map(Some));
     set(&mut c.tls_key, a.tls_key.map(Some));
     c.secret = a.secret.resolve(&c.secret)?;
@@ -380,6 +427,15 @@ fn main() {
             Cmd::Admin {
                 cmd: AdminCmd::Status(a),
             } => server::status(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Fsck(a),
+            } => server::fsck(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Decommission(a),
+            } => server::decommission(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Rebalance(a),
+            } => server::rebalance(a).await,
             Cmd::Admin {
                 cmd: AdminCmd::Master { cmd },
             } => {

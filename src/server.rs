@@ -60,6 +60,24 @@ pub struct ServerArgs {
     /// Master log entries between snapshots.
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// How often the masters apply buckets' lifecycle rules, in milliseconds.
+    #[arg(long)]
+    lifecycle_interval_ms: Option<u64>,
+    /// Length of a lifecycle "day" in milliseconds (shorter for tests only).
+    #[arg(long)]
+    lifecycle_day_ms: Option<u64>,
+    /// Zone labels given to the chunkservers in turn (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
+    /// An extra argument for every master (repeat for several).
+    #[arg(long, allow_hyphen_values = true)]
+    master_arg: Vec<String>,
+    /// An extra argument for every chunkserver (repeat for several).
+    #[arg(long, allow_hyphen_values = true)]
+    chunkserver_arg: Vec<String>,
+    /// An extra argument for the gateway (repeat for several).
+    #[arg(long, allow_hyphen_values = true)]
+    gateway_arg: Vec<String>,
 }
 
 /// A node of the local cluster, as recorded in `cluster.json`.
@@ -281,6 +299,13 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             if let Some(n) = a.snapshot_every {
                 args.extend(["--snapshot-every".into(), n.to_string()]);
             }
+            if let Some(n) = a.lifecycle_interval_ms {
+                args.extend(["--lifecycle-interval-ms".into(), n.to_string()]);
+            }
+            if let Some(n) = a.lifecycle_day_ms {
+                args.extend(["--lifecycle-day-ms".into(), n.to_string()]);
+            }
+            args.extend(a.master_arg.iter().cloned());
             let mut m = spawn(&dir, &name, &args, &secret, log_format, None)?;
             wait_healthy(addr, &mut m.child, &name).await?;
             nodes.push(LocalNode {
@@ -306,6 +331,11 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             if let Some(h) = a.heartbeat_ms {
                 args.extend(["--heartbeat-ms".into(), h.to_string()]);
             }
+            if !a.zones.is_empty() {
+                let zone = &a.zones[(i - 1) % a.zones.len()];
+                args.extend(["--zone".into(), zone.clone()]);
+            }
+            args.extend(a.chunkserver_arg.iter().cloned());
             let mut c = spawn(&dir, &name, &args, &secret, log_format, None)?;
             wait_healthy(&addr, &mut c.child, &name).await?;
             nodes.push(LocalNode {
@@ -342,6 +372,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 k.display().to_string(),
             ]);
         }
+        args.extend(a.gateway_arg.iter().cloned());
         if let Some(d) = &a.domain {
             args.extend(["--domain".into(), d.clone()]);
         }
@@ -599,6 +630,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
                 free: 0,
                 chunks: 0,
                 raft: None,
+                ..Default::default()
             });
         }
     }
@@ -608,8 +640,8 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
     }
     println!("cluster {}", s.cluster_id);
     println!(
-        "{:<12} {:>4} {:<22} {:<12} {:>8} {:>8} {:>14}  RAFT",
-        "ROLE", "ID", "ADDRESS", "STATE", "PID", "CHUNKS", "FREE"
+        "{:<12} {:>4} {:<22} {:<12} {:<8} {:>8} {:>8} {:>14}  RAFT",
+        "ROLE", "ID", "ADDRESS", "STATE", "ZONE", "PID", "CHUNKS", "FREE"
     );
     for n in &s.nodes {
         let raft = n
@@ -623,19 +655,198 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
             })
             .unwrap_or_default();
         println!(
-            "{:<12} {:>4} {:<22} {:<12} {:>8} {:>8} {:>14}  {raft}",
+            "{:<12} {:>4} {:<22} {:<12} {:<8} {:>8} {:>8} {:>14}  {raft}",
             n.role,
             n.id,
             n.addr,
             n.state,
+            n.zone,
             n.pid.map(|p| p.to_string()).unwrap_or_default(),
             n.chunks,
             n.free
         );
     }
     println!(
-        "buckets {}  objects {}  chunks {}  under-replicated {}",
-        s.buckets, s.objects, s.chunks, s.under_replicated
+        "buckets {}  objects {}  chunks {}  under-replicated {}  lost {}{}",
+        s.buckets,
+        s.objects,
+        s.chunks,
+        s.under_replicated,
+        s.lost,
+        if s.rebalancing { "  (rebalancing)" } else { "" }
     );
     Ok(())
+}
+
+#[derive(Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit code of `fsck` for a cluster that is not healthy.
+const EXIT_UNHEALTHY: i32 = 1;
+/// Exit code of `fsck` when the health cannot be judged (safe mode).
+const EXIT_UNKNOWN: i32 = 2;
+
+/// `tinydfs admin fsck`.
+pub async fn fsck(a: FsckArgs) -> anyhow::Result<()> {
+    let r = match a.target.client()?.fsck().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tinydfs: the master does not answer: {e}");
+            std::process::exit(EXIT_UNKNOWN);
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for p in &r.problems {
+            let upload = p
+                .upload_id
+                .as_ref()
+                .map(|u| format!(" (upload {u})"))
+                .unwrap_or_default();
+            println!(
+                "{:<16} {}/{}{upload} chunk {} copies {}/{}",
+                p.state, p.bucket, p.key, p.chunk, p.copies, p.wanted
+            );
+        }
+        if r.truncated {
+            println!("... more problems not listed");
+        }
+        println!(
+            "objects {}  uploads {}  chunks {}  missing {}  under-replicated {}  corrupt {}",
+            r.objects, r.uploads, r.chunks, r.missing, r.under_replicated, r.corrupt
+        );
+        println!(
+            "{}",
+            if !r.settled {
+                "UNKNOWN: the master leader is in safe mode (chunkservers still reporting); try again"
+            } else if r.healthy() {
+                "HEALTHY"
+            } else {
+                "NOT HEALTHY"
+            }
+        );
+    }
+    if !r.settled {
+        std::process::exit(EXIT_UNKNOWN);
+    }
+    if !r.healthy() {
+        std::process::exit(EXIT_UNHEALTHY);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DecommissionArgs {
+    /// The chunkserver: its id or its address.
+    node: String,
+    /// Cancel a decommission instead (the node takes data again).
+    #[arg(long)]
+    cancel: bool,
+    /// Wait until the node holds nothing any more.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait at most with --wait.
+    #[arg(long, default_value_t = 3600.0)]
+    timeout: f64,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `tinydfs admin decommission`.
+pub async fn decommission(a: DecommissionArgs) -> anyhow::Result<()> {
+    let client = a.target.client()?;
+    let id = client
+        .drain(&tinydfs_proto::meta::DrainRequest {
+            node: a.node.clone(),
+            drain: !a.cancel,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("decommission failed: {e}"))?;
+    if a.cancel {
+        println!("chunkserver {id}: decommission cancelled");
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(a.timeout);
+    loop {
+        let s = client
+            .status()
+            .await
+            .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
+        let node = s
+            .nodes
+            .iter()
+            .find(|n| n.role == "chunkserver" && n.id == id)
+            .context("the chunkserver is no longer listed")?;
+        println!(
+            "chunkserver {id} ({}): {}, {} chunks left",
+            node.addr, node.state, node.chunks
+        );
+        if !a.wait || node.state == "drained" {
+            if node.state == "drained" {
+                println!("chunkserver {id} holds no data: it may be stopped and removed");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("chunkserver {id} is not drained yet");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[derive(Args)]
+pub struct RebalanceArgs {
+    /// Stop a running rebalance.
+    #[arg(long)]
+    stop: bool,
+    /// Wait until usage is even.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait at most with --wait.
+    #[arg(long, default_value_t = 3600.0)]
+    timeout: f64,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `tinydfs admin rebalance`.
+pub async fn rebalance(a: RebalanceArgs) -> anyhow::Result<()> {
+    let client = a.target.client()?;
+    let r = client
+        .rebalance(!a.stop)
+        .await
+        .map_err(|e| anyhow::anyhow!("rebalance failed: {e}"))?;
+    for (id, used) in &r.usage {
+        println!("chunkserver {id}: {:.1}% used", used * 100.0);
+    }
+    println!(
+        "rebalance {} (threshold {:.1} points)",
+        if r.running { "running" } else { "stopped" },
+        r.threshold * 100.0
+    );
+    if !a.wait || a.stop {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(a.timeout);
+    loop {
+        let s = client
+            .status()
+            .await
+            .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
+        if !s.rebalancing {
+            println!("rebalance finished");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the rebalance is still running");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }

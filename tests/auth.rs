@@ -7,43 +7,10 @@ mod common;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn client_with(cluster: &Cluster, ak: &str, sk: &str) -> aws_sdk_s3::Client {
     sdk_client(&cluster.endpoint, ak, sk, true)
-}
-
-fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// The SigV4 signing key of the test secret for `day`, and the signature of `creq`.
-fn sign(day: &str, amz: &str, scope: &str, creq: &str) -> (Vec<u8>, String) {
-    let sts = format!(
-        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-        sha_hex(creq.as_bytes())
-    );
-    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
-        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
-        |k, part| hmac(&k, part.as_bytes()),
-    );
-    let sig = hex::encode(hmac(&key, sts.as_bytes()));
-    (key, sig)
-}
-
-fn sha_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 /// Builds a signed aws-chunked PUT body and its headers; `tamper` flips a byte of chunk 1.
@@ -257,36 +224,6 @@ fn signed_streaming_uploads_are_verified_chunk_by_chunk() {
             }
         }
     });
-}
-
-/// Signs a single-chunk request whose `x-amz-content-sha256` is `payload_hash`.
-fn signed_headers(
-    host: &str,
-    method: &str,
-    path: &str,
-    payload_hash: &str,
-) -> Vec<(String, String)> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
-    let day = &amz[..8];
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
-    let headers = vec![
-        ("host".to_string(), host.to_string()),
-        ("x-amz-content-sha256".to_string(), payload_hash.to_string()),
-        ("x-amz-date".to_string(), amz.clone()),
-    ];
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let creq = format!("{method}\n{path}\n\n{canonical_headers}\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}");
-    let (_, sig) = sign(day, &amz, &scope, &creq);
-    let mut out = headers;
-    out.push((
-        "authorization".to_string(),
-        format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"),
-    ));
-    out
 }
 
 #[test]

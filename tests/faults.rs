@@ -3,39 +3,8 @@
 
 mod common;
 
-use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use std::time::Duration;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
-    let out = c
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    let body = out.body.collect().await.map_err(|e| format!("{e:?}"))?;
-    Ok(body.into_bytes().to_vec())
-}
-
-async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{e:?}"))
-}
 
 fn chunkserver_state(s: &serde_json::Value, addr: &str) -> String {
     s["nodes"]

@@ -11,13 +11,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn three(extra: &[&str]) -> Opts {
     let mut e = vec!["--masters".to_string(), "3".to_string()];
     e.extend(extra.iter().map(|s| s.to_string()));
@@ -301,6 +294,11 @@ fn a_master_that_lost_its_data_is_replaced_under_a_new_id() {
         }
     });
     let leader = leader_id(&cluster) as usize;
+    // The leader's log must have been cut behind a snapshot for the point of this test.
+    let leader_snapshot = cluster
+        .dir
+        .join(format!("master-{leader}/state/snapshot.json"));
+    wait_until("the leader to take a snapshot", || leader_snapshot.exists());
     let lost = (1..=3).find(|i| *i != leader).unwrap();
     cluster.kill(&format!("master-{lost}"));
     std::fs::remove_dir_all(cluster.dir.join(format!("master-{lost}"))).unwrap();

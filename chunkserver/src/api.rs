@@ -7,7 +7,12 @@
 //! member fails, the chunk is sent again from this node's finished copy to the member after it
 //! (pipeline recovery), so one dead chunkserver costs one copy, not the write.
 //!
-//! `GET /internal/v1/chunk/{id}?offset=&len=` streams a verified range.
+//! `GET /internal/v1/chunk/{id}?offset=&len=` streams a verified range. A replica found corrupt
+//! on the way is dropped by the store (and reported lost), so the master copies it again.
+//!
+//! Write failures answer one-line messages: 507 Insufficient Storage when this node is out of
+//! space (its file system or its configured capacity), 503 when its disk failed, 400 for a
+//! stream that does not match its footer.
 
 use crate::store::{ChunkStore, StoreError, WriteMsg};
 use axum::body::Body;
@@ -26,7 +31,6 @@ use tinydfs_proto::client::{
 };
 use tinydfs_proto::frame::{footer, FooterSplitter};
 use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
-use tokio::io::AsyncSeekExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -86,6 +90,16 @@ async fn health(State(cs): State<Shared>) -> Response {
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, msg.to_string()).into_response()
+}
+
+/// The status a failed local chunk write answers.
+fn write_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::DiskFailed { .. } | StoreError::NoDisk => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::Corrupt(..) | StoreError::Aborted => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn parse_id(id: &str) -> Result<ChunkId, (StatusCode, String)> {
@@ -205,12 +219,9 @@ async fn receive(
                 drop(local_tx);
                 // A writer stuck in the kernel may never return: do not wait on it for ever.
                 return Err(match timeout(STREAM_IDLE_TIMEOUT, writer).await {
-                    Ok(Ok(Err(e))) => (
-                        StatusCode::INSUFFICIENT_STORAGE,
-                        format!("local write: {e}"),
-                    ),
+                    Ok(Ok(Err(e))) => (write_status(&e), format!("local write: {e}")),
                     _ => (
-                        StatusCode::INSUFFICIENT_STORAGE,
+                        StatusCode::SERVICE_UNAVAILABLE,
                         "local write stalled".into(),
                     ),
                 });
@@ -229,15 +240,7 @@ async fn receive(
     drop(down_tx);
     let (len, crc) = match writer.await {
         Ok(Ok(v)) => v,
-        Ok(Err(e @ StoreError::Corrupt(..))) => {
-            return Err((StatusCode::BAD_REQUEST, e.to_string()))
-        }
-        Ok(Err(e)) => {
-            return Err((
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!("local write: {e}"),
-            ))
-        }
+        Ok(Err(e)) => return Err((write_status(&e), format!("local write: {e}"))),
         Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let mut stored = vec![me];
@@ -265,7 +268,8 @@ async fn receive(
     })
 }
 
-/// Sends the finished local copy to the members after a failed one.
+/// Sends the finished local copy to the members after a failed one. The copy is read verified:
+/// a block found corrupt ends the stream (the member keeps nothing) and drops the local replica.
 async fn recover(
     cs: &Chunkserver,
     id: ChunkId,
@@ -275,12 +279,7 @@ async fn recover(
     rid: &str,
 ) -> Option<Vec<u64>> {
     let (next, after) = rest.split_first()?;
-    let mut file = tokio::fs::File::open(cs.store.data_path(id)).await.ok()?;
-    file.seek(std::io::SeekFrom::Start(crate::store::HEADER_LEN))
-        .await
-        .ok()?;
-    let reader = tokio::io::AsyncReadExt::take(file, len);
-    let data = tokio_util::io::ReaderStream::new(reader);
+    let data = read_stream(cs, id, 0, len);
     let body = data.chain(futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(footer(len, crc))
     }));
@@ -371,6 +370,10 @@ async fn replicate(
             len,
             crc32c,
         }),
+        // This node cannot store it (full, or its disk failed): not the source's fault.
+        Ok(Err(
+            e @ (StoreError::NoSpace(_) | StoreError::DiskFailed { .. } | StoreError::NoDisk),
+        )) => error(write_status(&e), format!("copy: {e}")),
         Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, format!("copy rejected: {e}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -399,22 +402,34 @@ async fn get_chunk(
     if q.offset.checked_add(len).is_none_or(|end| end > size) {
         return error(StatusCode::RANGE_NOT_SATISFIABLE, "range outside the chunk");
     }
-    let (tx, rx) = mpsc::channel(4);
-    let store = cs.store.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = store.read(id, q.offset, Some(len), tx) {
-            if !matches!(e, StoreError::Corrupt(..)) {
-                tracing::warn!(chunk = %id, error = %e, "chunk read failed");
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let stream = read_stream(&cs, id, q.offset, len);
     Response::builder()
         .header("content-length", len)
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+/// A verified read of `len` bytes from `offset` on a blocking thread, as a stream that ends
+/// with an error item if the read fails (the store has then dealt with the replica or disk).
+fn read_stream(
+    cs: &Chunkserver,
+    id: ChunkId,
+    offset: u64,
+    len: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (tx, rx) = mpsc::channel(4);
+    let store = cs.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = store.read(id, offset, Some(len), tx) {
+            // Corruption and disk failures are logged by the store.
+            if !matches!(e, StoreError::Corrupt(..) | StoreError::DiskFailed { .. }) {
+                tracing::warn!(chunk = %id, error = %e, "chunk read failed");
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 async fn delete_chunk(State(cs): State<Shared>, Path(id): Path<String>) -> Response {
@@ -422,9 +437,11 @@ async fn delete_chunk(State(cs): State<Shared>, Path(id): Path<String>) -> Respo
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    match cs.store.delete(id) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(StoreError::NotFound(_)) => StatusCode::NOT_FOUND.into_response(),
+    let store = cs.store.clone();
+    match tokio::task::spawn_blocking(move || store.delete(id)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(StoreError::NotFound(_))) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -1,24 +1,29 @@
 //! The tinydfs chunkserver: stores immutable chunks on local disk and serves them.
 //!
-//! - [`store`]: chunk files (hashed sub-folders, CRC32C per 64 KiB block, atomic creation).
+//! - [`store`]: chunk files on one or more disks (hashed sub-folders, CRC32C per 64 KiB block,
+//!   atomic creation), placement by free space, the capacity limit, disk failure handling.
 //! - [`api`]: the internal HTTP API: the write pipeline (receive, write locally while forwarding
 //!   to the next replica, acknowledge once every member has fsynced) and verified reads.
-//! - this file: configuration, registration with the master and heartbeats with chunk reports.
+//! - [`scrub`]: the background worker that re-reads every chunk to find silent corruption.
+//! - this file: configuration, registration with the master and heartbeats with chunk reports,
+//!   lost replicas, disk states and the master's deletion orders.
 //!
 //! A chunkserver keeps its identity (node id and cluster id) in its data folder and refuses to
-//! join another cluster with it.
+//! join another cluster with it; it obeys deletion orders only from a master of that cluster.
 
 pub mod api;
+pub mod scrub;
 pub mod store;
 
 use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tinydfs_proto::client::MasterClient;
-use tinydfs_proto::meta::{Heartbeat, RegisterRequest};
+use tinydfs_proto::meta::{Heartbeat, HeartbeatReply, RegisterRequest};
 use tokio::sync::watch;
 
 /// How often a chunkserver reports to the master (HDFS's default too).
@@ -36,12 +41,23 @@ pub struct ChunkserverConfig {
     pub listen: String,
     /// Address others reach this chunkserver at; the listen address when empty.
     pub advertise: String,
-    /// Folder for chunks and the node identity.
+    /// Folder for the node identity, and for chunks when `disks` is empty.
     pub data_dir: PathBuf,
+    /// Data folders (one per disk) for chunks; `data_dir` alone when empty.
+    pub disks: Vec<PathBuf>,
+    /// Bytes of chunk data this chunkserver accepts and reports as its capacity (to share a disk,
+    /// or in tests); 0 for the disks' whole size.
+    pub capacity: u64,
+    /// Bytes per second the scrubber reads; 0 disables it.
+    pub scrub_bytes_per_sec: u64,
+    /// Seconds between the end of a scrub pass and the start of the next.
+    pub scrub_interval_secs: u64,
     /// Internal addresses of the masters.
     pub masters: Vec<String>,
     pub secret: String,
     pub heartbeat_ms: u64,
+    /// Failure-domain label (rack, room); empty for none.
+    pub zone: String,
 }
 
 impl Default for ChunkserverConfig {
@@ -50,9 +66,14 @@ impl Default for ChunkserverConfig {
             listen: "127.0.0.1:9200".into(),
             advertise: String::new(),
             data_dir: PathBuf::from("data/chunkserver"),
+            disks: Vec::new(),
+            capacity: 0,
+            scrub_bytes_per_sec: scrub::DEFAULT_SCRUB_RATE,
+            scrub_interval_secs: scrub::DEFAULT_SCRUB_INTERVAL.as_secs(),
             masters: vec!["127.0.0.1:9100".into()],
             secret: String::new(),
             heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
+            zone: String::new(),
         }
     }
 }
@@ -63,6 +84,15 @@ impl ChunkserverConfig {
             self.listen.clone()
         } else {
             self.advertise.clone()
+        }
+    }
+
+    /// The folders chunks are kept in.
+    pub fn chunk_dirs(&self) -> Vec<PathBuf> {
+        if self.disks.is_empty() {
+            vec![self.data_dir.clone()]
+        } else {
+            self.disks.clone()
         }
     }
 }
@@ -99,17 +129,6 @@ impl Identity {
     }
 }
 
-/// Total and free bytes of the file system holding `dir`.
-pub fn disk_space(dir: &Path) -> (u64, u64) {
-    match nix::sys::statvfs::statvfs(dir) {
-        Ok(s) => {
-            let frag = s.fragment_size();
-            (s.blocks() * frag, s.blocks_available() * frag)
-        }
-        Err(_) => (0, 0),
-    }
-}
-
 /// Runs a chunkserver until `shutdown` completes.
 pub async fn run(
     config: ChunkserverConfig,
@@ -117,8 +136,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
     anyhow::ensure!(!config.masters.is_empty(), "no master address given");
-    std::fs::create_dir_all(&config.data_dir)?;
-    let store = Arc::new(store::ChunkStore::open(&config.data_dir)?);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", config.data_dir.display()))?;
+    let store = Arc::new(store::ChunkStore::open(
+        &config.chunk_dirs(),
+        config.capacity,
+    )?);
     let identity = Identity::load(&config.data_dir)?;
     let (id_tx, id_rx) = watch::channel(identity.node_id);
     let server = Arc::new(api::Chunkserver {
@@ -133,11 +156,20 @@ pub async fn run(
             let _ = tcp.set_nodelay(true);
         });
     tracing::info!(addr = %config.listen, "chunkserver listening");
+    let stop_scrub = Arc::new(AtomicBool::new(false));
+    let scrubber = tokio::spawn(scrub::run(
+        store.clone(),
+        config.scrub_bytes_per_sec,
+        Duration::from_secs(config.scrub_interval_secs),
+        stop_scrub.clone(),
+    ));
     let hb = tokio::spawn(heartbeat_loop(config.clone(), store, identity, id_tx));
     axum::serve(listener, api::router(server))
         .with_graceful_shutdown(shutdown)
         .await?;
     hb.abort();
+    stop_scrub.store(true, Ordering::Relaxed);
+    scrubber.abort();
     Ok(())
 }
 
@@ -152,15 +184,25 @@ async fn heartbeat_loop(
     let mut registered = false;
     let mut beats = 0u32;
     loop {
-        let (capacity, free) = disk_space(store.root());
+        // statvfs and folder checks touch the disks: off the runtime threads.
+        let s = store.clone();
+        let usage = match tokio::task::spawn_blocking(move || s.usage()).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "measuring disk usage failed");
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+        };
         if !registered {
             let req = RegisterRequest {
                 node_id: identity.node_id,
                 cluster_id: identity.cluster_id.clone(),
                 addr: config.advertise(),
-                capacity,
-                free,
+                capacity: usage.capacity,
+                free: usage.free,
                 pid: std::process::id(),
+                zone: config.zone.clone(),
             };
             match master.register(&req).await {
                 Ok(reply) => {
@@ -188,23 +230,121 @@ async fn heartbeat_loop(
             registered = false;
             continue;
         };
+        // Lost ids first, then the report: a chunk lost in between is in neither and goes in
+        // the next heartbeat's list, never in both.
+        let (lost_mark, lost) = store.lost();
+        let chunks = beats.is_multiple_of(FULL_REPORT_EVERY).then(|| {
+            let mut report = store.report();
+            if !lost.is_empty() {
+                let lost: std::collections::HashSet<_> = lost.iter().collect();
+                report.retain(|c| !lost.contains(&c.id));
+            }
+            report
+        });
+        let (scrubbed, scrub_corrupt) = store.scrub_counters();
         let hb = Heartbeat {
             node_id,
             addr: config.advertise(),
-            capacity,
-            free,
+            capacity: usage.capacity,
+            free: usage.free,
             pid: std::process::id(),
-            chunks: beats
-                .is_multiple_of(FULL_REPORT_EVERY)
-                .then(|| store.report()),
+            chunks,
+            zone: config.zone.clone(),
+            lost,
+            disks: usage.disks,
+            scrubbed,
+            scrub_corrupt,
         };
         match master.heartbeat(&hb).await {
+            // The master lost track of this node: what it was sent may be ignored, so the lost
+            // ids stay queued for after the registration.
             Ok(r) if r.reregister => registered = false,
-            Ok(_) => beats = beats.wrapping_add(1),
+            Ok(r) => {
+                store.ack_lost(lost_mark);
+                beats = beats.wrapping_add(1);
+                obey_deletions(&store, &identity, r).await;
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
         if registered {
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+/// Why the deletion orders of `reply` must not be obeyed, if so. Deleting is the one thing a
+/// chunkserver cannot undo: a master that is not of our cluster (wiped, or another cluster's)
+/// or that has not yet heard from every chunkserver could order live chunks deleted.
+fn deletion_refusal(reply: &HeartbeatReply, identity: &Identity) -> Option<String> {
+    if reply.safe_mode {
+        return Some("the master is in safe mode".into());
+    }
+    if reply.cluster_id.is_empty() {
+        return Some("the master sent no cluster id".into());
+    }
+    match identity.cluster_id.as_deref() {
+        Some(ours) if ours == reply.cluster_id => None,
+        ours => Some(format!(
+            "the master is of cluster {}, this node of {}",
+            reply.cluster_id,
+            ours.unwrap_or("none")
+        )),
+    }
+}
+
+/// Deletes the chunks the master ordered deleted, if it may order that (on a blocking thread:
+/// unlinking many files takes a while).
+async fn obey_deletions(
+    store: &Arc<store::ChunkStore>,
+    identity: &Identity,
+    reply: HeartbeatReply,
+) {
+    if reply.delete.is_empty() {
+        return;
+    }
+    if let Some(why) = deletion_refusal(&reply, identity) {
+        tracing::warn!(chunks = reply.delete.len(), reason = %why, "refusing the master's deletion orders");
+        return;
+    }
+    let s = store.clone();
+    let ordered = reply.delete.len();
+    match tokio::task::spawn_blocking(move || s.delete_all(&reply.delete)).await {
+        Ok(deleted) => tracing::info!(ordered, deleted, "deleted chunks as the master ordered"),
+        Err(e) => tracing::warn!(error = %e, "deleting chunks failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletions_are_obeyed_only_from_our_cluster_out_of_safe_mode() {
+        let ours = Identity {
+            version: IDENTITY_VERSION,
+            node_id: Some(3),
+            cluster_id: Some("c-1".into()),
+        };
+        let reply = |cluster: &str, safe_mode| HeartbeatReply {
+            cluster_id: cluster.into(),
+            safe_mode,
+            ..Default::default()
+        };
+        assert_eq!(deletion_refusal(&reply("c-1", false), &ours), None);
+        assert!(deletion_refusal(&reply("c-1", true), &ours).is_some());
+        assert!(deletion_refusal(&reply("", false), &ours).is_some());
+        assert!(deletion_refusal(&reply("c-2", false), &ours).is_some());
+        assert!(deletion_refusal(&reply("c-1", false), &Identity::default()).is_some());
+    }
+
+    #[test]
+    fn chunks_go_to_the_data_dir_unless_disks_are_given() {
+        let mut c = ChunkserverConfig {
+            data_dir: PathBuf::from("/d"),
+            ..Default::default()
+        };
+        assert_eq!(c.chunk_dirs(), vec![PathBuf::from("/d")]);
+        c.disks = vec![PathBuf::from("/a"), PathBuf::from("/b")];
+        assert_eq!(c.chunk_dirs(), c.disks);
     }
 }

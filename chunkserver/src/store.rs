@@ -1,4 +1,4 @@
-//! Chunk files on a local disk.
+//! Chunk files on the local disks.
 //!
 //! A chunk is immutable once written. Its file holds a header, the data, one CRC32C per 64 KiB
 //! block and a footer:
@@ -7,18 +7,33 @@
 //! "TDFSCHNK" | version u32 | 0u32 | data ... | block crc32c u32 ... | data_len u64 | crc32c u32 | "TDFS"
 //! ```
 //!
-//! Files live under `chunks/ab/cd/<id>` (the first two bytes of the id, hashed sub-folders so no
-//! folder grows huge). A chunk is written to `tmp/`, fsynced, renamed into place and its folder
-//! fsynced: a chunk file either is complete or does not exist. Every read verifies the CRC of each
-//! block it touches and fails rather than serve wrong bytes.
+//! A chunkserver has one or more data folders ("disks"). Each holds its chunks under
+//! `chunks/ab/cd/<id>` (the first two bytes of the id, hashed sub-folders so no folder grows huge)
+//! and its unfinished writes in `tmp/`. A chunk is written to `tmp/`, fsynced, renamed into place
+//! and its folder fsynced: a chunk file either is complete or does not exist. Every read verifies
+//! the CRC of each block it touches and fails rather than serve wrong bytes.
+//!
+//! The store keeps an index (chunk id → disk, length, CRC32C) of the chunks it holds; only
+//! finished chunks are in it, so a write in flight is never mistaken for a stored chunk.
+//!
+//! **Failures.** An I/O error on a disk (other than running out of space) takes the whole disk out
+//! of service for the life of the process: a disk that fails once is not trusted again. Its
+//! chunks leave the index and are queued as *lost*, which the next heartbeat tells the master so
+//! it copies them again from other replicas. A replica found corrupt (by a read or by the
+//! scrubber) is deleted and queued as lost the same way. Running out of space — the file system's
+//! or the configured capacity — only fails the write at hand.
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tinydfs_proto::meta::DiskStatus;
 use tinydfs_proto::{ChunkId, ChunkMeta, BLOCK_SIZE};
 use tokio::sync::mpsc;
 
@@ -28,9 +43,13 @@ const FOOTER_MAGIC: &[u8; 4] = b"TDFS";
 pub const CHUNK_FORMAT_VERSION: u32 = 1;
 /// Bytes before a chunk's data in its file.
 pub const HEADER_LEN: u64 = 16;
-const FOOTER_LEN: u64 = 16;
+/// Bytes after the block CRC table: data length, whole-chunk CRC32C, magic.
+pub const FOOTER_LEN: u64 = 16;
 /// Write buffer: large enough to turn network-sized frames into few system calls.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Longest a throttled scrub sleeps before looking at its stop flag again, so that shutdown
+/// (which waits for blocking threads) is not held up by a slow scrub rate.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// A message to a chunk writer: data, or the end of a chunk with the length and CRC32C its
 /// sender announced (the writer keeps the chunk only if they match what it wrote).
@@ -55,118 +74,520 @@ pub enum StoreError {
     },
     #[error("the write was abandoned before the chunk was complete")]
     Aborted,
+    /// The file system is full or the configured capacity is reached; nothing was kept and the
+    /// disk is fine.
+    #[error("no space: {0}")]
+    NoSpace(String),
+    /// The disk failed during the operation and is now out of service.
+    #[error("data folder {disk} failed: {reason}")]
+    DiskFailed { disk: String, reason: String },
+    #[error("every data folder has failed: this chunkserver cannot store chunks")]
+    NoDisk,
     #[error("disk: {0}")]
     Io(#[from] io::Error),
 }
 
-/// The chunks of one data folder.
-pub struct ChunkStore {
-    root: PathBuf,
-    chunks: Mutex<HashMap<ChunkId, (u64, u32)>>,
+/// Where a chunk held here lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    disk: usize,
+    len: u64,
+    crc: u32,
 }
 
-fn be32(b: &[u8]) -> u32 {
+/// What the store knows of one disk.
+#[derive(Clone, Debug, Default)]
+struct DiskUse {
+    /// Data bytes of the chunks held (what the capacity limit counts).
+    held: u64,
+    chunks: u64,
+    /// Bytes received by writes in flight, reserved against the capacity.
+    pending: u64,
+    failed: bool,
+}
+
+/// Mutable state, behind one lock: every change to it is a few map operations.
+#[derive(Default)]
+struct State {
+    index: HashMap<ChunkId, Entry>,
+    disks: Vec<DiskUse>,
+    /// Ids being renamed into place right now, so two writes of one id do not both commit.
+    committing: HashSet<ChunkId>,
+    /// Replicas lost without an order (corrupt, vanished, failed disk), numbered so that a
+    /// heartbeat acknowledges exactly what it sent.
+    lost: Vec<(u64, ChunkId)>,
+    lost_seq: u64,
+}
+
+impl State {
+    fn remove(&mut self, id: ChunkId) -> Option<Entry> {
+        let e = self.index.remove(&id)?;
+        let d = &mut self.disks[e.disk];
+        d.held = d.held.saturating_sub(e.len);
+        d.chunks = d.chunks.saturating_sub(1);
+        Some(e)
+    }
+
+    fn queue_lost(&mut self, id: ChunkId) {
+        self.lost_seq += 1;
+        self.lost.push((self.lost_seq, id));
+    }
+
+    /// Bytes the capacity limit still allows (held and in-flight bytes count).
+    fn remaining(&self, capacity: u64) -> u64 {
+        if capacity == 0 {
+            return u64::MAX;
+        }
+        let used: u64 = self.disks.iter().map(|d| d.held + d.pending).sum();
+        capacity.saturating_sub(used)
+    }
+}
+
+/// Space of the chunkserver as reported to the master.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    pub capacity: u64,
+    pub free: u64,
+    pub disks: Vec<DiskStatus>,
+}
+
+/// What a scrub of one chunk found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrubOutcome {
+    /// Every block and the whole-chunk CRC match.
+    Good,
+    /// A checksum failed: the replica was deleted and queued as lost.
+    Corrupt,
+    /// The file is gone or its disk failed: queued as lost.
+    Lost,
+    /// The chunk is no longer held (deleted meanwhile), or the scrub was stopped.
+    Skipped,
+}
+
+/// The chunks of this chunkserver's data folders.
+pub struct ChunkStore {
+    disks: Vec<PathBuf>,
+    /// Bytes of chunk data this store may hold (0: no limit but the disks').
+    capacity: u64,
+    state: Mutex<State>,
+    /// Signalled when an id leaves `committing`.
+    committed: Condvar,
+    scrubbed: AtomicU64,
+    scrub_corrupt: AtomicU64,
+}
+
+fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// A disk that passed its health check, with its file system's space.
+struct Probe {
+    disk: usize,
+    dev: u64,
+    capacity: u64,
+    free: u64,
+}
+
+/// A disk a new chunk may go to.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    disk: usize,
+    /// Effective free bytes (file system and capacity limit).
+    free: u64,
+    /// Bytes held and being written.
+    used: u64,
+}
+
+/// The disk with the most free space. Folders sharing a file system see the same free space, so
+/// among equals the one holding the fewest bytes wins, then the first.
+fn pick_disk(candidates: &[Candidate]) -> Option<usize> {
+    candidates
+        .iter()
+        .max_by_key(|c| (c.free, Reverse(c.used), Reverse(c.disk)))
+        .map(|c| c.disk)
+}
+
 impl ChunkStore {
-    /// Opens the store under `root`, listing the chunks already there and clearing leftovers of
-    /// interrupted writes.
-    pub fn open(root: &Path) -> Result<ChunkStore, StoreError> {
-        let tmp = root.join("tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
-        }
-        fs::create_dir_all(&tmp)?;
-        fs::create_dir_all(root.join("chunks"))?;
-        let store = ChunkStore {
-            root: root.to_path_buf(),
-            chunks: Mutex::new(HashMap::new()),
+    /// Opens the store over `disks`, listing the chunks already there and clearing leftovers of
+    /// interrupted writes. A disk that cannot be opened or listed is marked failed; it is an
+    /// error only if none works. `capacity` caps the chunk bytes held (0: no cap).
+    pub fn open(disks: &[PathBuf], capacity: u64) -> Result<ChunkStore, StoreError> {
+        let mut state = State {
+            disks: vec![DiskUse::default(); disks.len()],
+            ..State::default()
         };
-        let mut found = HashMap::new();
-        for a in fs::read_dir(root.join("chunks"))? {
-            for b in fs::read_dir(a?.path())? {
-                for f in fs::read_dir(b?.path())? {
-                    let f = f?;
-                    let Some(id) = f
-                        .file_name()
-                        .to_str()
-                        .and_then(|n| n.parse::<ChunkId>().ok())
-                    else {
-                        continue;
-                    };
-                    match read_footer(&f.path()) {
-                        Ok((len, crc, _)) => {
-                            found.insert(id, (len, crc));
-                        }
-                        Err(e) => {
-                            tracing::warn!(chunk = %id, error = %e, "skipping unreadable chunk")
-                        }
-                    }
+        for (d, root) in disks.iter().enumerate() {
+            let found = match open_disk(root) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(disk = %root.display(), error = %e, "data folder unusable; marked failed");
+                    state.disks[d].failed = true;
+                    continue;
                 }
+            };
+            for (id, len, crc) in found {
+                if let Some(other) = state.index.get(&id) {
+                    tracing::warn!(chunk = %id, disk = %root.display(),
+                        kept = %disks[other.disk].display(), "chunk found on two disks; ignoring this copy");
+                    continue;
+                }
+                state.index.insert(id, Entry { disk: d, len, crc });
+                state.disks[d].held += len;
+                state.disks[d].chunks += 1;
             }
+            tracing::info!(disk = %root.display(), chunks = state.disks[d].chunks, "data folder opened");
         }
-        tracing::info!(chunks = found.len(), root = %root.display(), "chunk store opened");
-        *store
-            .chunks
-            .lock()
-            .map_err(|_| io::Error::other("poisoned"))? = found;
-        Ok(store)
+        if state.disks.iter().all(|d| d.failed) {
+            return Err(StoreError::NoDisk);
+        }
+        Ok(ChunkStore {
+            disks: disks.to_vec(),
+            capacity,
+            state: Mutex::new(state),
+            committed: Condvar::new(),
+            scrubbed: AtomicU64::new(0),
+            scrub_corrupt: AtomicU64::new(0),
+        })
     }
 
-    fn path(&self, id: ChunkId) -> PathBuf {
+    /// The state; a panic elsewhere while holding the lock leaves it consistent enough to go on
+    /// (every critical section is a handful of map updates).
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, disk: usize, id: ChunkId) -> PathBuf {
         let name = id.to_string();
-        self.root
+        self.disks[disk]
             .join("chunks")
             .join(&name[..2])
             .join(&name[2..4])
             .join(name)
     }
 
+    fn entry(&self, id: ChunkId) -> Option<Entry> {
+        self.state().index.get(&id).copied()
+    }
+
+    /// The data folders, in configuration order.
+    pub fn disks(&self) -> &[PathBuf] {
+        &self.disks
+    }
+
     /// Every chunk held, for a full chunk report.
     pub fn report(&self) -> Vec<ChunkMeta> {
-        self.chunks
-            .lock()
-            .map(|c| {
-                c.iter()
-                    .map(|(id, (len, crc))| ChunkMeta {
-                        id: *id,
-                        len: *len,
-                        crc32c: *crc,
-                    })
-                    .collect()
+        self.state()
+            .index
+            .iter()
+            .map(|(id, e)| ChunkMeta {
+                id: *id,
+                len: e.len,
+                crc32c: e.crc,
             })
-            .unwrap_or_default()
+            .collect()
+    }
+
+    /// Ids of every chunk held, in id order (the scrubber's work list).
+    pub fn chunk_ids(&self) -> Vec<ChunkId> {
+        let mut ids: Vec<ChunkId> = self.state().index.keys().copied().collect();
+        ids.sort_unstable_by_key(|id| id.0);
+        ids
     }
 
     /// Number of chunks held.
     pub fn count(&self) -> usize {
-        self.chunks.lock().map(|c| c.len()).unwrap_or(0)
+        self.state().index.len()
     }
 
     /// Length and CRC32C of a chunk held here.
     pub fn meta(&self, id: ChunkId) -> Option<(u64, u32)> {
-        self.chunks.lock().ok()?.get(&id).copied()
+        self.entry(id).map(|e| (e.len, e.crc))
     }
 
-    /// The folder free space is measured on.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The file of a chunk held here (tests corrupt it; operators look at it).
+    pub fn data_path(&self, id: ChunkId) -> Option<PathBuf> {
+        self.entry(id).map(|e| self.path(e.disk, id))
+    }
+
+    /// Whether data folder `disk` has been taken out of service.
+    pub fn is_failed(&self, disk: usize) -> bool {
+        self.state().disks.get(disk).is_none_or(|d| d.failed)
+    }
+
+    /// Replicas lost since the last acknowledgement, and the mark to acknowledge them with once
+    /// the master has heard of them ([`ChunkStore::ack_lost`]).
+    pub fn lost(&self) -> (u64, Vec<ChunkId>) {
+        let st = self.state();
+        (st.lost_seq, st.lost.iter().map(|(_, id)| *id).collect())
+    }
+
+    /// Forgets the lost replicas up to `mark`; later losses stay queued.
+    pub fn ack_lost(&self, mark: u64) {
+        self.state().lost.retain(|(seq, _)| *seq > mark);
+    }
+
+    /// Chunks verified by the scrubber and corrupt replicas it found, since the process started.
+    pub fn scrub_counters(&self) -> (u64, u64) {
+        (
+            self.scrubbed.load(Ordering::Relaxed),
+            self.scrub_corrupt.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Takes data folder `disk` out of service: its chunks leave the index and are queued as
+    /// lost. Idempotent.
+    fn fail_disk(&self, disk: usize, reason: &str) -> StoreError {
+        let (lost, left) = {
+            let mut st = self.state();
+            if st.disks[disk].failed {
+                (None, 0)
+            } else {
+                st.disks[disk].failed = true;
+                let ids: Vec<ChunkId> = st
+                    .index
+                    .iter()
+                    .filter(|(_, e)| e.disk == disk)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ids {
+                    st.remove(*id);
+                    st.queue_lost(*id);
+                }
+                let left = st.disks.iter().filter(|d| !d.failed).count();
+                (Some(ids.len()), left)
+            }
+        };
+        let path = self.disks[disk].display().to_string();
+        if let Some(lost) = lost {
+            tracing::error!(disk = %path, reason, lost, "data folder failed; its chunks are reported lost");
+            if left == 0 {
+                tracing::error!(
+                    "every data folder has failed: this chunkserver cannot store chunks"
+                );
+            }
+        }
+        StoreError::DiskFailed {
+            disk: path,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Drops the replica of `id` on `disk` from the index and queues it as lost; removes its
+    /// file when `remove_file`. False if the index no longer held that replica (deleted or
+    /// dropped meanwhile).
+    fn drop_replica(&self, id: ChunkId, disk: usize, remove_file: bool) -> bool {
+        {
+            let mut st = self.state();
+            if st.index.get(&id).map(|e| e.disk) != Some(disk) {
+                return false;
+            }
+            st.remove(id);
+            st.queue_lost(id);
+        }
+        if remove_file {
+            match fs::remove_file(self.path(disk, id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(chunk = %id, error = %e, "cannot remove a dropped replica")
+                }
+            }
+        }
+        true
+    }
+
+    /// Turns an I/O error of a write on `disk` into the store's error: running out of space
+    /// fails the write only; anything else fails the disk.
+    fn write_error(&self, disk: usize, what: &str, e: io::Error) -> StoreError {
+        if is_no_space(&e) {
+            StoreError::NoSpace(format!("{what} on {}: {e}", self.disks[disk].display()))
+        } else {
+            self.fail_disk(disk, &format!("{what}: {e}"))
+        }
+    }
+
+    /// Acts on a fault found reading chunk `id` on `disk` and returns the error to report.
+    fn read_fault(&self, id: ChunkId, disk: usize, fault: Fault) -> StoreError {
+        match fault {
+            Fault::Missing => {
+                if let Some(problem) = disk_problem(&self.disks[disk]) {
+                    return self.fail_disk(disk, &problem);
+                }
+                if self.drop_replica(id, disk, false) {
+                    tracing::error!(chunk = %id, disk = %self.disks[disk].display(),
+                        "chunk file vanished; replica reported lost");
+                }
+                StoreError::NotFound(id)
+            }
+            Fault::Io(e) => self.fail_disk(disk, &format!("reading chunk {id}: {e}")),
+            Fault::Corrupt(why) => {
+                tracing::error!(chunk = %id, disk = %self.disks[disk].display(), error = %why,
+                    "corrupt replica; deleted and reported lost");
+                self.drop_replica(id, disk, true);
+                StoreError::Corrupt(id, why)
+            }
+        }
+    }
+
+    /// The disks in service, after a health check (a disk whose folders are gone is failed
+    /// here), with their file systems' space.
+    fn probe(&self) -> Vec<Probe> {
+        let working: Vec<usize> = {
+            let st = self.state();
+            (0..self.disks.len())
+                .filter(|d| !st.disks[*d].failed)
+                .collect()
+        };
+        let mut out = Vec::with_capacity(working.len());
+        // One measure per file system, so folders sharing one compare equal.
+        let mut measured: HashMap<u64, (u64, u64)> = HashMap::new();
+        for disk in working {
+            let root = &self.disks[disk];
+            if let Some(problem) = disk_problem(root) {
+                self.fail_disk(disk, &problem);
+                continue;
+            }
+            let space = fs::metadata(root).and_then(|m| {
+                let dev = m.dev();
+                if let Some(space) = measured.get(&dev) {
+                    return Ok((dev, *space));
+                }
+                let space = fs_space(root)?;
+                measured.insert(dev, space);
+                Ok((dev, space))
+            });
+            match space {
+                Ok((dev, (capacity, free))) => out.push(Probe {
+                    disk,
+                    dev,
+                    capacity,
+                    free,
+                }),
+                Err(e) => {
+                    self.fail_disk(disk, &format!("measuring free space: {e}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks that every disk in service still has its folders; fails those that do not.
+    pub fn check_disks(&self) {
+        self.probe();
+    }
+
+    /// Capacity and free space, in total and per disk. Folders on one file system count its
+    /// space once; the configured capacity caps both (blocking: runs `statvfs`).
+    pub fn usage(&self) -> Usage {
+        let probes = self.probe();
+        let st = self.state();
+        let remaining = st.remaining(self.capacity);
+        let cap = |c: u64| {
+            if self.capacity == 0 {
+                c
+            } else {
+                c.min(self.capacity)
+            }
+        };
+        let mut seen = HashSet::new();
+        let (mut capacity, mut free) = (0u64, 0u64);
+        for p in &probes {
+            if seen.insert(p.dev) {
+                capacity += p.capacity;
+                free += p.free;
+            }
+        }
+        let disks = self
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(d, root)| {
+                let probe = probes.iter().find(|p| p.disk == d);
+                let u = &st.disks[d];
+                DiskStatus {
+                    path: root.display().to_string(),
+                    capacity: probe.map(|p| cap(p.capacity)).unwrap_or(0),
+                    free: probe.map(|p| p.free.min(remaining)).unwrap_or(0),
+                    chunks: u.chunks,
+                    failed: u.failed || probe.is_none(),
+                }
+            })
+            .collect();
+        Usage {
+            capacity: cap(capacity),
+            free: free.min(remaining),
+            disks,
+        }
+    }
+
+    /// The disk a new chunk goes to: in service, with the most effective free space.
+    fn choose_disk(&self) -> Result<usize, StoreError> {
+        let probes = self.probe();
+        let st = self.state();
+        let remaining = st.remaining(self.capacity);
+        let candidates: Vec<Candidate> = probes
+            .iter()
+            .filter(|p| !st.disks[p.disk].failed)
+            .map(|p| Candidate {
+                disk: p.disk,
+                free: p.free.min(remaining),
+                used: st.disks[p.disk].held + st.disks[p.disk].pending,
+            })
+            .collect();
+        pick_disk(&candidates).ok_or(StoreError::NoDisk)
+    }
+
+    /// Creates the temporary file of a new chunk on the best disk. A disk where that fails
+    /// (other than for space) is failed and the next one is tried: no data has been taken from
+    /// the sender yet, so the write goes on elsewhere.
+    fn create_temp(&self, id: ChunkId) -> Result<(usize, PathBuf, File), StoreError> {
+        loop {
+            let disk = self.choose_disk()?;
+            let tmp = self.disks[disk]
+                .join("tmp")
+                .join(format!("{id}.{:08x}", rand::random::<u32>()));
+            match File::create(&tmp) {
+                Ok(f) => return Ok((disk, tmp, f)),
+                Err(e) => {
+                    let err = self.write_error(disk, "creating a chunk file", e);
+                    if matches!(err, StoreError::NoSpace(_)) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reserves `n` more bytes for a write in flight on `disk`; refused past the capacity.
+    fn reserve(&self, disk: usize, n: u64, reserved: &mut u64) -> Result<(), StoreError> {
+        let mut st = self.state();
+        if self.capacity > 0 && st.remaining(self.capacity) < n {
+            let held: u64 = st.disks.iter().map(|d| d.held).sum();
+            return Err(StoreError::NoSpace(format!(
+                "the capacity of {} bytes is reached ({held} bytes held)",
+                self.capacity
+            )));
+        }
+        st.disks[disk].pending += n;
+        *reserved += n;
+        Ok(())
     }
 
     /// Writes a chunk from the messages on `rx` (blocking: run it on a blocking thread). Returns
     /// the length and CRC32C once the chunk is durable under its final name. If `rx` closes
-    /// before [`WriteMsg::Finish`], nothing is kept.
+    /// before [`WriteMsg::Finish`], or the write fails, nothing is kept.
     pub fn write(
         &self,
         id: ChunkId,
         mut rx: mpsc::Receiver<WriteMsg>,
     ) -> Result<(u64, u32), StoreError> {
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{id}.{:08x}", rand::random::<u32>()));
-        let result = self.write_to(&tmp, id, &mut rx);
+        let (disk, tmp, file) = self.create_temp(id)?;
+        let mut reserved = 0u64;
+        let result = self.write_to(disk, file, &tmp, id, &mut rx, &mut reserved);
+        if reserved > 0 {
+            let mut st = self.state();
+            st.disks[disk].pending = st.disks[disk].pending.saturating_sub(reserved);
+        }
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -175,14 +596,20 @@ impl ChunkStore {
 
     fn write_to(
         &self,
+        disk: usize,
+        file: File,
         tmp: &Path,
         id: ChunkId,
         rx: &mut mpsc::Receiver<WriteMsg>,
+        reserved: &mut u64,
     ) -> Result<(u64, u32), StoreError> {
-        let mut f = BufWriter::with_capacity(WRITE_BUFFER, File::create(tmp)?);
-        f.write_all(MAGIC)?;
-        f.write_all(&CHUNK_FORMAT_VERSION.to_le_bytes())?;
-        f.write_all(&0u32.to_le_bytes())?;
+        let werr = |e: io::Error| self.write_error(disk, "writing a chunk", e);
+        let mut f = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&CHUNK_FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        f.write_all(&header).map_err(werr)?;
         let mut len = 0u64;
         let mut whole = 0u32;
         let mut block_crc = 0u32;
@@ -191,7 +618,8 @@ impl ChunkStore {
         loop {
             match rx.blocking_recv() {
                 Some(WriteMsg::Data(mut data)) => {
-                    f.write_all(&data)?;
+                    self.reserve(disk, data.len() as u64, reserved)?;
+                    f.write_all(&data).map_err(werr)?;
                     len += data.len() as u64;
                     whole = crc32c::crc32c_append(whole, &data);
                     while !data.is_empty() {
@@ -231,34 +659,90 @@ impl ChunkStore {
         table.extend_from_slice(&len.to_le_bytes());
         table.extend_from_slice(&whole.to_le_bytes());
         table.extend_from_slice(FOOTER_MAGIC);
-        f.write_all(&table)?;
-        let file = f.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let dest = self.path(id);
-        if let Some(existing) = self.meta(id) {
-            // Chunk ids are random: the same id again is a retried copy of the same chunk. Keep
-            // the durable one; refuse a different one rather than overwrite it.
-            let _ = fs::remove_file(tmp);
-            if existing == (len, whole) {
-                return Ok(existing);
+        f.write_all(&table).map_err(werr)?;
+        let file = f.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| self.write_error(disk, "fsyncing a chunk", e))?;
+        self.commit(disk, tmp, id, len, whole, reserved)
+    }
+
+    /// Renames a finished temporary file into place and records the chunk. Only one write of an
+    /// id commits at a time; a second one waits and then finds the first's chunk.
+    fn commit(
+        &self,
+        disk: usize,
+        tmp: &Path,
+        id: ChunkId,
+        len: u64,
+        crc: u32,
+        reserved: &mut u64,
+    ) -> Result<(u64, u32), StoreError> {
+        {
+            let mut st = self.state();
+            loop {
+                if st.disks[disk].failed {
+                    drop(st);
+                    return Err(self.fail_disk(disk, "failed while a chunk was being written"));
+                }
+                if let Some(existing) = st.index.get(&id).copied() {
+                    drop(st);
+                    // Chunk ids are random: the same id again is a retried copy of the same
+                    // chunk. Keep the durable one; refuse a different one rather than overwrite.
+                    let _ = fs::remove_file(tmp);
+                    if (existing.len, existing.crc) == (len, crc) {
+                        return Ok((len, crc));
+                    }
+                    return Err(StoreError::Corrupt(
+                        id,
+                        "a different chunk with this id exists".into(),
+                    ));
+                }
+                if st.committing.insert(id) {
+                    break;
+                }
+                st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            return Err(StoreError::Corrupt(
-                id,
-                "a different chunk with this id exists".into(),
-            ));
         }
-        let dir = dest.parent().ok_or_else(|| io::Error::other("no parent"))?;
-        create_dir_durable(dir)?;
-        fs::rename(tmp, &dest)?;
-        File::open(dir)?.sync_all()?;
-        if let Ok(mut c) = self.chunks.lock() {
-            c.insert(id, (len, whole));
+        let dest = self.path(disk, id);
+        let placed = self.place(disk, tmp, &dest);
+        {
+            let mut st = self.state();
+            st.committing.remove(&id);
+            if placed.is_ok() && !st.disks[disk].failed {
+                st.index.insert(id, Entry { disk, len, crc });
+                let d = &mut st.disks[disk];
+                d.held += len;
+                d.chunks += 1;
+                d.pending = d.pending.saturating_sub(*reserved);
+                *reserved = 0;
+                // Copied here again (re-replication): no longer lost.
+                st.lost.retain(|(_, l)| *l != id);
+            }
         }
-        Ok((len, whole))
+        self.committed.notify_all();
+        placed?;
+        if self.is_failed(disk) {
+            return Err(self.fail_disk(disk, "failed while a chunk was being written"));
+        }
+        Ok((len, crc))
+    }
+
+    /// Moves a durable temporary file to `dest` and makes the rename durable.
+    fn place(&self, disk: usize, tmp: &Path, dest: &Path) -> Result<(), StoreError> {
+        let dir = dest
+            .parent()
+            .ok_or_else(|| io::Error::other("chunk path has no folder"))?;
+        create_chunk_dir(&self.disks[disk].join("chunks"), dir)
+            .map_err(|e| self.write_error(disk, "creating a chunk folder", e))?;
+        fs::rename(tmp, dest).map_err(|e| self.write_error(disk, "renaming a chunk", e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.write_error(disk, "fsyncing a chunk folder", e))
     }
 
     /// Streams `len` bytes of a chunk from `offset` into `tx`, verifying every block (blocking).
-    /// A corrupt block ends the stream with an error instead of its bytes.
+    /// A failure ends the stream with an error item instead of bytes; a corrupt or vanished
+    /// replica is dropped and queued as lost, a disk I/O error fails the disk.
     pub fn read(
         &self,
         id: ChunkId,
@@ -266,12 +750,23 @@ impl ChunkStore {
         len: Option<u64>,
         tx: mpsc::Sender<Result<Bytes, io::Error>>,
     ) -> Result<(), StoreError> {
-        let path = self.path(id);
-        let (size, _, file) = match read_footer(&path) {
-            Ok(v) => v,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(id)),
-            Err(e) => return Err(StoreError::Corrupt(id, e.to_string())),
-        };
+        let result = self.read_to(id, offset, len, &tx);
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+        result
+    }
+
+    fn read_to(
+        &self,
+        id: ChunkId,
+        offset: u64,
+        len: Option<u64>,
+        tx: &mpsc::Sender<Result<Bytes, io::Error>>,
+    ) -> Result<(), StoreError> {
+        let entry = self.entry(id).ok_or(StoreError::NotFound(id))?;
+        let fault = |f: Fault| self.read_fault(id, entry.disk, f);
+        let (size, file, table) = open_checked(&self.path(entry.disk, id), entry).map_err(fault)?;
         let len = len.unwrap_or(size.saturating_sub(offset));
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(StoreError::BadRange {
@@ -285,23 +780,13 @@ impl ChunkStore {
             return Ok(());
         }
         let block = BLOCK_SIZE as u64;
-        let nblocks = size.div_ceil(block);
-        let mut table = vec![0u8; (nblocks * 4) as usize];
-        file.read_exact_at(&mut table, HEADER_LEN + size)?;
         let first = offset / block;
         let last = (offset + len - 1) / block;
         for b in first..=last {
             let start = b * block;
             let blen = block.min(size - start) as usize;
             let mut buf = vec![0u8; blen];
-            file.read_exact_at(&mut buf, HEADER_LEN + start)?;
-            let want = be32(&table[(b * 4) as usize..]);
-            if crc32c::crc32c(&buf) != want {
-                let err = StoreError::Corrupt(id, format!("block {b} fails its checksum"));
-                tracing::error!(chunk = %id, block = b, "corrupt block");
-                let _ = tx.blocking_send(Err(io::Error::other(err.to_string())));
-                return Err(err);
-            }
+            read_block(&file, &table, b, &mut buf).map_err(fault)?;
             let from = offset.saturating_sub(start) as usize;
             let to = ((offset + len).min(start + blen as u64) - start) as usize;
             let bytes = Bytes::from(buf).slice(from..to);
@@ -312,75 +797,296 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Streams a whole chunk file's data for a pipeline recovery, without verifying (the
-    /// receiver checks the CRC32C the sender reports).
-    pub fn data_path(&self, id: ChunkId) -> PathBuf {
-        self.path(id)
+    /// Re-reads a whole chunk at no more than `rate` bytes per second (0: unthrottled) and
+    /// checks every block and the whole-chunk CRC32C against the footer (blocking). A corrupt
+    /// replica is deleted and queued as lost. Gives up, unjudged, once `stop` is set.
+    pub fn scrub_chunk(&self, id: ChunkId, rate: u64, stop: &AtomicBool) -> ScrubOutcome {
+        let Some(entry) = self.entry(id) else {
+            return ScrubOutcome::Skipped;
+        };
+        let mut throttle = Throttle::new(rate, stop);
+        match verify(&self.path(entry.disk, id), entry, &mut throttle) {
+            Ok(false) => ScrubOutcome::Skipped,
+            Ok(true) => {
+                self.scrubbed.fetch_add(1, Ordering::Relaxed);
+                ScrubOutcome::Good
+            }
+            Err(Fault::Corrupt(why)) => {
+                self.scrubbed.fetch_add(1, Ordering::Relaxed);
+                self.scrub_corrupt.fetch_add(1, Ordering::Relaxed);
+                self.read_fault(id, entry.disk, Fault::Corrupt(why));
+                ScrubOutcome::Corrupt
+            }
+            // Deleted while being scrubbed: nothing to report.
+            Err(Fault::Missing) if self.entry(id) != Some(entry) => ScrubOutcome::Skipped,
+            Err(fault) => {
+                self.read_fault(id, entry.disk, fault);
+                ScrubOutcome::Lost
+            }
+        }
     }
 
-    /// Deletes a chunk (garbage collection).
+    /// Deletes a chunk (an order of the master). The index forgets it first, so a read that
+    /// races with the deletion either has the file open already or finds nothing.
     pub fn delete(&self, id: ChunkId) -> Result<(), StoreError> {
-        if let Ok(mut c) = self.chunks.lock() {
-            c.remove(&id);
-        }
-        match fs::remove_file(self.path(id)) {
+        let entry = self.state().remove(id).ok_or(StoreError::NotFound(id))?;
+        match fs::remove_file(self.path(entry.disk, id)) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(id)),
-            Err(e) => Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.fail_disk(entry.disk, &format!("deleting chunk {id}: {e}"))),
         }
+    }
+
+    /// Deletes each chunk of `ids` that is here; answers how many were.
+    pub fn delete_all(&self, ids: &[ChunkId]) -> usize {
+        let mut deleted = 0;
+        for id in ids {
+            match self.delete(*id) {
+                Ok(()) => deleted += 1,
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(chunk = %id, error = %e, "cannot delete a chunk"),
+            }
+        }
+        deleted
     }
 }
 
-/// Creates `dir` and any missing parents, fsyncing each parent whose entries changed, so that a
-/// new hashed sub-folder survives a power loss with the chunk renamed into it.
-fn create_dir_durable(dir: &Path) -> io::Result<()> {
+/// Prepares one data folder and lists its chunks: (id, length, CRC32C).
+fn open_disk(root: &Path) -> Result<Vec<(ChunkId, u64, u32)>, String> {
+    let ctx = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
+    fs::create_dir_all(root).map_err(|e| ctx("creating", root, e))?;
+    let tmp = root.join("tmp");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| ctx("clearing", &tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| ctx("creating", &tmp, e))?;
+    let chunks = root.join("chunks");
+    fs::create_dir_all(&chunks).map_err(|e| ctx("creating", &chunks, e))?;
+    let mut found = Vec::new();
+    let list = |dir: &Path| -> Result<Vec<fs::DirEntry>, String> {
+        fs::read_dir(dir)
+            .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
+            .map_err(|e| ctx("listing", dir, e))
+    };
+    let is_dir = |e: &fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
+    for a in list(&chunks)?.into_iter().filter(is_dir) {
+        for b in list(&a.path())?.into_iter().filter(is_dir) {
+            for f in list(&b.path())? {
+                let Some(id) = f
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<ChunkId>().ok())
+                else {
+                    continue;
+                };
+                match read_footer(&f.path()) {
+                    Ok((len, crc, _)) => found.push((id, len, crc)),
+                    Err(Fault::Missing) => {}
+                    Err(Fault::Corrupt(why)) => {
+                        tracing::warn!(chunk = %id, error = %why, "skipping unreadable chunk")
+                    }
+                    Err(Fault::Io(e)) => return Err(ctx("reading", &f.path(), e)),
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Why a data folder is unusable, if it is: its root, `chunks/` or `tmp/` is gone or not a
+/// folder (an unmounted or replaced disk).
+fn disk_problem(root: &Path) -> Option<String> {
+    for p in [root.to_path_buf(), root.join("chunks"), root.join("tmp")] {
+        match fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Some(format!("{} is not a folder", p.display())),
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        }
+    }
+    None
+}
+
+/// Total and free bytes of the file system holding `dir`.
+fn fs_space(dir: &Path) -> io::Result<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
+    let frag = s.fragment_size();
+    Ok((s.blocks() * frag, s.blocks_available() * frag))
+}
+
+/// Out of space or quota: the write fails, the disk is fine.
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Creates the hashed sub-folders of `dir` under `chunks` (which must exist: a missing `chunks/`
+/// is a disk failure, not something to paper over), fsyncing each parent whose entries changed
+/// so that a new sub-folder survives a power loss with the chunk renamed into it.
+fn create_chunk_dir(chunks: &Path, dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
-        create_dir_durable(parent)?;
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        File::open(parent)?.sync_all()?;
+    let Some(parent) = dir.parent() else {
+        return Err(io::Error::other("chunk folder has no parent"));
+    };
+    if parent != chunks {
+        create_chunk_dir(chunks, parent)?;
     }
-    Ok(())
+    match fs::create_dir(dir) {
+        Ok(()) => File::open(parent)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What is wrong with a chunk file.
+#[derive(Debug)]
+enum Fault {
+    /// The file is not there.
+    Missing,
+    /// The disk failed to answer.
+    Io(io::Error),
+    /// The file is there but its bytes are wrong.
+    Corrupt(String),
+}
+
+impl From<io::Error> for Fault {
+    fn from(e: io::Error) -> Fault {
+        match e.kind() {
+            io::ErrorKind::NotFound => Fault::Missing,
+            // The length was checked against the footer: a short read means a damaged file.
+            io::ErrorKind::UnexpectedEof => {
+                Fault::Corrupt("file shorter than its footer says".into())
+            }
+            _ => Fault::Io(e),
+        }
+    }
 }
 
 /// Reads and checks a chunk file's header and footer: (data length, CRC32C, open file).
-fn read_footer(path: &Path) -> io::Result<(u64, u32, File)> {
+fn read_footer(path: &Path) -> Result<(u64, u32, File), Fault> {
     let mut f = File::open(path)?;
-    let mut header = [0u8; HEADER_LEN as usize];
-    f.read_exact(&mut header)?;
-    if &header[..8] != MAGIC {
-        return Err(io::Error::other("not a chunk file"));
-    }
-    let version = be32(&header[8..]);
-    if version > CHUNK_FORMAT_VERSION {
-        return Err(io::Error::other(format!(
-            "chunk format {version} is too new"
-        )));
-    }
     let total = f.seek(SeekFrom::End(0))?;
     if total < HEADER_LEN + FOOTER_LEN {
-        return Err(io::Error::other("chunk file too short"));
+        return Err(Fault::Corrupt("chunk file too short".into()));
+    }
+    let mut header = [0u8; HEADER_LEN as usize];
+    f.read_exact_at(&mut header, 0)?;
+    if &header[..8] != MAGIC {
+        return Err(Fault::Corrupt("not a chunk file".into()));
+    }
+    let version = le32(&header[8..]);
+    if version > CHUNK_FORMAT_VERSION {
+        return Err(Fault::Corrupt(format!("chunk format {version} is too new")));
     }
     let mut footer = [0u8; FOOTER_LEN as usize];
     f.read_exact_at(&mut footer, total - FOOTER_LEN)?;
     if &footer[12..] != FOOTER_MAGIC {
-        return Err(io::Error::other("chunk footer missing"));
+        return Err(Fault::Corrupt("chunk footer missing".into()));
     }
-    let len = u64::from_le_bytes(footer[..8].try_into().map_err(io::Error::other)?);
-    let crc = be32(&footer[8..]);
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&footer[..8]);
+    let len = u64::from_le_bytes(len);
+    let crc = le32(&footer[8..]);
     let nblocks = len.div_ceil(BLOCK_SIZE as u64);
-    if HEADER_LEN + len + nblocks * 4 + FOOTER_LEN != total {
-        return Err(io::Error::other(
-            "chunk file length does not match its footer",
+    let expected = nblocks
+        .checked_mul(4)
+        .and_then(|t| t.checked_add(HEADER_LEN + FOOTER_LEN))
+        .and_then(|t| t.checked_add(len));
+    if expected != Some(total) {
+        return Err(Fault::Corrupt(
+            "chunk file length does not match its footer".into(),
         ));
     }
     Ok((len, crc, f))
+}
+
+/// Opens a chunk file whose footer must agree with the index; answers its length, the open
+/// file and its block CRC table.
+fn open_checked(path: &Path, entry: Entry) -> Result<(u64, File, Vec<u8>), Fault> {
+    let (size, crc, file) = read_footer(path)?;
+    if (size, crc) != (entry.len, entry.crc) {
+        return Err(Fault::Corrupt(format!(
+            "footer says {size} bytes crc {crc:08x}, the chunk was stored as {} bytes crc {:08x}",
+            entry.len, entry.crc
+        )));
+    }
+    let mut table = vec![0u8; (size.div_ceil(BLOCK_SIZE as u64) * 4) as usize];
+    file.read_exact_at(&mut table, HEADER_LEN + size)?;
+    Ok((size, file, table))
+}
+
+/// Reads block `b` into `buf` (sized to the block) and checks it against its CRC.
+fn read_block(file: &File, table: &[u8], b: u64, buf: &mut [u8]) -> Result<(), Fault> {
+    file.read_exact_at(buf, HEADER_LEN + b * BLOCK_SIZE as u64)?;
+    let at = (b * 4) as usize;
+    if crc32c::crc32c(buf) != le32(&table[at..at + 4]) {
+        return Err(Fault::Corrupt(format!("block {b} fails its checksum")));
+    }
+    Ok(())
+}
+
+/// Checks every block of a chunk file and its whole-chunk CRC32C; false if stopped before the
+/// end.
+fn verify(path: &Path, entry: Entry, throttle: &mut Throttle) -> Result<bool, Fault> {
+    let (size, file, table) = open_checked(path, entry)?;
+    let mut buf = vec![0u8; BLOCK_SIZE];
+    let mut whole = 0u32;
+    for b in 0..size.div_ceil(BLOCK_SIZE as u64) {
+        let blen = (BLOCK_SIZE as u64).min(size - b * BLOCK_SIZE as u64) as usize;
+        read_block(&file, &table, b, &mut buf[..blen])?;
+        whole = crc32c::crc32c_append(whole, &buf[..blen]);
+        if !throttle.consume(blen as u64) {
+            return Ok(false);
+        }
+    }
+    if whole != entry.crc {
+        return Err(Fault::Corrupt(format!(
+            "whole-chunk checksum {whole:08x} differs from the footer's {:08x}",
+            entry.crc
+        )));
+    }
+    Ok(true)
+}
+
+/// Keeps a blocking reader under `rate` bytes per second by sleeping when ahead of schedule,
+/// and tells it to stop once `stop` is set.
+struct Throttle<'a> {
+    rate: u64,
+    start: Instant,
+    bytes: u64,
+    stop: &'a AtomicBool,
+}
+
+impl<'a> Throttle<'a> {
+    fn new(rate: u64, stop: &'a AtomicBool) -> Throttle<'a> {
+        Throttle {
+            rate,
+            start: Instant::now(),
+            bytes: 0,
+            stop,
+        }
+    }
+
+    /// Accounts `n` bytes read, sleeping as needed; false if the reader must stop.
+    fn consume(&mut self, n: u64) -> bool {
+        self.bytes += n;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            if self.rate == 0 {
+                return true;
+            }
+            let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+            match due.checked_sub(self.start.elapsed()) {
+                Some(ahead) if !ahead.is_zero() => std::thread::sleep(ahead.min(STOP_CHECK)),
+                _ => return true,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +1098,12 @@ mod tests {
             std::env::temp_dir().join(format!("tinydfs-store-{name}-{}", rand::random::<u32>()));
         fs::create_dir_all(&p).unwrap();
         p
+    }
+
+    fn pattern(n: usize, seed: u32) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(7).wrapping_add(seed) % 251) as u8)
+            .collect()
     }
 
     fn write(
@@ -428,11 +1140,27 @@ mod tests {
         Ok(out)
     }
 
+    /// Which of `disks` holds chunk `id`.
+    fn disk_of(store: &ChunkStore, disks: &[PathBuf], id: ChunkId) -> Option<usize> {
+        let path = store.data_path(id)?;
+        disks.iter().position(|d| path.starts_with(d))
+    }
+
+    fn temp_files(disk: &Path) -> usize {
+        fs::read_dir(disk.join("tmp")).unwrap().count()
+    }
+
+    fn flip(path: &Path, at: u64) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[at as usize] ^= 1;
+        fs::write(path, bytes).unwrap();
+    }
+
     #[test]
     fn writes_reads_ranges_and_detects_corruption() {
         let dir = tempdir("rw");
-        let store = ChunkStore::open(&dir).unwrap();
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let data = pattern(200_000, 0);
         let id = ChunkId(42);
         let (len, crc) = write(&store, id, &data, true).unwrap();
         assert_eq!(len, data.len() as u64);
@@ -451,17 +1179,337 @@ mod tests {
         }
         assert!(read(&store, id, 199_999, 2).is_err());
         // A reopened store finds the chunk; an abandoned write leaves nothing.
-        assert!(write(&store, ChunkId(43), &data, false).is_err());
-        let store = ChunkStore::open(&dir).unwrap();
+        assert!(matches!(
+            write(&store, ChunkId(43), &data, false),
+            Err(StoreError::Aborted)
+        ));
+        assert_eq!(temp_files(&dir), 0);
+        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
         assert_eq!(store.meta(id), Some((len, crc)));
         assert_eq!(store.meta(ChunkId(43)), None);
-        // Flip one byte in the second block: reads of it fail, reads of the first block do not.
-        let path = store.data_path(id);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[(HEADER_LEN + 70_000) as usize] ^= 1;
-        fs::write(&path, bytes).unwrap();
-        assert!(read(&store, id, 0, 100).is_ok());
+        // Flip one byte in the second block: reads of the first block still work; a read of the
+        // second fails, and the replica is dropped and reported lost (the master copies it again).
+        let path = store.data_path(id).unwrap();
+        flip(&path, HEADER_LEN + 70_000);
+        assert_eq!(read(&store, id, 0, 100).unwrap(), &data[..100]);
+        assert!(store.lost().1.is_empty());
         assert!(read(&store, id, 65_536, 10).is_err());
+        assert_eq!(store.meta(id), None);
+        assert!(!path.exists());
+        assert_eq!(store.lost().1, vec![id]);
+        assert!(!store.is_failed(0), "corruption is not a disk failure");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn picks_the_disk_with_the_most_free_space() {
+        let c = |disk, free, used| Candidate { disk, free, used };
+        assert_eq!(pick_disk(&[]), None);
+        assert_eq!(
+            pick_disk(&[c(0, 10, 0), c(1, 30, 500), c(2, 20, 0)]),
+            Some(1)
+        );
+        // Folders on one file system: equal free space, the emptier folder wins, then the first.
+        assert_eq!(pick_disk(&[c(0, 50, 9), c(1, 50, 3), c(2, 50, 3)]), Some(1));
+    }
+
+    #[test]
+    fn spreads_chunks_over_disks_and_reports_them() {
+        let (a, b) = (tempdir("spread-a"), tempdir("spread-b"));
+        let disks = vec![a.clone(), b.clone()];
+        let store = ChunkStore::open(&disks, 0).unwrap();
+        write(&store, ChunkId(1), &pattern(300_000, 1), true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(1)), Some(0));
+        // Same file system, same free space: the folder holding less gets the next chunks
+        // until it holds more.
+        write(&store, ChunkId(2), &pattern(200_000, 2), true).unwrap();
+        write(&store, ChunkId(3), &pattern(150_000, 3), true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(2)), Some(1));
+        assert_eq!(disk_of(&store, &disks, ChunkId(3)), Some(1));
+        write(&store, ChunkId(4), &pattern(10, 4), true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(4)), Some(0));
+        let usage = store.usage();
+        assert_eq!(usage.disks.len(), 2);
+        assert_eq!((usage.disks[0].chunks, usage.disks[1].chunks), (2, 2));
+        assert!(usage.disks.iter().all(|d| !d.failed && d.capacity > 0));
+        // Both folders share one file system: its space is counted once.
+        assert_eq!(usage.capacity, usage.disks[0].capacity);
+        // A reopened store finds every chunk on its disk.
+        drop(store);
+        let store = ChunkStore::open(&disks, 0).unwrap();
+        assert_eq!(store.count(), 4);
+        assert_eq!(disk_of(&store, &disks, ChunkId(2)), Some(1));
+        assert_eq!(
+            read(&store, ChunkId(3), 0, 150_000).unwrap(),
+            pattern(150_000, 3)
+        );
+        fs::remove_dir_all(a).unwrap();
+        fs::remove_dir_all(b).unwrap();
+    }
+
+    #[test]
+    fn a_replaced_disk_folder_fails_and_writes_go_to_the_other_disk() {
+        let (a, b) = (tempdir("fail-a"), tempdir("fail-b"));
+        let disks = vec![a.clone(), b.clone()];
+        let store = ChunkStore::open(&disks, 0).unwrap();
+        let x = pattern(100_000, 5);
+        write(&store, ChunkId(1), &x, true).unwrap();
+        write(&store, ChunkId(2), &pattern(150_000, 6), true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(1)), Some(0));
+        assert_eq!(disk_of(&store, &disks, ChunkId(2)), Some(1));
+        // The disk goes away: its folder is now a regular file.
+        fs::remove_dir_all(&a).unwrap();
+        fs::write(&a, b"not a folder").unwrap();
+        // Disk 0 holds less and would get the next chunk; it is found failed and skipped.
+        let z = pattern(70_000, 7);
+        write(&store, ChunkId(3), &z, true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(3)), Some(1));
+        assert!(store.is_failed(0));
+        assert!(!store.is_failed(1));
+        assert_eq!(store.lost().1, vec![ChunkId(1)]);
+        assert_eq!(store.meta(ChunkId(1)), None);
+        let mut held: Vec<u128> = store.report().iter().map(|c| c.id.0).collect();
+        held.sort_unstable();
+        assert_eq!(held, vec![2, 3]);
+        assert!(read(&store, ChunkId(1), 0, 10).is_err());
+        assert_eq!(read(&store, ChunkId(3), 0, 70_000).unwrap(), z);
+        let usage = store.usage();
+        assert!(usage.disks[0].failed);
+        assert_eq!(usage.disks[0].chunks, 0);
+        assert_eq!(usage.disks[1].chunks, 2);
+        assert_eq!(temp_files(&b), 0);
+        // The last disk goes too: writes fail with a clear error.
+        fs::remove_dir_all(&b).unwrap();
+        assert!(matches!(
+            write(&store, ChunkId(4), &z, true),
+            Err(StoreError::NoDisk)
+        ));
+        let mut lost = store.lost().1;
+        lost.sort_unstable_by_key(|id| id.0);
+        assert_eq!(lost, vec![ChunkId(1), ChunkId(2), ChunkId(3)]);
+        assert_eq!(store.count(), 0);
+        fs::remove_file(a).unwrap();
+    }
+
+    #[test]
+    fn a_removed_chunks_tree_is_found_by_reads_and_the_scrubber() {
+        let go = AtomicBool::new(false);
+        let (a, b) = (tempdir("gone-a"), tempdir("gone-b"));
+        let disks = vec![a.clone(), b.clone()];
+        let store = ChunkStore::open(&disks, 0).unwrap();
+        write(&store, ChunkId(1), &pattern(1000, 1), true).unwrap();
+        write(&store, ChunkId(2), &pattern(1000, 2), true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(2)), Some(1));
+        fs::remove_dir_all(a.join("chunks")).unwrap();
+        assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Lost);
+        assert!(store.is_failed(0));
+        assert_eq!(store.lost().1, vec![ChunkId(1)]);
+        assert_eq!(store.scrub_chunk(ChunkId(2), 0, &go), ScrubOutcome::Good);
+        assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Skipped);
+        assert_eq!(store.scrub_counters(), (1, 0));
+
+        // The same found by a read; a write after it is not confused either.
+        fs::remove_dir_all(b.join("chunks")).unwrap();
+        assert!(read(&store, ChunkId(2), 0, 10).is_err());
+        assert!(store.is_failed(1));
+        assert!(matches!(
+            write(&store, ChunkId(3), b"x", true),
+            Err(StoreError::NoDisk)
+        ));
+        fs::remove_dir_all(a).unwrap();
+        fs::remove_dir_all(b).unwrap();
+    }
+
+    #[test]
+    fn a_vanished_chunk_file_is_lost_but_its_disk_is_fine() {
+        let go = AtomicBool::new(false);
+        let dir = tempdir("vanished");
+        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        write(&store, ChunkId(1), &pattern(1000, 1), true).unwrap();
+        write(&store, ChunkId(2), &pattern(1000, 2), true).unwrap();
+        fs::remove_file(store.data_path(ChunkId(1)).unwrap()).unwrap();
+        assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Lost);
+        assert!(!store.is_failed(0));
+        let (mark, lost) = store.lost();
+        assert_eq!(lost, vec![ChunkId(1)]);
+        // A loss after the heartbeat was built stays queued when that heartbeat is acknowledged.
+        fs::remove_file(store.data_path(ChunkId(2)).unwrap()).unwrap();
+        assert!(read(&store, ChunkId(2), 0, 1).is_err());
+        store.ack_lost(mark);
+        assert_eq!(store.lost().1, vec![ChunkId(2)]);
+        // Copied here again: no longer lost.
+        write(&store, ChunkId(2), &pattern(1000, 2), true).unwrap();
+        assert!(store.lost().1.is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_capacity_refuses_a_write_cleanly() {
+        let dir = tempdir("capacity");
+        let store = ChunkStore::open(std::slice::from_ref(&dir), 300_000).unwrap();
+        let first = pattern(200_000, 1);
+        write(&store, ChunkId(1), &first, true).unwrap();
+        let usage = store.usage();
+        assert_eq!(usage.capacity, 300_000);
+        assert_eq!(usage.free, 100_000);
+        let err = write(&store, ChunkId(2), &pattern(200_000, 2), true).unwrap_err();
+        assert!(matches!(err, StoreError::NoSpace(_)), "{err}");
+        assert!(!err.to_string().contains('\n'));
+        // Nothing recorded, no temporary file left, the disk still in service and the earlier
+        // chunk intact.
+        assert_eq!(store.meta(ChunkId(2)), None);
+        assert_eq!(temp_files(&dir), 0);
+        assert!(!store.is_failed(0));
+        assert!(store.lost().1.is_empty());
+        assert_eq!(read(&store, ChunkId(1), 0, 200_000).unwrap(), first);
+        assert_eq!(
+            store.usage().free,
+            100_000,
+            "the refused write's bytes are released"
+        );
+        // What fits still goes in.
+        write(&store, ChunkId(3), &pattern(100_000, 3), true).unwrap();
+        assert_eq!(store.usage().free, 0);
+        assert!(matches!(
+            write(&store, ChunkId(4), b"y", true),
+            Err(StoreError::NoSpace(_))
+        ));
+        // Deleting gives the space back.
+        store.delete(ChunkId(1)).unwrap();
+        assert_eq!(store.usage().free, 200_000);
+        write(&store, ChunkId(4), b"y", true).unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_scrubber_finds_corruption_and_drops_the_replica() {
+        let go = AtomicBool::new(false);
+        let dir = tempdir("scrub");
+        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let data = pattern(200_000, 9);
+        for id in 1..=3 {
+            write(&store, ChunkId(id), &data, true).unwrap();
+        }
+        // Chunk 1: one flipped data byte.
+        let p1 = store.data_path(ChunkId(1)).unwrap();
+        flip(&p1, HEADER_LEN + 130_000);
+        // Chunk 2: a flipped byte whose block CRC was fixed up, so only the whole-chunk CRC
+        // (in the footer) can tell.
+        let p2 = store.data_path(ChunkId(2)).unwrap();
+        let mut bytes = fs::read(&p2).unwrap();
+        bytes[(HEADER_LEN + 5) as usize] ^= 1;
+        let block0 =
+            crc32c::crc32c(&bytes[HEADER_LEN as usize..(HEADER_LEN as usize + BLOCK_SIZE)]);
+        let table = (HEADER_LEN + data.len() as u64) as usize;
+        bytes[table..table + 4].copy_from_slice(&block0.to_le_bytes());
+        fs::write(&p2, bytes).unwrap();
+
+        assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Corrupt);
+        assert_eq!(store.scrub_chunk(ChunkId(2), 0, &go), ScrubOutcome::Corrupt);
+        // Chunk 3 is good and is read at the given rate: 200 kB at 1 MB/s takes 0.2 s.
+        let started = Instant::now();
+        assert_eq!(
+            store.scrub_chunk(ChunkId(3), 1_000_000, &go),
+            ScrubOutcome::Good
+        );
+        assert!(started.elapsed() >= Duration::from_millis(190));
+        assert_eq!(store.scrub_counters(), (3, 2));
+        // A stopped scrub gives up at once, even at a crawling rate, and judges nothing.
+        let started = Instant::now();
+        let stop = AtomicBool::new(true);
+        assert_eq!(
+            store.scrub_chunk(ChunkId(3), 1, &stop),
+            ScrubOutcome::Skipped
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(store.scrub_counters(), (3, 2));
+        assert!(!p1.exists() && !p2.exists());
+        assert_eq!(
+            (store.meta(ChunkId(1)), store.meta(ChunkId(2))),
+            (None, None)
+        );
+        assert_eq!(store.lost().1, vec![ChunkId(1), ChunkId(2)]);
+        assert_eq!(store.report().len(), 1);
+        assert!(!store.is_failed(0));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_id_keep_one_chunk() {
+        let (a, b) = (tempdir("twice-a"), tempdir("twice-b"));
+        let disks = vec![a.clone(), b.clone()];
+        let store = ChunkStore::open(&disks, 0).unwrap();
+        let data = pattern(300_000, 4);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let w: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| write(&store, ChunkId(7), &data, true)))
+                .collect();
+            w.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let want = (data.len() as u64, crc32c::crc32c(&data));
+        assert!(results.iter().all(|r| r.as_ref().ok() == Some(&want)));
+        assert_eq!(store.count(), 1);
+        // Exactly one file, whatever disk each write was given.
+        let name = ChunkId(7).to_string();
+        let files = disks
+            .iter()
+            .filter(|d| d.join("chunks/00/00").join(&name).exists())
+            .count();
+        assert_eq!(files, 1);
+        // A different chunk under the same id is refused.
+        assert!(matches!(
+            write(&store, ChunkId(7), b"other", true),
+            Err(StoreError::Corrupt(..))
+        ));
+        assert_eq!(temp_files(&a) + temp_files(&b), 0);
+        fs::remove_dir_all(a).unwrap();
+        fs::remove_dir_all(b).unwrap();
+    }
+
+    #[test]
+    fn a_chunk_deleted_while_read_streams_to_the_end() {
+        let dir = tempdir("delete-read");
+        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let data = pattern(300_000, 3);
+        write(&store, ChunkId(1), &data, true).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| store.read(ChunkId(1), 0, None, tx));
+            // The first block is out: the reader has the file open.
+            let mut got = rx.blocking_recv().unwrap().unwrap().to_vec();
+            store.delete(ChunkId(1)).unwrap();
+            while let Some(b) = rx.blocking_recv() {
+                got.extend_from_slice(&b.unwrap());
+            }
+            assert!(reader.join().unwrap().is_ok());
+            assert_eq!(got, data);
+        });
+        assert!(matches!(
+            store.delete(ChunkId(1)),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(read(&store, ChunkId(1), 0, 1).is_err());
+        assert!(store.lost().1.is_empty(), "a deleted chunk is not lost");
+        assert_eq!(store.delete_all(&[ChunkId(1), ChunkId(9)]), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_broken_disk_at_start_is_marked_failed() {
+        let a = tempdir("start-a");
+        let broken = tempdir("start-b").join("file");
+        fs::write(&broken, b"not a folder").unwrap();
+        let disks = vec![broken.clone(), a.clone()];
+        let store = ChunkStore::open(&disks, 0).unwrap();
+        assert!(store.is_failed(0));
+        write(&store, ChunkId(1), b"abc", true).unwrap();
+        assert_eq!(disk_of(&store, &disks, ChunkId(1)), Some(1));
+        assert!(store.usage().disks[0].failed);
+        assert!(matches!(
+            ChunkStore::open(std::slice::from_ref(&broken), 0),
+            Err(StoreError::NoDisk)
+        ));
+        fs::remove_dir_all(a).unwrap();
+        fs::remove_dir_all(broken.parent().unwrap()).unwrap();
     }
 }

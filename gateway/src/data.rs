@@ -6,7 +6,7 @@
 //! chunkserver on to the client.
 
 use crate::error::{S3Error, S3Result};
-use crate::Gateway;
+use crate::{Gateway, UploadLease};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
@@ -33,6 +33,8 @@ pub struct Stored {
     pub chunks: Vec<ChunkMeta>,
     /// Where each chunk landed, for the leader's soft state.
     pub locations: Vec<(ChunkId, Vec<NodeId>)>,
+    /// The lease the chunks are named under, held (so kept renewed) until the upload commits.
+    pub lease: Arc<UploadLease>,
 }
 
 struct OpenChunk {
@@ -74,11 +76,15 @@ where
     S: Stream<Item = Result<Bytes, S3Error>> + Unpin,
 {
     let mut md5 = Md5::new();
+    let lease = gw
+        .hold_lease()
+        .ok_or_else(|| S3Error::unavailable("this gateway has no upload lease yet"))?;
     let mut stored = Stored {
         size: 0,
         md5: [0; 16],
         chunks: Vec::new(),
         locations: Vec::new(),
+        lease,
     };
     let mut open: Option<OpenChunk> = None;
     let chunk_size = gw.config.chunk_size;
@@ -110,7 +116,7 @@ where
         while !data.is_empty() {
             let mut chunk = match open.take() {
                 Some(c) => c,
-                None => open_chunk(gw, request_id).await?,
+                None => open_chunk(gw, request_id, stored.lease.id).await?,
             };
             let take = ((chunk_size - chunk.written) as usize).min(data.len());
             let piece = data.split_to(take);
@@ -141,7 +147,7 @@ where
     Ok(stored)
 }
 
-async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
+async fn open_chunk(gw: &Gateway, request_id: &str, lease: u32) -> S3Result<OpenChunk> {
     let placement = gw
         .master
         .placement(1, gw.config.replicas, gw.suspects())
@@ -152,10 +158,6 @@ async fn open_chunk(gw: &Gateway, request_id: &str) -> S3Result<OpenChunk> {
         .next()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| S3Error::unavailable("the master returned no pipeline"))?;
-    let lease = gw.lease.load(std::sync::atomic::Ordering::Relaxed);
-    if lease == 0 {
-        return Err(S3Error::unavailable("this gateway has no upload lease yet"));
-    }
     let id = ChunkId::in_lease(lease);
     let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

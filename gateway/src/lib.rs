@@ -56,6 +56,13 @@ pub struct GatewayConfig {
     pub tls_key: Option<PathBuf>,
     /// Root domain for virtual-host-style addressing (`bucket.<domain>`); path-style always works.
     pub domain: Option<String>,
+    /// Seconds between new upload leases (see [`keep_leases`]): the longest the chunks of an
+    /// object deleted soon after its upload wait before they can be collected, plus the lease
+    /// life (60 s).
+    pub lease_rotate_secs: f64,
+    /// Life of an upload lease: how long after this gateway dies its unfinished uploads' chunks
+    /// become garbage.
+    pub lease_ttl_secs: f64,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +80,8 @@ impl Default for GatewayConfig {
             tls_cert: None,
             tls_key: None,
             domain: None,
+            lease_rotate_secs: DEFAULT_LEASE_ROTATE.as_secs_f64(),
+            lease_ttl_secs: 60.0,
         }
     }
 }
@@ -88,8 +97,23 @@ pub struct Gateway {
     pub chunks: ChunkClient,
     /// Chunkservers that failed a write recently, with when they failed.
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
-    /// The upload lease new chunk ids are named under (0 until the first one is granted).
-    pub lease: std::sync::atomic::AtomicU32,
+    /// The upload leases new chunk ids are named under.
+    pub leases: Mutex<Leases>,
+}
+
+/// An upload lease. Each upload holds an `Arc` of the lease its chunks are named under until it
+/// has committed them: a held lease is renewed, an unheld old one is left to expire, after
+/// which the master may collect its unreferenced chunks.
+#[derive(Debug)]
+pub struct UploadLease {
+    pub id: u32,
+}
+
+/// The lease new uploads take and older ones still held by uploads in flight.
+#[derive(Debug, Default)]
+pub struct Leases {
+    current: Option<(Arc<UploadLease>, Instant)>,
+    old: Vec<Arc<UploadLease>>,
 }
 
 impl Gateway {
@@ -109,6 +133,12 @@ impl Gateway {
             }
             Err(_) => Vec::new(),
         }
+    }
+
+    /// The lease a new upload names its chunks under; none before the first is granted.
+    pub fn hold_lease(&self) -> Option<Arc<UploadLease>> {
+        let l = self.leases.lock().ok()?;
+        l.current.as_ref().map(|(lease, _)| lease.clone())
     }
 
     /// The secret of an access key, if the key is known.
@@ -138,45 +168,120 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::T
 /// How long in-flight S3 requests may run after the gateway is told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
-/// How often the upload lease is renewed: a third of its life, so two renewals may fail.
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(20);
+/// Default time between new upload leases.
+pub const DEFAULT_LEASE_ROTATE: Duration = Duration::from_secs(300);
 
-/// Holds an upload lease for this gateway's chunks, renewing it, or taking a new one if it
-/// expired (a long partition from the masters).
-async fn keep_lease(gw: Arc<Gateway>) {
+/// The life of this gateway's leases.
+fn lease_ttl_ms(gw: &Gateway) -> u64 {
+    (gw.config.lease_ttl_secs * 1000.0) as u64
+}
+
+/// Keeps this gateway's upload leases: renews the current one and the old ones uploads still
+/// hold, lets the others expire, and takes a new current lease every `lease_rotate_secs` so
+/// that the chunks of deleted objects written under the old one become garbage the master may
+/// collect (a lease that lived forever would keep them).
+async fn keep_leases(gw: Arc<Gateway>) {
+    let rotate = Duration::from_secs_f64(gw.config.lease_rotate_secs.max(0.1));
+    // Renewed at a third of its life, so two renewals in a row may fail.
+    let every = Duration::from_secs_f64(gw.config.lease_ttl_secs.max(0.3) / 3.0).min(rotate);
     loop {
-        tokio::time::sleep(LEASE_RENEW_EVERY).await;
-        renew_lease(&gw).await;
+        tokio::time::sleep(every).await;
+        let (held, due) = match gw.leases.lock() {
+            Ok(mut l) => {
+                l.old.retain(|lease| Arc::strong_count(lease) > 1);
+                let due = l
+                    .current
+                    .as_ref()
+                    .is_none_or(|(_, taken)| taken.elapsed() >= rotate);
+                (l.old.iter().map(|lease| lease.id).collect::<Vec<_>>(), due)
+            }
+            Err(_) => return,
+        };
+        for id in held {
+            renew_old(&gw, id).await;
+        }
+        if due {
+            take_lease(&gw).await;
+        } else {
+            renew_lease(&gw).await;
+        }
     }
 }
 
-/// Renews the lease (or takes one), retrying until a master answers.
-async fn renew_lease(gw: &Gateway) {
-    use std::sync::atomic::Ordering;
+/// Renews an old lease an upload still holds; forgets it when it is gone (its upload's commit
+/// will then fail and the client retries).
+async fn renew_old(gw: &Gateway, id: u32) {
+    use tinydfs_proto::meta::{MetaError, MetaWrite};
+    match gw
+        .master
+        .write(MetaWrite::RenewLease {
+            lease: id,
+            ttl_ms: Some(lease_ttl_ms(gw)),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(MetaError::NoSuchLease) => {
+            tracing::warn!(lease = id, "an old upload lease expired");
+            if let Ok(mut l) = gw.leases.lock() {
+                l.old.retain(|lease| lease.id != id);
+            }
+        }
+        Err(e) => tracing::warn!(lease = id, error = %e, "cannot renew an old upload lease yet"),
+    }
+}
+
+/// Takes a new current lease, retrying until a master answers; the previous one joins the old.
+async fn take_lease(gw: &Gateway) {
     use tinydfs_proto::meta::{MetaReply, MetaWrite};
     loop {
-        let current = gw.lease.load(Ordering::Relaxed);
-        let write = if current == 0 {
-            MetaWrite::AcquireLease {
-                holder: gw.config.listen.clone(),
-            }
-        } else {
-            MetaWrite::RenewLease { lease: current }
+        let write = MetaWrite::AcquireLease {
+            holder: gw.config.listen.clone(),
+            ttl_ms: Some(lease_ttl_ms(gw)),
         };
         match gw.master.write(write).await {
             Ok(MetaReply::Lease { id, .. }) => {
-                gw.lease.store(id, Ordering::Relaxed);
+                if let Ok(mut l) = gw.leases.lock() {
+                    let fresh = (Arc::new(UploadLease { id }), Instant::now());
+                    if let Some((previous, _)) = l.current.replace(fresh) {
+                        l.old.push(previous);
+                    }
+                }
                 return;
             }
-            Ok(_) | Err(tinydfs_proto::meta::MetaError::NoSuchLease) => {
-                tracing::warn!(lease = current, "upload lease expired; taking a new one");
-                gw.lease.store(0, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot renew the upload lease yet");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            Ok(other) => tracing::warn!(reply = ?other, "unexpected answer to a lease request"),
+            Err(e) => tracing::warn!(error = %e, "cannot take an upload lease yet"),
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Renews the current lease, or takes a new one if it expired (a long partition from the
+/// masters) or there is none yet.
+async fn renew_lease(gw: &Gateway) {
+    use tinydfs_proto::meta::{MetaError, MetaWrite};
+    let current = gw
+        .leases
+        .lock()
+        .ok()
+        .and_then(|l| l.current.as_ref().map(|(lease, _)| lease.id));
+    let Some(id) = current else {
+        return take_lease(gw).await;
+    };
+    match gw
+        .master
+        .write(MetaWrite::RenewLease {
+            lease: id,
+            ttl_ms: Some(lease_ttl_ms(gw)),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(MetaError::NoSuchLease) => {
+            tracing::warn!(lease = id, "upload lease expired; taking a new one");
+            take_lease(gw).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot renew the upload lease yet"),
     }
 }
 
@@ -220,18 +325,18 @@ pub async fn run(
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
-        lease: std::sync::atomic::AtomicU32::new(0),
+        leases: Mutex::new(Leases::default()),
         config: config.clone(),
     });
     // Take the first upload lease before serving: every chunk id is named under one. A gateway
     // that cannot reach a master yet still stops when told to.
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = renew_lease(&gw) => {}
+        _ = take_lease(&gw) => {}
         _ = &mut shutdown => return Ok(()),
     }
     tokio::spawn(report_to_masters(gw.clone()));
-    tokio::spawn(keep_lease(gw.clone()));
+    tokio::spawn(keep_leases(gw.clone()));
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     tracing::info!(addr = %config.listen, tls = tls.is_some(), "S3 gateway listening");
     let app = s3::router(gw);

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tinydfs_proto::client::paths;
 use tinydfs_proto::meta::*;
 use tinydfs_proto::time::now_ms;
+use tinydfs_proto::{ChunkMeta, NodeId};
 
 /// Everything a request handler needs.
 pub struct Master {
@@ -59,6 +60,9 @@ pub fn router(m: Shared) -> Router {
         .route(paths::STATUS, post(status).get(status))
         .route(paths::MEMBERS, post(members))
         .route(paths::GATEWAY_BEAT, post(gateway_beat))
+        .route(paths::FSCK, post(fsck).get(fsck))
+        .route(paths::DRAIN, post(drain))
+        .route(paths::REBALANCE, post(rebalance))
         .route(raft_paths::APPEND, post(raft_append))
         .route(raft_paths::VOTE, post(raft_vote))
         .route(raft_paths::SNAPSHOT, post(raft_snapshot))
@@ -147,6 +151,20 @@ impl Master {
         }
     }
 
+    /// Copies the durable draining flags into the leader's registry.
+    pub fn refresh_draining(&self) -> Result<(), MetaError> {
+        let a = self.state()?;
+        let draining = a
+            .state
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.draining)
+            .map(|(id, _)| *id)
+            .collect();
+        self.registry()?.set_draining(draining);
+        Ok(())
+    }
+
     /// Fails with NotLeader unless this master leads (soft state lives on the leader only).
     pub fn check_leader(&self) -> Result<(), MetaError> {
         let leader = self.raft.metrics().borrow().current_leader;
@@ -198,13 +216,13 @@ impl Master {
         }
     }
 
-    fn state(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, MetaError> {
+    pub(crate) fn state(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, MetaError> {
         self.applied
             .read()
             .map_err(|_| MetaError::Unavailable("state lock poisoned".into()))
     }
 
-    fn registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>, MetaError> {
+    pub(crate) fn registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>, MetaError> {
         self.registry
             .lock()
             .map_err(|_| MetaError::Unavailable("registry lock poisoned".into()))
@@ -377,6 +395,12 @@ async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             key,
             attrs,
         },
+        // Its day length is the leader's to choose (`lifecycle_day_ms`), not a caller's.
+        MetaWrite::LifecycleExpire { .. } => {
+            return Err(MetaError::BadRequest(
+                "LifecycleExpire is proposed by the leader's lifecycle worker only".into(),
+            ))
+        }
         w => Op::Meta(w),
     };
     match m.propose(Some(req.request_id), op).await? {
@@ -442,6 +466,10 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
                 initiated_ms: u.initiated_ms,
                 parts: u.parts.iter().map(|(n, p)| (*n, p.clone())).collect(),
             })
+        }
+        MetaRead::GetLifecycle { bucket } => {
+            let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
+            MetaReply::Lifecycle(b.lifecycle.clone())
         }
     })
 }
@@ -517,7 +545,7 @@ async fn register_inner(m: &Master, body: &[u8]) -> Result<RegisterReply, MetaEr
         },
     };
     m.registry()?
-        .register(node_id, req.addr, req.capacity, req.free, req.pid);
+        .register(node_id, req.addr, req.capacity, req.free, req.pid, req.zone);
     tracing::info!(node_id, "chunkserver registered");
     Ok(RegisterReply {
         node_id,
@@ -529,8 +557,23 @@ async fn heartbeat(State(m): State<Shared>, body: Bytes) -> Response {
     reply((|| {
         let hb: Heartbeat = parse(&body)?;
         m.check_leader()?;
-        let known = m.registry()?.heartbeat(&hb);
-        Ok(HeartbeatReply { reregister: !known })
+        // Deletions only once every live chunkserver has reported to this leader (safe mode).
+        let settled = m.settled();
+        let a = m.state()?;
+        let state = &a.state;
+        let delete = m.registry()?.heartbeat(&hb, settled, |c| {
+            match state.chunks.get(&c.id) {
+                // A replica that differs from the committed chunk is stale.
+                Some(e) => e.len != c.len || e.crc32c != c.crc32c,
+                None => state.is_garbage(&c.id),
+            }
+        });
+        Ok(HeartbeatReply {
+            reregister: delete.is_none(),
+            cluster_id: state.cluster_id.clone(),
+            safe_mode: !settled,
+            delete: delete.unwrap_or_default(),
+        })
     })())
 }
 
@@ -574,6 +617,7 @@ async fn status(State(m): State<Shared>) -> Response {
             free: 0,
             chunks: 0,
             raft: health.map(|h| h.raft),
+            ..Default::default()
         });
     }
     reply((|| {
@@ -585,9 +629,9 @@ async fn status(State(m): State<Shared>) -> Response {
         let settled = m.settled();
         let (mut under, mut lost) = (0u64, 0u64);
         for c in a.state.chunks.keys() {
-            let copies = reg.live_copies(c);
+            let copies = reg.good_copies(c);
             under += u64::from(copies < target);
-            lost += u64::from(copies == 0 && settled);
+            lost += u64::from(reg.live_copies(c) == 0 && settled);
         }
         Ok(ClusterStatus {
             cluster_id: a.state.cluster_id.clone(),
@@ -599,6 +643,126 @@ async fn status(State(m): State<Shared>) -> Response {
             lost,
             settled,
             repaired: m.repaired.load(std::sync::atomic::Ordering::Relaxed),
+            deletes_ordered: reg.deletes_ordered,
+            lost_reported: reg.lost_reported,
+            rebalancing: reg.rebalancing,
+        })
+    })())
+}
+
+/// Most problems one fsck answer lists.
+const FSCK_MAX_PROBLEMS: usize = 1000;
+
+async fn fsck(State(m): State<Shared>) -> Response {
+    if let Err(e) = m.check_leader() {
+        return reply::<FsckReport>(Err(e));
+    }
+    if let Err(e) = m.linearize().await {
+        return reply::<FsckReport>(Err(e));
+    }
+    reply((|| {
+        let a = m.state()?;
+        let reg = m.registry()?;
+        let wanted = m.config.replicas.max(1) as u64;
+        let mut r = FsckReport {
+            settled: m.settled(),
+            chunks: a.state.chunks.len() as u64,
+            uploads: a.state.uploads.len() as u64,
+            ..Default::default()
+        };
+        let mut check = |bucket: &str, key: &str, upload: Option<&str>, chunks: &[ChunkMeta]| {
+            for c in chunks {
+                let copies = reg.good_copies(&c.id) as u64;
+                let state = if reg.live_copies(&c.id) == 0 {
+                    r.missing += 1;
+                    "missing"
+                } else if copies < wanted && reg.lost_lately(&c.id) {
+                    r.corrupt += 1;
+                    "corrupt"
+                } else if copies < wanted {
+                    r.under_replicated += 1;
+                    "under-replicated"
+                } else {
+                    continue;
+                };
+                if r.problems.len() >= FSCK_MAX_PROBLEMS {
+                    r.truncated = true;
+                    continue;
+                }
+                r.problems.push(FsckProblem {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    upload_id: upload.map(String::from),
+                    chunk: c.id,
+                    copies,
+                    wanted,
+                    state: state.into(),
+                });
+            }
+        };
+        for (name, b) in &a.state.buckets {
+            for (key, o) in &b.objects {
+                r.objects += 1;
+                check(name, key, None, &o.chunks);
+            }
+        }
+        for (id, u) in &a.state.uploads {
+            for p in u.parts.values() {
+                check(&u.bucket, &u.key, Some(id), &p.chunks);
+            }
+        }
+        Ok(r)
+    })())
+}
+
+async fn drain(State(m): State<Shared>, body: Bytes) -> Response {
+    reply(drain_inner(&m, &body).await)
+}
+
+async fn drain_inner(m: &Master, body: &[u8]) -> Result<NodeId, MetaError> {
+    let req: DrainRequest = parse(body)?;
+    m.check_leader()?;
+    m.linearize().await?;
+    let node = {
+        let a = m.state()?;
+        let by_id = req
+            .node
+            .parse::<NodeId>()
+            .ok()
+            .filter(|id| a.state.nodes.contains_key(id));
+        let by_addr = || {
+            a.state
+                .nodes
+                .iter()
+                .find(|(_, n)| n.addr == req.node)
+                .map(|(id, _)| *id)
+        };
+        by_id.or_else(by_addr).ok_or_else(|| {
+            MetaError::BadRequest(format!("no chunkserver is known as {}", req.node))
+        })?
+    };
+    m.propose(
+        None,
+        Op::Drain {
+            node,
+            drain: req.drain,
+        },
+    )
+    .await?;
+    m.refresh_draining()?;
+    Ok(node)
+}
+
+async fn rebalance(State(m): State<Shared>, body: Bytes) -> Response {
+    reply((|| {
+        let start: bool = parse(&body)?;
+        m.check_leader()?;
+        let mut reg = m.registry()?;
+        reg.rebalancing = start;
+        Ok(RebalanceStatus {
+            running: reg.rebalancing,
+            usage: reg.usages(),
+            threshold: m.config.rebalance_threshold,
         })
     })())
 }

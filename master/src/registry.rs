@@ -5,7 +5,7 @@
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tinydfs_proto::meta::{Heartbeat, NodeStatus};
+use tinydfs_proto::meta::{DiskStatus, Heartbeat, NodeStatus};
 use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
 
 /// A chunkserver as the leader last heard of it.
@@ -15,17 +15,33 @@ pub struct LiveNode {
     pub capacity: u64,
     pub free: u64,
     pub pid: u32,
+    pub zone: String,
     pub last_seen: Instant,
     pub chunks: HashSet<ChunkId>,
     /// Chunks recorded from pipeline results lately, with when.
     pub recent: HashMap<ChunkId, Instant>,
+    pub disks: Vec<DiskStatus>,
+    pub scrubbed: u64,
+    pub scrub_corrupt: u64,
+}
+
+impl LiveNode {
+    /// Fraction of the node's capacity in use (1 when it reports no capacity).
+    pub fn usage(&self) -> f64 {
+        if self.capacity == 0 {
+            return 1.0;
+        }
+        self.capacity.saturating_sub(self.free) as f64 / self.capacity as f64
+    }
 }
 
 /// How long a replica learnt from a pipeline survives full reports that do not list it: longer
 /// than a chunkserver retries a heartbeat.
 const REPORT_GRACE: Duration = Duration::from_secs(60);
+/// How long a replica reported lost (corrupt, failed disk) is remembered for `fsck`.
+const LOST_MEMORY: Duration = Duration::from_secs(3600);
 
-/// Liveness, space and replica locations.
+/// Liveness, space and replica locations, and the deletions waiting for a node's next heartbeat.
 #[derive(Debug)]
 pub struct Registry {
     nodes: HashMap<NodeId, LiveNode>,
@@ -34,6 +50,18 @@ pub struct Registry {
     replicas: HashMap<ChunkId, Vec<NodeId>>,
     dead_after: Duration,
     reserve: u64,
+    /// Nodes being decommissioned (a copy of the durable flags, refreshed by the repair worker).
+    draining: HashSet<NodeId>,
+    /// Deletions ordered by the repair worker (surplus copies), sent with the next heartbeat.
+    pending_delete: HashMap<NodeId, Vec<ChunkId>>,
+    /// Chunks of which a node reported a replica lost, with when (for `fsck`).
+    lost_recently: HashMap<ChunkId, Instant>,
+    /// An operator asked for a rebalance; the repair worker clears it once usage is even.
+    pub rebalancing: bool,
+    /// Replica deletions ordered since this master started (garbage, stale, surplus).
+    pub deletes_ordered: u64,
+    /// Replicas chunkservers reported lost since this master started.
+    pub lost_reported: u64,
 }
 
 impl Registry {
@@ -45,6 +73,12 @@ impl Registry {
             replicas: HashMap::new(),
             dead_after,
             reserve,
+            draining: HashSet::new(),
+            pending_delete: HashMap::new(),
+            lost_recently: HashMap::new(),
+            rebalancing: false,
+            deletes_ordered: 0,
+            lost_reported: 0,
         }
     }
 
@@ -52,8 +86,21 @@ impl Registry {
         n.last_seen.elapsed() < self.dead_after
     }
 
+    /// Whether new data may go to `n`: alive, not draining, with room above the reserve.
+    fn writable(&self, id: NodeId, n: &LiveNode) -> bool {
+        self.alive(n) && n.free > self.reserve && !self.draining.contains(&id)
+    }
+
     /// Records a (re-)registered chunkserver.
-    pub fn register(&mut self, id: NodeId, addr: String, capacity: u64, free: u64, pid: u32) {
+    pub fn register(
+        &mut self,
+        id: NodeId,
+        addr: String,
+        capacity: u64,
+        free: u64,
+        pid: u32,
+        zone: String,
+    ) {
         let chunks = self.nodes.remove(&id).map(|n| n.chunks).unwrap_or_default();
         self.nodes.insert(
             id,
@@ -62,43 +109,80 @@ impl Registry {
                 capacity,
                 free,
                 pid,
+                zone,
                 last_seen: Instant::now(),
                 chunks,
                 recent: HashMap::new(),
+                disks: Vec::new(),
+                scrubbed: 0,
+                scrub_corrupt: 0,
             },
         );
     }
 
-    /// Takes a heartbeat; false when the node is unknown and must register again.
-    pub fn heartbeat(&mut self, hb: &Heartbeat) -> bool {
-        let Some(n) = self.nodes.get_mut(&hb.node_id) else {
-            return false;
-        };
+    /// Takes a heartbeat; `None` when the node is unknown and must register again, else the
+    /// chunks it must delete. `garbage` judges each chunk of a full report: true for one that
+    /// must go (referenced by nothing and beyond any live lease, or differing from the committed
+    /// chunk). With `may_delete` false (safe mode) nothing is judged or ordered.
+    pub fn heartbeat(
+        &mut self,
+        hb: &Heartbeat,
+        may_delete: bool,
+        garbage: impl Fn(&ChunkMeta) -> bool,
+    ) -> Option<Vec<ChunkId>> {
+        let n = self.nodes.get_mut(&hb.node_id)?;
         n.addr.clone_from(&hb.addr);
         n.capacity = hb.capacity;
         n.free = hb.free;
         n.pid = hb.pid;
+        n.zone.clone_from(&hb.zone);
+        n.disks.clone_from(&hb.disks);
+        n.scrubbed = hb.scrubbed;
+        n.scrub_corrupt = hb.scrub_corrupt;
         n.last_seen = Instant::now();
-        if let Some(report) = &hb.chunks {
-            self.full_report(hb.node_id, report);
+        for id in &hb.lost {
+            self.forget_replica(hb.node_id, id);
+            self.lost_recently.insert(*id, Instant::now());
+            self.lost_reported += 1;
         }
-        true
+        let mut delete = Vec::new();
+        if let Some(report) = &hb.chunks {
+            let (keep, gone): (Vec<&ChunkMeta>, Vec<&ChunkMeta>) =
+                report.iter().partition(|c| !(may_delete && garbage(c)));
+            delete.extend(gone.iter().map(|c| c.id));
+            self.full_report(hb.node_id, keep.into_iter().map(|c| c.id), &delete);
+        }
+        if may_delete {
+            delete.extend(self.pending_delete.remove(&hb.node_id).unwrap_or_default());
+        }
+        self.deletes_ordered += delete.len() as u64;
+        Some(delete)
     }
 
-    /// Replaces what is known of a node's chunks by a full report.
-    fn full_report(&mut self, node: NodeId, report: &[ChunkMeta]) {
-        let mut new: HashSet<ChunkId> = report.iter().map(|c| c.id).collect();
+    /// Replaces what is known of a node's chunks by a full report (`dropped`: chunks of the
+    /// report being deleted now, which must not survive as recent either).
+    fn full_report(
+        &mut self,
+        node: NodeId,
+        report: impl Iterator<Item = ChunkId>,
+        dropped: &[ChunkId],
+    ) {
+        let mut new: HashSet<ChunkId> = report.collect();
         let Some(n) = self.nodes.get_mut(&node) else {
             return;
         };
         // A chunk stored after the node took this report (it may have been retried for a
         // while) is not in it: keep replicas recorded recently.
-        n.recent.retain(|_, at| at.elapsed() < REPORT_GRACE);
+        n.recent
+            .retain(|id, at| at.elapsed() < REPORT_GRACE && !dropped.contains(id));
         new.extend(n.recent.keys().copied());
         let old = std::mem::replace(&mut n.chunks, new.clone());
         for gone in old.difference(&new) {
             if let Some(r) = self.replicas.get_mut(gone) {
                 r.retain(|n| *n != node);
+                if r.is_empty() {
+                    self.replicas.remove(gone);
+                }
             }
         }
         for c in new.difference(&old) {
@@ -109,7 +193,27 @@ impl Registry {
         }
     }
 
-    /// Records that `nodes` now hold `chunk` (a pipeline just stored it).
+    /// Forgets that `node` holds `chunk`.
+    fn forget_replica(&mut self, node: NodeId, chunk: &ChunkId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.chunks.remove(chunk);
+            n.recent.remove(chunk);
+        }
+        if let Some(r) = self.replicas.get_mut(chunk) {
+            r.retain(|n| *n != node);
+            if r.is_empty() {
+                self.replicas.remove(chunk);
+            }
+        }
+    }
+
+    /// Orders `node` to delete its copy of `chunk` at its next heartbeat, and stops counting it.
+    pub fn order_delete(&mut self, node: NodeId, chunk: ChunkId) {
+        self.forget_replica(node, &chunk);
+        self.pending_delete.entry(node).or_default().push(chunk);
+    }
+
+    /// Records that `nodes` now hold `chunk` (a pipeline or a repair just stored it).
     pub fn add_replicas(&mut self, chunk: ChunkId, nodes: &[NodeId]) {
         let r = self.replicas.entry(chunk).or_default();
         for n in nodes {
@@ -126,14 +230,11 @@ impl Registry {
     /// Live chunkservers holding `chunk`, in random order to spread reads.
     pub fn locations(&self, chunk: &ChunkId) -> Vec<NodeAddr> {
         let mut out: Vec<NodeAddr> = self
-            .replicas
-            .get(chunk)
+            .holders(chunk)
             .into_iter()
-            .flatten()
             .filter_map(|id| {
-                let n = self.nodes.get(id)?;
-                self.alive(n).then(|| NodeAddr {
-                    id: *id,
+                self.nodes.get(&id).map(|n| NodeAddr {
+                    id,
                     addr: n.addr.clone(),
                 })
             })
@@ -145,42 +246,117 @@ impl Registry {
         out
     }
 
-    /// Number of live copies of `chunk`.
-    pub fn live_copies(&self, chunk: &ChunkId) -> usize {
-        self.replicas.get(chunk).map_or(0, |r| {
-            r.iter()
-                .filter(|id| self.nodes.get(id).is_some_and(|n| self.alive(n)))
-                .count()
-        })
+    /// Ids of the live chunkservers holding `chunk`.
+    pub fn holders(&self, chunk: &ChunkId) -> Vec<NodeId> {
+        self.replicas
+            .get(chunk)
+            .into_iter()
+            .flatten()
+            .filter(|id| self.nodes.get(id).is_some_and(|n| self.alive(n)))
+            .copied()
+            .collect()
     }
 
-    /// A live chunkserver with room that is not in `exclude`, weighted by free space.
-    pub fn pick_target(&self, exclude: &[NodeId]) -> Option<NodeAddr> {
+    /// Number of live copies of `chunk`.
+    pub fn live_copies(&self, chunk: &ChunkId) -> usize {
+        self.holders(chunk).len()
+    }
+
+    /// Number of live copies of `chunk` on nodes that are not draining: the copies that count.
+    pub fn good_copies(&self, chunk: &ChunkId) -> usize {
+        self.holders(chunk)
+            .iter()
+            .filter(|id| !self.draining.contains(id))
+            .count()
+    }
+
+    /// Whether a replica of `chunk` was reported lost lately (corrupt or on a failed disk).
+    pub fn lost_lately(&self, chunk: &ChunkId) -> bool {
+        self.lost_recently
+            .get(chunk)
+            .is_some_and(|at| at.elapsed() < LOST_MEMORY)
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&LiveNode> {
+        self.nodes.get(&id)
+    }
+
+    pub fn is_draining(&self, id: NodeId) -> bool {
+        self.draining.contains(&id)
+    }
+
+    /// Takes the set of draining nodes from the durable state.
+    pub fn set_draining(&mut self, draining: HashSet<NodeId>) {
+        self.draining = draining;
+        self.lost_recently
+            .retain(|_, at| at.elapsed() < LOST_MEMORY);
+    }
+
+    /// Live chunkservers that may take data, with their usage (fraction of capacity used).
+    pub fn usages(&self) -> Vec<(NodeId, f64)> {
+        let mut out: Vec<(NodeId, f64)> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| self.alive(n) && !self.draining.contains(id))
+            .map(|(id, n)| (*id, n.usage()))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Chunks `node` holds, as last reported.
+    pub fn chunks_of(&self, node: NodeId) -> Vec<ChunkId> {
+        self.nodes
+            .get(&node)
+            .map(|n| n.chunks.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A live chunkserver with room that is not in `exclude`, weighted by free space, in a zone
+    /// outside `used_zones` when one qualifies.
+    pub fn pick_target(&self, exclude: &[NodeId], used_zones: &[&str]) -> Option<NodeAddr> {
         let candidates: Vec<(NodeId, &LiveNode)> = self
             .nodes
             .iter()
-            .filter(|(id, n)| self.alive(n) && n.free > self.reserve && !exclude.contains(id))
+            .filter(|(id, n)| self.writable(**id, n) && !exclude.contains(id))
             .map(|(id, n)| (*id, n))
             .collect();
-        let total: u128 = candidates
+        let mut rng = rand::thread_rng();
+        let (id, n) = self.pick_weighted(&candidates, used_zones, &mut rng)?;
+        Some(NodeAddr {
+            id,
+            addr: n.addr.clone(),
+        })
+    }
+
+    /// Picks among `candidates` by free space above the reserve, preferring zones not yet used.
+    fn pick_weighted<'a>(
+        &self,
+        candidates: &[(NodeId, &'a LiveNode)],
+        used_zones: &[&str],
+        rng: &mut impl Rng,
+    ) -> Option<(NodeId, &'a LiveNode)> {
+        let fresh: Vec<(NodeId, &LiveNode)> = candidates
             .iter()
-            .map(|(_, n)| u128::from(n.free - self.reserve))
-            .sum();
-        let mut pick = rand::thread_rng().gen_range(0..total.max(1));
-        for (id, n) in &candidates {
-            let w = u128::from(n.free - self.reserve);
+            .filter(|(_, n)| !used_zones.contains(&n.zone.as_str()))
+            .copied()
+            .collect();
+        let pool = if fresh.is_empty() {
+            candidates
+        } else {
+            &fresh[..]
+        };
+        let weight = |n: &LiveNode| u128::from(n.free.saturating_sub(self.reserve)).max(1);
+        let total: u128 = pool.iter().map(|(_, n)| weight(n)).sum();
+        let mut pick = rng.gen_range(0..total.max(1));
+        for (id, n) in pool {
+            let w = weight(n);
             if pick < w {
-                return Some(NodeAddr {
-                    id: *id,
-                    addr: n.addr.clone(),
-                });
+                return Some((*id, n));
             }
             pick -= w;
         }
-        candidates.first().map(|(id, n)| NodeAddr {
-            id: *id,
-            addr: n.addr.clone(),
-        })
+        pool.first().copied()
     }
 
     /// Number of live chunkservers, with room or not.
@@ -188,14 +364,14 @@ impl Registry {
         self.nodes.values().filter(|n| self.alive(n)).count()
     }
 
-    /// Picks up to `replicas` distinct live chunkservers with room, weighted by free space;
-    /// `None` when fewer than `min` qualify. Nodes in `avoid` (a caller saw them fail, before the
-    /// master noticed) are used only when the others are too few.
+    /// Picks up to `replicas` distinct live chunkservers with room, weighted by free space and
+    /// spread over zones; `None` when fewer than `min` qualify. Nodes in `avoid` (a caller saw
+    /// them fail, before the master noticed) are used only when the others are too few.
     pub fn place(&self, replicas: usize, min: usize, avoid: &[NodeId]) -> Option<Vec<NodeAddr>> {
         let usable: Vec<(NodeId, &LiveNode)> = self
             .nodes
             .iter()
-            .filter(|(_, n)| self.alive(n) && n.free > self.reserve)
+            .filter(|(id, n)| self.writable(**id, n))
             .map(|(id, n)| (*id, n))
             .collect();
         let preferred: Vec<(NodeId, &LiveNode)> = usable
@@ -213,22 +389,13 @@ impl Registry {
         }
         let mut rng = rand::thread_rng();
         let mut out = Vec::new();
+        let mut zones: Vec<&str> = Vec::new();
         while out.len() < replicas && !candidates.is_empty() {
-            let total: u128 = candidates
-                .iter()
-                .map(|(_, n)| u128::from(n.free - self.reserve))
-                .sum();
-            let mut pick = rng.gen_range(0..total.max(1));
-            let mut idx = 0;
-            for (i, (_, n)) in candidates.iter().enumerate() {
-                let w = u128::from(n.free - self.reserve);
-                if pick < w {
-                    idx = i;
-                    break;
-                }
-                pick -= w;
-            }
-            let (id, n) = candidates.swap_remove(idx);
+            let Some((id, n)) = self.pick_weighted(&candidates, &zones, &mut rng) else {
+                break;
+            };
+            candidates.retain(|(c, _)| *c != id);
+            zones.push(n.zone.as_str());
             out.push(NodeAddr {
                 id,
                 addr: n.addr.clone(),
@@ -259,10 +426,7 @@ impl Registry {
                 }
                 .into(),
                 pid: Some(*pid),
-                capacity: 0,
-                free: 0,
-                chunks: 0,
-                raft: None,
+                ..Default::default()
             });
         }
         out
@@ -276,12 +440,22 @@ impl Registry {
                 id: *id,
                 role: "chunkserver".into(),
                 addr: n.addr.clone(),
-                state: if self.alive(n) { "alive" } else { "dead" }.into(),
+                state: match (self.alive(n), self.draining.contains(id)) {
+                    (false, _) => "dead",
+                    (true, false) => "alive",
+                    (true, true) if n.chunks.is_empty() => "drained",
+                    (true, true) => "draining",
+                }
+                .into(),
                 pid: Some(n.pid),
                 capacity: n.capacity,
                 free: n.free,
                 chunks: n.chunks.len() as u64,
-                raft: None,
+                zone: n.zone.clone(),
+                disks: n.disks.clone(),
+                scrubbed: n.scrubbed,
+                scrub_corrupt: n.scrub_corrupt,
+                ..Default::default()
             })
             .collect();
         out.sort_by_key(|n| n.id);
@@ -293,31 +467,10 @@ impl Registry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn placement_uses_distinct_live_nodes_with_room() {
-        let mut r = Registry::new(Duration::from_secs(60), 10);
-        r.register(1, "a".into(), 100, 50, 1);
-        r.register(2, "b".into(), 100, 50, 2);
-        r.register(3, "c".into(), 100, 5, 3); // below the reserve
-        for _ in 0..50 {
-            let p = r.place(3, 2, &[]).unwrap();
-            assert_eq!(p.len(), 2);
-            assert_ne!(p[0].id, p[1].id);
-            assert!(p.iter().all(|n| n.id != 3));
-        }
-        assert!(r.place(3, 3, &[]).is_none());
-        // A node the caller saw fail is avoided while others suffice.
-        r.register(4, "d".into(), 100, 50, 4);
-        for _ in 0..20 {
-            let p = r.place(2, 2, &[1]).unwrap();
-            assert!(p.iter().all(|n| n.id != 1));
-        }
-        assert_eq!(r.place(3, 3, &[1]).unwrap().len(), 3);
-        r.add_replicas(ChunkId(9), &[1, 2]);
-        assert_eq!(r.live_copies(&ChunkId(9)), 2);
-        let report = |chunks: Vec<u128>| Heartbeat {
-            node_id: 2,
-            addr: "b".into(),
+    fn report(node: NodeId, chunks: Vec<u128>) -> Heartbeat {
+        Heartbeat {
+            node_id: node,
+            addr: format!("n{node}"),
             capacity: 100,
             free: 50,
             pid: 2,
@@ -331,17 +484,96 @@ mod tests {
                     })
                     .collect(),
             ),
-        };
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn placement_uses_distinct_live_nodes_with_room() {
+        let mut r = Registry::new(Duration::from_secs(60), 10);
+        r.register(1, "a".into(), 100, 50, 1, String::new());
+        r.register(2, "b".into(), 100, 50, 2, String::new());
+        r.register(3, "c".into(), 100, 5, 3, String::new()); // below the reserve
+        for _ in 0..50 {
+            let p = r.place(3, 2, &[]).unwrap();
+            assert_eq!(p.len(), 2);
+            assert_ne!(p[0].id, p[1].id);
+            assert!(p.iter().all(|n| n.id != 3));
+        }
+        assert!(r.place(3, 3, &[]).is_none());
+        // A node the caller saw fail is avoided while others suffice.
+        r.register(4, "d".into(), 100, 50, 4, String::new());
+        for _ in 0..20 {
+            let p = r.place(2, 2, &[1]).unwrap();
+            assert!(p.iter().all(|n| n.id != 1));
+        }
+        assert_eq!(r.place(3, 3, &[1]).unwrap().len(), 3);
+        // A draining node takes nothing new.
+        r.set_draining([4].into());
+        for _ in 0..20 {
+            assert!(r.place(3, 2, &[]).unwrap().iter().all(|n| n.id != 4));
+            assert_ne!(r.pick_target(&[], &[]).unwrap().id, 4);
+        }
+        assert!(r.place(3, 3, &[]).is_none());
+    }
+
+    #[test]
+    fn placement_spreads_replicas_over_zones() {
+        let mut r = Registry::new(Duration::from_secs(60), 0);
+        // Zone "a" has far more free space, so weighting alone would favour it.
+        r.register(1, "a1".into(), 1000, 900, 1, "a".into());
+        r.register(2, "a2".into(), 1000, 900, 2, "a".into());
+        r.register(3, "b1".into(), 1000, 10, 3, "b".into());
+        r.register(4, "c1".into(), 1000, 10, 4, "c".into());
+        for _ in 0..50 {
+            let p = r.place(3, 2, &[]).unwrap();
+            let zones: HashSet<&str> = p
+                .iter()
+                .map(|n| r.node(n.id).unwrap().zone.as_str())
+                .collect();
+            assert_eq!(zones.len(), 3, "{p:?}");
+            // A repair copy goes to a zone that has no copy yet.
+            assert_eq!(r.pick_target(&[1], &["a", "b"]).unwrap().id, 4);
+        }
+    }
+
+    #[test]
+    fn reports_judge_garbage_and_keep_fresh_replicas() {
+        let mut r = Registry::new(Duration::from_secs(60), 10);
+        r.register(1, "a".into(), 100, 50, 1, String::new());
+        r.register(2, "b".into(), 100, 50, 2, String::new());
+        r.add_replicas(ChunkId(9), &[1, 2]);
+        assert_eq!(r.live_copies(&ChunkId(9)), 2);
         // A report taken before the pipeline stored chunk 9 does not erase it...
-        assert!(r.heartbeat(&report(vec![5])));
+        let del = r.heartbeat(&report(2, vec![5]), true, |_| false).unwrap();
+        assert!(del.is_empty());
         assert_eq!(r.live_copies(&ChunkId(9)), 2);
         assert_eq!(r.live_copies(&ChunkId(5)), 1);
         // ...but a chunk known only from reports goes when a report no longer lists it.
-        assert!(r.heartbeat(&report(vec![])));
+        r.heartbeat(&report(2, vec![]), true, |_| false).unwrap();
         assert_eq!(r.live_copies(&ChunkId(5)), 0);
+        // Garbage is ordered deleted, and not counted as a replica; in safe mode nothing is.
+        let judge = |c: &ChunkMeta| c.id == ChunkId(6);
+        let del = r.heartbeat(&report(2, vec![6, 7]), false, judge).unwrap();
+        assert!(del.is_empty());
+        assert_eq!(r.live_copies(&ChunkId(6)), 1);
+        let del = r.heartbeat(&report(2, vec![6, 7]), true, judge).unwrap();
+        assert_eq!(del, vec![ChunkId(6)]);
+        assert_eq!(r.live_copies(&ChunkId(6)), 0);
+        assert_eq!(r.live_copies(&ChunkId(7)), 1);
+        // Surplus copies ordered deleted go with the next heartbeat, once.
+        r.order_delete(2, ChunkId(7));
+        assert_eq!(r.live_copies(&ChunkId(7)), 0);
+        let mut hb = report(2, vec![]);
+        hb.chunks = None;
+        assert_eq!(r.heartbeat(&hb, true, |_| false).unwrap(), vec![ChunkId(7)]);
+        assert!(r.heartbeat(&hb, true, |_| false).unwrap().is_empty());
+        // A replica reported lost stops counting at once and is remembered for fsck.
+        hb.lost = vec![ChunkId(9)];
+        r.heartbeat(&hb, true, |_| false).unwrap();
+        assert_eq!(r.holders(&ChunkId(9)), vec![1]);
+        assert!(r.lost_lately(&ChunkId(9)));
         // An unknown node must register again.
-        let mut hb = report(vec![]);
-        hb.node_id = 77;
-        assert!(!r.heartbeat(&hb));
+        assert!(r.heartbeat(&report(77, vec![]), true, |_| false).is_none());
     }
 }

@@ -21,6 +21,14 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Life of an upload lease; gateways renew at a third of it.
 pub const LEASE_TTL_MS: u64 = 60_000;
 
+/// Shortest lease life a gateway may ask for.
+pub const MIN_LEASE_TTL_MS: u64 = 100;
+
+/// The life of a lease asked for with `ttl_ms`.
+fn lease_ttl(ttl_ms: Option<u64>) -> u64 {
+    ttl_ms.unwrap_or(LEASE_TTL_MS).max(MIN_LEASE_TTL_MS)
+}
+
 /// An upload lease held by a gateway.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lease {
@@ -57,6 +65,11 @@ pub enum Op {
     },
     /// Any other metadata write, as the gateway asked for it.
     Meta(MetaWrite),
+    /// Only advances the clock, so leases expire (and their chunks become collectable) while no
+    /// gateway writes anything.
+    Tick,
+    /// Starts (`drain`) or cancels the decommissioning of a chunkserver.
+    Drain { node: NodeId, drain: bool },
 }
 
 /// The answer of applying a command (a serializable `Result`).
@@ -115,6 +128,9 @@ pub struct Bucket {
     pub created_ms: u64,
     pub owner: String,
     pub objects: BTreeMap<String, ObjectRecord>,
+    /// The bucket's lifecycle rules (none: no lifecycle configuration).
+    #[serde(default)]
+    pub lifecycle: Vec<LifecycleRule>,
 }
 
 /// An in-progress multipart upload: it holds its parts' chunks until completed or aborted.
@@ -150,6 +166,10 @@ pub struct ChunkEntry {
 pub struct NodeIdentity {
     pub addr: String,
     pub registered_ms: u64,
+    /// An operator asked for this node to be drained: nothing new is placed on it and its
+    /// chunks are copied elsewhere, after which it holds nothing and may be removed.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Everything the master keeps durable.
@@ -254,6 +274,7 @@ impl State {
                     NodeIdentity {
                         addr: addr.clone(),
                         registered_ms: now,
+                        draining: false,
                     },
                 );
                 Reply(Ok(MetaReplyKind::NodeId(id)))
@@ -286,6 +307,16 @@ impl State {
                 })
             }
             Op::Meta(w) => self.apply_meta(w, now),
+            Op::Tick => ok(MetaReplyData::Done),
+            Op::Drain { node, drain } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.draining = *drain;
+                    ok(MetaReplyData::Done)
+                }
+                None => err(MetaError::BadRequest(format!(
+                    "no chunkserver has id {node}"
+                ))),
+            },
         }
     }
 
@@ -301,6 +332,7 @@ impl State {
                             created_ms: now,
                             owner: owner.clone(),
                             objects: BTreeMap::new(),
+                            lifecycle: Vec::new(),
                         },
                     );
                     ok(MetaReplyData::Created(true))
@@ -396,14 +428,14 @@ impl State {
                 upload_id,
                 parts,
             } => self.complete_upload(bucket, key, upload_id, parts, now),
-            MetaWrite::AcquireLease { holder } => {
+            MetaWrite::AcquireLease { holder, ttl_ms } => {
                 // Ids wrap around but skip 0 (no lease) and live ones.
                 let mut id = self.next_lease_id.max(1);
                 while self.leases.contains_key(&id) {
                     id = id.checked_add(1).unwrap_or(1);
                 }
                 self.next_lease_id = id.checked_add(1).unwrap_or(1);
-                let expires_ms = now + LEASE_TTL_MS;
+                let expires_ms = now + lease_ttl(*ttl_ms);
                 self.leases.insert(
                     id,
                     Lease {
@@ -413,9 +445,9 @@ impl State {
                 );
                 ok(MetaReplyData::Lease { id, expires_ms })
             }
-            MetaWrite::RenewLease { lease } => match self.leases.get_mut(lease) {
+            MetaWrite::RenewLease { lease, ttl_ms } => match self.leases.get_mut(lease) {
                 Some(l) => {
-                    l.expires_ms = now + LEASE_TTL_MS;
+                    l.expires_ms = now + lease_ttl(*ttl_ms);
                     ok(MetaReplyData::Lease {
                         id: *lease,
                         expires_ms: l.expires_ms,
@@ -439,7 +471,76 @@ impl State {
                 }
                 ok(MetaReplyData::Done)
             }
+            MetaWrite::PutLifecycle { bucket, rules } => {
+                if rules.len() > MAX_LIFECYCLE_RULES {
+                    return err(MetaError::BadRequest(format!(
+                        "{} lifecycle rules, at most {MAX_LIFECYCLE_RULES}",
+                        rules.len()
+                    )));
+                }
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return err(MetaError::NoSuchBucket);
+                };
+                b.lifecycle = rules.clone();
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::DeleteLifecycle { bucket } => {
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return err(MetaError::NoSuchBucket);
+                };
+                b.lifecycle.clear();
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::LifecycleExpire {
+                bucket,
+                day_ms,
+                keys,
+                upload_ids,
+            } => self.lifecycle_expire(bucket, *day_ms, keys, upload_ids, now),
         }
+    }
+
+    /// Removes the named objects and uploads of a bucket that its lifecycle rules make due at
+    /// `now`; the others (overwritten, completed, or no longer under a rule) stay.
+    fn lifecycle_expire(
+        &mut self,
+        bucket: &str,
+        day_ms: u64,
+        keys: &[String],
+        upload_ids: &[String],
+        now: u64,
+    ) -> Reply {
+        let Some(b) = self.buckets.get(bucket) else {
+            return err(MetaError::NoSuchBucket);
+        };
+        let rules = b.lifecycle.clone();
+        let mut removed = 0u64;
+        for key in keys {
+            let due = self
+                .buckets
+                .get(bucket)
+                .and_then(|b| b.objects.get(key))
+                .is_some_and(|r| {
+                    crate::lifecycle::object_due(&rules, key, r.last_modified_ms, now, day_ms)
+                });
+            if due {
+                self.replace_object(bucket, key, None);
+                removed += 1;
+            }
+        }
+        for id in upload_ids {
+            let due = self.uploads.get(id).is_some_and(|u| {
+                u.bucket == bucket
+                    && crate::lifecycle::upload_due(&rules, &u.key, u.initiated_ms, now, day_ms)
+            });
+            if let Some(u) = due.then(|| self.uploads.remove(id)).flatten() {
+                for p in u.parts.values() {
+                    self.drop_refs(&p.chunks);
+                }
+                removed += 1;
+            }
+        }
+        ok(MetaReplyData::Deleted(removed))
     }
 
     fn complete_upload(
@@ -565,12 +666,25 @@ impl State {
     /// it expires they may already be collected as garbage.
     fn check_leases(&self, chunks: &[ChunkMeta]) -> Result<(), MetaError> {
         for c in chunks {
-            let lease = c.id.lease();
-            if lease != 0 && !self.leases.contains_key(&lease) && !self.chunks.contains_key(&c.id) {
+            if !self.leases.contains_key(&c.id.lease()) && !self.chunks.contains_key(&c.id) {
                 return Err(MetaError::NoSuchLease);
             }
         }
         Ok(())
+    }
+
+    /// Whether a chunk stored on some chunkserver is garbage: nothing references it and the
+    /// lease it was written under is gone. Such a chunk can never be referenced again, since a
+    /// commit of a chunk that is not in the table needs its lease alive ([`Self::check_leases`])
+    /// and a lease, once expired, is gone from every later state. So the answer is safe on any
+    /// applied prefix of the log, however stale.
+    pub fn is_garbage(&self, id: &ChunkId) -> bool {
+        !self.chunks.contains_key(id) && !self.leases.contains_key(&id.lease())
+    }
+
+    /// Whether some lease expired by `now` but is still in the state (no command applied since).
+    pub fn has_expired_lease(&self, now: u64) -> bool {
+        self.leases.values().any(|l| l.expires_ms <= now)
     }
 
     fn add_refs(&mut self, chunks: &[ChunkMeta]) {
@@ -700,6 +814,11 @@ mod tests {
         Op::Meta(w)
     }
 
+    /// A chunk id under lease 1, which [`bucket`] acquires.
+    fn cid(n: u128) -> ChunkId {
+        ChunkId((1 << 96) | n)
+    }
+
     fn put(s: &mut State, key: &str, t: u64) {
         let r = s.apply(&cmd(
             meta(MetaWrite::PutObject {
@@ -710,7 +829,7 @@ mod tests {
                     size: 1,
                     etag: "e".into(),
                     chunks: vec![ChunkMeta {
-                        id: ChunkId(t as u128),
+                        id: cid(t as u128),
                         len: 1,
                         crc32c: 0,
                     }],
@@ -728,6 +847,13 @@ mod tests {
             meta(MetaWrite::CreateBucket {
                 bucket: "b".into(),
                 owner: "me".into(),
+            }),
+            1,
+        ));
+        s.apply(&cmd(
+            meta(MetaWrite::AcquireLease {
+                holder: "gw".into(),
+                ttl_ms: None,
             }),
             1,
         ));
@@ -787,7 +913,7 @@ mod tests {
         put(&mut s, "k", 10);
         put(&mut s, "k", 11);
         assert_eq!(s.chunks.len(), 1);
-        assert!(s.chunks.contains_key(&ChunkId(11)));
+        assert!(s.chunks.contains_key(&cid(11)));
         let mut c = cmd(
             meta(MetaWrite::DeleteObject {
                 bucket: "b".into(),
@@ -801,7 +927,7 @@ mod tests {
         // The same request id again: answered from memory, the new object stays.
         assert!(s.apply(&c).0.is_ok());
         assert_eq!(s.object_count(), 1);
-        assert!(s.chunks.is_empty() || s.chunks.contains_key(&ChunkId(13)));
+        assert!(s.chunks.is_empty() || s.chunks.contains_key(&cid(13)));
     }
 
     #[test]
@@ -926,13 +1052,15 @@ mod tests {
         let r = s.apply(&cmd(
             meta(MetaWrite::AcquireLease {
                 holder: "gw".into(),
+                ttl_ms: None,
             }),
             10,
         ));
         let Ok(MetaReplyKind::Meta(MetaReplyData::Lease { id, expires_ms })) = r.0 else {
             panic!("{r:?}");
         };
-        assert_eq!((id, expires_ms), (1, 10 + LEASE_TTL_MS));
+        // `bucket()` took lease 1.
+        assert_eq!((id, expires_ms), (2, 10 + LEASE_TTL_MS));
         let commit = |chunk: ChunkId, t: u64| {
             cmd(
                 meta(MetaWrite::PutObject {
@@ -954,7 +1082,13 @@ mod tests {
         assert!(s.apply(&commit(ChunkId::in_lease(id), 20)).0.is_ok());
         // Renewed in time: still good later.
         assert!(s
-            .apply(&cmd(meta(MetaWrite::RenewLease { lease: id }), 30_000))
+            .apply(&cmd(
+                meta(MetaWrite::RenewLease {
+                    lease: id,
+                    ttl_ms: None,
+                }),
+                30_000
+            ))
             .0
             .is_ok());
         assert!(s.apply(&commit(ChunkId::in_lease(id), 80_000)).0.is_ok());
@@ -965,21 +1099,115 @@ mod tests {
             Err(MetaError::NoSuchLease)
         );
         assert_eq!(
-            s.apply(&cmd(meta(MetaWrite::RenewLease { lease: id }), late))
-                .0,
+            s.apply(&cmd(
+                meta(MetaWrite::RenewLease {
+                    lease: id,
+                    ttl_ms: None,
+                }),
+                late
+            ))
+            .0,
             Err(MetaError::NoSuchLease)
         );
         // A new lease gets a new id.
         let r = s.apply(&cmd(
             meta(MetaWrite::AcquireLease {
                 holder: "gw".into(),
+                ttl_ms: None,
             }),
             late,
         ));
         assert!(matches!(
             r.0,
-            Ok(MetaReplyKind::Meta(MetaReplyData::Lease { id: 2, .. }))
+            Ok(MetaReplyKind::Meta(MetaReplyData::Lease { id: 3, .. }))
         ));
+    }
+
+    #[test]
+    fn garbage_is_unreferenced_and_beyond_its_lease() {
+        let mut s = bucket();
+        put(&mut s, "k", 10);
+        let live = cid(10);
+        let pending = cid(99); // written under lease 1, not committed yet
+        assert!(!s.is_garbage(&live));
+        assert!(!s.is_garbage(&pending));
+        // Replaced: unreferenced, but collected only once its lease is gone.
+        put(&mut s, "k", 11);
+        assert!(!s.chunks.contains_key(&live));
+        assert!(!s.is_garbage(&live));
+        // No lease at all (id 0) or an unknown one: garbage once unreferenced.
+        assert!(s.is_garbage(&ChunkId(5)));
+        assert!(s.is_garbage(&ChunkId((7 << 96) | 5)));
+        // The lease expires with the clock of the next applied command (a Tick when idle).
+        assert!(!s.has_expired_lease(1000));
+        assert!(s.has_expired_lease(1 + LEASE_TTL_MS));
+        assert!(s.apply(&cmd(Op::Tick, 1 + LEASE_TTL_MS)).0.is_ok());
+        assert!(!s.has_expired_lease(1 + LEASE_TTL_MS));
+        assert!(s.is_garbage(&live));
+        assert!(s.is_garbage(&pending));
+        assert!(
+            !s.is_garbage(&cid(11)),
+            "a referenced chunk is never garbage"
+        );
+        // ...and the pending chunk can never be committed now.
+        let late = s.apply(&cmd(
+            meta(MetaWrite::PutObject {
+                bucket: "b".into(),
+                key: "late".into(),
+                condition: None,
+                record: ObjectRecord {
+                    chunks: vec![ChunkMeta {
+                        id: pending,
+                        len: 1,
+                        crc32c: 0,
+                    }],
+                    ..Default::default()
+                },
+            }),
+            2 + LEASE_TTL_MS,
+        ));
+        assert_eq!(late.0, Err(MetaError::NoSuchLease));
+    }
+
+    #[test]
+    fn drain_flags_a_known_node_only() {
+        let mut s = bucket();
+        let r = s.apply(&cmd(Op::RegisterNode { addr: "a".into() }, 2));
+        let Ok(MetaReplyKind::NodeId(id)) = r.0 else {
+            panic!("{r:?}");
+        };
+        assert!(s
+            .apply(&cmd(
+                Op::Drain {
+                    node: id,
+                    drain: true
+                },
+                3
+            ))
+            .0
+            .is_ok());
+        assert!(s.nodes[&id].draining);
+        assert!(s
+            .apply(&cmd(
+                Op::Drain {
+                    node: id,
+                    drain: false
+                },
+                4
+            ))
+            .0
+            .is_ok());
+        assert!(!s.nodes[&id].draining);
+        assert!(s
+            .apply(&cmd(
+                Op::Drain {
+                    node: 99,
+                    drain: true
+                },
+                5
+            ))
+            .0
+            .is_err());
     }
 
     #[test]
@@ -1008,7 +1236,7 @@ mod tests {
                         last_modified_ms: 0,
                         checksums: vec![],
                         chunks: vec![ChunkMeta {
-                            id: ChunkId(n as u128),
+                            id: cid(n as u128),
                             len: size,
                             crc32c: 0,
                         }],

@@ -32,6 +32,9 @@ pub mod paths {
     pub const STATUS: &str = "/internal/v1/status";
     pub const MEMBERS: &str = "/internal/v1/members";
     pub const GATEWAY_BEAT: &str = "/internal/v1/gateway-heartbeat";
+    pub const FSCK: &str = "/internal/v1/fsck";
+    pub const DRAIN: &str = "/internal/v1/drain";
+    pub const REBALANCE: &str = "/internal/v1/rebalance";
     pub const HEALTH: &str = "/health";
     /// Health path every node answers, the S3 gateway included (`_` cannot start a bucket name).
     pub const HEALTH_ALT: &str = "/_health";
@@ -140,6 +143,21 @@ impl MasterClient {
 
     pub async fn status(&self) -> Result<ClusterStatus, MetaError> {
         self.call(paths::STATUS, &()).await
+    }
+
+    /// Checks every object's chunks.
+    pub async fn fsck(&self) -> Result<FsckReport, MetaError> {
+        self.call(paths::FSCK, &()).await
+    }
+
+    /// Starts or cancels draining a chunkserver (by id or address); answers its id.
+    pub async fn drain(&self, req: &DrainRequest) -> Result<NodeId, MetaError> {
+        self.call(paths::DRAIN, req).await
+    }
+
+    /// Starts (`true`) or stops a rebalance; answers the nodes' usage as the master sees it.
+    pub async fn rebalance(&self, start: bool) -> Result<RebalanceStatus, MetaError> {
+        self.call(paths::REBALANCE, &start).await
     }
 
     /// Adds or removes a master; answers the new voter set.

@@ -61,10 +61,34 @@ pub enum MetaWrite {
     /// A gateway's upload lease: chunk ids it writes carry the lease id.
     AcquireLease {
         holder: String,
+        /// Life of the lease in milliseconds (60 s when absent).
+        #[serde(default)]
+        ttl_ms: Option<u64>,
     },
     /// Extends a lease; fails with NoSuchLease once it expired.
     RenewLease {
         lease: u32,
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+    },
+    /// Replaces a bucket's lifecycle configuration (validated by the gateway; at least one rule).
+    PutLifecycle {
+        bucket: String,
+        rules: Vec<LifecycleRule>,
+    },
+    /// Removes a bucket's lifecycle configuration (done also when it had none, as on S3).
+    DeleteLifecycle {
+        bucket: String,
+    },
+    /// Removes what the bucket's lifecycle rules have made due: proposed by the leader's lifecycle
+    /// worker. Applying re-checks every key and upload against the rules at the entry's time
+    /// (with `day_ms` as the length of a lifecycle day), so an object overwritten or a rule
+    /// removed since the worker's scan is left alone.
+    LifecycleExpire {
+        bucket: String,
+        day_ms: u64,
+        keys: Vec<String>,
+        upload_ids: Vec<String>,
     },
 }
 
@@ -134,6 +158,10 @@ pub enum MetaRead {
         key: String,
         upload_id: String,
     },
+    /// A bucket's lifecycle rules (answered with [`MetaReply::Lifecycle`], empty when none).
+    GetLifecycle {
+        bucket: String,
+    },
 }
 
 /// Parameters of an object listing; the master applies S3's rules.
@@ -191,6 +219,46 @@ pub struct ObjectLocation {
 pub struct UploadInfo {
     pub initiated_ms: u64,
     pub parts: Vec<(u32, PartRecord)>,
+}
+
+/// Most lifecycle rules a bucket may have, as on AWS S3.
+pub const MAX_LIFECYCLE_RULES: usize = 1000;
+
+/// One rule of a bucket's lifecycle configuration: the part of S3's rule language tinydfs
+/// enforces (a key prefix filter; expiration of objects; abort of incomplete multipart uploads).
+/// How the filter was written is kept so that GetBucketLifecycleConfiguration returns what was put.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRule {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `Status` is `Enabled` (false: `Disabled`, kept but not applied).
+    pub enabled: bool,
+    /// The key prefix the rule applies to; `None`: an empty `<Filter/>`, every key.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The prefix was given as the legacy `<Prefix>` of the rule rather than inside `<Filter>`.
+    #[serde(default)]
+    pub legacy_prefix: bool,
+    /// `Expiration/Days`: objects are deleted this many days after they were last written.
+    #[serde(default)]
+    pub expiration_days: Option<u32>,
+    /// `Expiration/Date` (midnight UTC, epoch ms): objects are deleted from then on.
+    #[serde(default)]
+    pub expiration_date_ms: Option<u64>,
+    /// `Expiration/ExpiredObjectDeleteMarker`: kept for the round trip; tinydfs has no versioning,
+    /// so there are no delete markers to remove.
+    #[serde(default)]
+    pub expired_object_delete_marker: Option<bool>,
+    /// `AbortIncompleteMultipartUpload/DaysAfterInitiation`.
+    #[serde(default)]
+    pub abort_incomplete_days: Option<u32>,
+}
+
+impl LifecycleRule {
+    /// Whether the rule's filter selects `key`.
+    pub fn applies_to(&self, key: &str) -> bool {
+        key.starts_with(self.prefix.as_deref().unwrap_or(""))
+    }
 }
 
 /// The answer to a write or a read.
@@ -253,6 +321,8 @@ pub enum MetaReply {
     Object(ObjectLocation),
     List(ListPage),
     Upload(UploadInfo),
+    /// A bucket's lifecycle rules; empty: the bucket has no lifecycle configuration.
+    Lifecycle(Vec<LifecycleRule>),
 }
 
 /// A chunkserver's registration, sent at start and whenever the master does not know it.
@@ -266,6 +336,9 @@ pub struct RegisterRequest {
     pub capacity: u64,
     pub free: u64,
     pub pid: u32,
+    /// Failure-domain label (rack, room, site): placement spreads a chunk's replicas over zones.
+    #[serde(default)]
+    pub zone: String,
 }
 
 /// The master's answer to a registration.
@@ -276,7 +349,7 @@ pub struct RegisterReply {
 }
 
 /// A heartbeat with the node's space; `chunks` is a full chunk report when present.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub node_id: NodeId,
     pub addr: String,
@@ -284,6 +357,31 @@ pub struct Heartbeat {
     pub free: u64,
     pub pid: u32,
     pub chunks: Option<Vec<ChunkMeta>>,
+    #[serde(default)]
+    pub zone: String,
+    /// Chunks this node no longer holds since its last heartbeat although nobody ordered it:
+    /// found corrupt (by a read or the scrubber) or on a failed disk. Sent until acknowledged.
+    #[serde(default)]
+    pub lost: Vec<ChunkId>,
+    /// Data folders (disks) and their state.
+    #[serde(default)]
+    pub disks: Vec<DiskStatus>,
+    /// Scrubber progress: chunks verified and corrupt replicas found since the process started.
+    #[serde(default)]
+    pub scrubbed: u64,
+    #[serde(default)]
+    pub scrub_corrupt: u64,
+}
+
+/// One data folder of a chunkserver.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    pub path: String,
+    pub capacity: u64,
+    pub free: u64,
+    pub chunks: u64,
+    /// An I/O error or failed fsync took this folder out of service.
+    pub failed: bool,
 }
 
 /// A gateway's periodic report, so that status lists every node of the cluster.
@@ -295,10 +393,22 @@ pub struct GatewayBeat {
 }
 
 /// The master's answer to a heartbeat.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     /// The master lost track of this node (restart): register and send a full report again.
     pub reregister: bool,
+    /// The cluster the master belongs to: a chunkserver obeys `delete` only when it matches the
+    /// cluster id it joined (fencing against a wiped or foreign master).
+    #[serde(default)]
+    pub cluster_id: String,
+    /// The master has not yet heard every chunkserver since it started leading; it never orders
+    /// deletions then, and chunkservers refuse them.
+    #[serde(default)]
+    pub safe_mode: bool,
+    /// Chunks this node must delete: garbage (referenced by nothing and beyond any live upload
+    /// lease), stale replicas (length or CRC differ from the committed chunk) and surplus copies.
+    #[serde(default)]
+    pub delete: Vec<ChunkId>,
 }
 
 /// A request for pipelines to write new chunks to.
@@ -318,7 +428,7 @@ pub struct Placement {
 }
 
 /// One node as the status report shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub role: String,
@@ -328,6 +438,15 @@ pub struct NodeStatus {
     pub capacity: u64,
     pub free: u64,
     pub chunks: u64,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskStatus>,
+    /// Scrubber progress (chunkservers): chunks verified, corrupt replicas found.
+    #[serde(default)]
+    pub scrubbed: u64,
+    #[serde(default)]
+    pub scrub_corrupt: u64,
     /// For masters: their Raft view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft: Option<RaftStatus>,
@@ -383,4 +502,70 @@ pub struct ClusterStatus {
     /// Copies made by the repair worker since this leader started.
     #[serde(default)]
     pub repaired: u64,
+    /// Replica deletions ordered since this leader started (garbage, stale and surplus copies).
+    #[serde(default)]
+    pub deletes_ordered: u64,
+    /// Replicas chunkservers reported lost (corrupt, failed disk) since this leader started.
+    #[serde(default)]
+    pub lost_reported: u64,
+    /// A rebalance is running.
+    #[serde(default)]
+    pub rebalancing: bool,
+}
+
+/// Which chunkserver to drain (`node` may be its id or its address).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub node: String,
+    /// False cancels a drain.
+    pub drain: bool,
+}
+
+/// Usage of every writable chunkserver, as a rebalance sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RebalanceStatus {
+    pub running: bool,
+    /// (node id, fraction of capacity used)
+    pub usage: Vec<(NodeId, f64)>,
+    /// Largest difference of usage tolerated.
+    pub threshold: f64,
+}
+
+/// One object (or pending multipart upload) with a chunk that is not healthy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckProblem {
+    pub bucket: String,
+    pub key: String,
+    /// Set for a part of an incomplete multipart upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    pub chunk: ChunkId,
+    /// Live copies on nodes that are not draining.
+    pub copies: u64,
+    pub wanted: u64,
+    /// `missing` (no live copy), `under-replicated`, or `corrupt` (a replica was found corrupt
+    /// or lost with its disk lately and the chunk is not yet repaired).
+    pub state: String,
+}
+
+/// What `fsck` found.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FsckReport {
+    /// False while the leader may not have heard every chunkserver: the counts may be wrong.
+    pub settled: bool,
+    pub objects: u64,
+    pub uploads: u64,
+    pub chunks: u64,
+    pub missing: u64,
+    pub under_replicated: u64,
+    pub corrupt: u64,
+    /// At most the first 1,000 problems.
+    pub problems: Vec<FsckProblem>,
+    pub truncated: bool,
+}
+
+impl FsckReport {
+    pub fn healthy(&self) -> bool {
+        self.settled && self.missing == 0 && self.under_replicated == 0 && self.corrupt == 0
+    }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,6 +174,114 @@ impl Cluster {
         assert!(ok.success(), "kill {name}");
     }
 
+    /// Internal addresses of the masters.
+    pub fn masters(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("cluster.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The address a node of `cluster.json` listens on.
+    pub fn addr(&self, name: &str) -> String {
+        self.nodes()
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["addr"].as_str().map(String::from))
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Starts one more node process of this cluster (`tinydfs <args>`), with the cluster secret
+    /// and the test credentials in its environment, logging to `logs/<name>.log`.
+    pub fn spawn(&self, name: &str, args: &[String]) -> KillOnDrop {
+        let secret = std::fs::read_to_string(self.dir.join("cluster.secret")).unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("logs/{name}.log"))).unwrap();
+        let child = Command::new(bin())
+            .args(args)
+            .env("TINYDFS_CLUSTER_SECRET", secret.trim())
+            .env("TINYDFS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("TINYDFS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    }
+
+    /// (Re)starts chunkserver `name` on `addr` with its data folder under the cluster's.
+    pub fn spawn_chunkserver(&self, name: &str, addr: &str, extra: &[&str]) -> KillOnDrop {
+        let mut args: Vec<String> = vec![
+            "chunkserver".into(),
+            "--listen".into(),
+            addr.into(),
+            "--data-dir".into(),
+            self.dir.join(name).display().to_string(),
+            "--masters".into(),
+            self.masters().join(","),
+            "--heartbeat-ms".into(),
+            "200".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let node = self.spawn(name, &args);
+        wait_until(&format!("{name} to register"), || {
+            self.status()["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["addr"] == addr && n["state"] == "alive")
+        });
+        node
+    }
+
+    /// Chunk files on every chunkserver's disks: (chunkserver folder name, chunk id) pairs.
+    pub fn chunk_files(&self) -> Vec<(String, String)> {
+        fn walk(dir: &Path, node: &str, out: &mut Vec<(String, String)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().to_string();
+                if p.is_dir() {
+                    walk(&p, node, out);
+                } else if name.len() == 32
+                    && name.bytes().all(|b| b.is_ascii_hexdigit())
+                    && p.components().any(|c| c.as_os_str() == "chunks")
+                {
+                    out.push((node.to_string(), name));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("chunkserver") {
+                walk(&e.path(), &name, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Runs `tinydfs admin <args> --data-dir <cluster>`; answers (exit code, stdout).
+    pub fn admin(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(bin())
+            .arg("admin")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     /// `tinydfs admin status --json` of this cluster.
     pub fn status(&self) -> serde_json::Value {
         let out = Command::new(bin())
@@ -240,6 +350,53 @@ impl Drop for Cluster {
     }
 }
 
+/// A multi-threaded runtime for a test's async client calls.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// GETs a whole object.
+pub async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+    let out = c
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let body = out.body.collect().await.map_err(|e| format!("{e:?}"))?;
+    Ok(body.into_bytes().to_vec())
+}
+
+/// PUTs a whole object.
+pub async fn put(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Polls `pred` until it holds (generous deadline for loaded machines).
+pub fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// A process started by a test, killed when the test ends (also when it fails).
 pub struct KillOnDrop(pub Child);
 
@@ -281,4 +438,58 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 pub fn md5_hex(b: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(b))
+}
+
+pub fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// The SigV4 signing key of the test secret for `day`, and the signature of `creq`.
+pub fn sign(day: &str, amz: &str, scope: &str, creq: &str) -> (Vec<u8>, String) {
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
+        sha_hex(creq.as_bytes())
+    );
+    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
+        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
+        |k, part| hmac(&k, part.as_bytes()),
+    );
+    let sig = hex::encode(hmac(&key, sts.as_bytes()));
+    (key, sig)
+}
+
+pub fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Signs a single-chunk request whose `x-amz-content-sha256` is `payload_hash`.
+pub fn signed_headers(
+    host: &str,
+    method: &str,
+    path: &str,
+    payload_hash: &str,
+) -> Vec<(String, String)> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
+    let day = &amz[..8];
+    let scope = format!("{day}/us-east-1/s3/aws4_request");
+    let headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("x-amz-content-sha256".to_string(), payload_hash.to_string()),
+        ("x-amz-date".to_string(), amz.clone()),
+    ];
+    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let creq = format!("{method}\n{path}\n\n{canonical_headers}\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}");
+    let (_, sig) = sign(day, &amz, &scope, &creq);
+    let mut out = headers;
+    out.push((
+        "authorization".to_string(),
+        format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"),
+    ));
+    out
 }

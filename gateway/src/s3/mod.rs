@@ -5,8 +5,10 @@
 //! - [`list`]: ListObjects (v1 and v2).
 //! - [`object`]: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects.
 //! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts.
+//! - [`lifecycle`]: Put/GetBucketLifecycleConfiguration, DeleteBucketLifecycle.
 
 pub mod bucket;
+pub mod lifecycle;
 pub mod list;
 pub mod multipart;
 pub mod object;
@@ -286,7 +288,6 @@ async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Resul
 const UNSUPPORTED_BUCKET_SUBRESOURCES: &[&str] = &[
     "acl",
     "cors",
-    "lifecycle",
     "policy",
     "policyStatus",
     "tagging",
@@ -325,6 +326,9 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
             if req.has("location") {
                 return bucket::location(&gw, &req).await;
             }
+            if req.has("lifecycle") {
+                return lifecycle::get(&gw, &req).await;
+            }
             if req.has("versioning") {
                 return bucket::versioning(&gw, &req).await;
             }
@@ -337,6 +341,8 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
         }
         return match m {
             Method::PUT if req.query.is_empty() => bucket::create(&gw, req).await,
+            Method::PUT if req.has("lifecycle") => lifecycle::put(&gw, req).await,
+            Method::DELETE if req.has("lifecycle") => lifecycle::delete(&gw, &req).await,
             Method::HEAD => bucket::head(&gw, &req).await,
             Method::DELETE if req.query.is_empty() => bucket::delete(&gw, &req).await,
             Method::POST if req.has("delete") => object::delete_many(&gw, req).await,
