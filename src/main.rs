@@ -74,6 +74,10 @@ enum AdminCmd {
     Decommission(server::DecommissionArgs),
     /// Even out chunkserver usage, e.g. after adding chunkservers.
     Rebalance(server::RebalanceArgs),
+    /// Write a consistent copy of the master metadata to FILE (restore: `master --restore`).
+    Backup(server::BackupArgs),
+    /// Buckets with their owner, object count and size.
+    Buckets(server::BucketsArgs),
 }
 
 #[derive(Subcommand)]
@@ -140,6 +144,9 @@ struct MasterArgs {
     /// Address others reach this master at.
     #[arg(long)]
     advertise: Option<String>,
+    /// Read-only operations listener address (health, metrics, status page); off if not given.
+    #[arg(long, value_name = "ADDR")]
+    ops_listen: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Seconds of silence after which a chunkserver is dead.
@@ -181,6 +188,10 @@ struct MasterArgs {
     /// A rebalance ends once chunkservers' used fractions differ by less than this (0.05).
     #[arg(long)]
     rebalance_threshold: Option<f64>,
+    /// Restore this backup (`tinydfs admin backup`) into a new master group; needs an empty
+    /// data folder. Chunkservers of the backed-up cluster rejoin with their data.
+    #[arg(long)]
+    restore: Option<PathBuf>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -194,6 +205,9 @@ struct ChunkserverArgs {
     listen: Option<String>,
     #[arg(long)]
     advertise: Option<String>,
+    /// Read-only operations listener address (health, metrics); off if not given.
+    #[arg(long, value_name = "ADDR")]
+    ops_listen: Option<String>,
     /// Folder for the node identity, and for chunks unless `--disk` is given.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -229,6 +243,9 @@ struct GatewayArgs {
     /// S3 listener address.
     #[arg(long, alias = "s3-addr")]
     listen: Option<String>,
+    /// Read-only operations listener address (health, metrics); off if not given.
+    #[arg(long, value_name = "ADDR")]
+    ops_listen: Option<String>,
     /// Master addresses, comma-separated.
     #[arg(long, value_delimiter = ',')]
     masters: Option<Vec<String>>,
@@ -280,6 +297,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.id, a.id);
     set(&mut c.listen, a.listen);
     set(&mut c.advertise, a.advertise);
+    set(&mut c.ops_listen, a.ops_listen);
     set(&mut c.data_dir, a.data_dir);
     set(&mut c.dead_node_timeout_secs, a.dead_node_timeout_secs);
     set(&mut c.reserve_bytes, a.reserve_bytes);
@@ -295,6 +313,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.lifecycle_interval_ms, a.lifecycle_interval_ms);
     set(&mut c.lifecycle_day_ms, a.lifecycle_day_ms);
     set(&mut c.rebalance_threshold, a.rebalance_threshold);
+    set(&mut c.restore, a.restore.map(Some));
     c.secret = a.secret.resolve(&c.secret)?;
     Ok(c)
 }
@@ -303,6 +322,7 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     let mut c: ChunkserverConfig = load(&a.config)?;
     set(&mut c.listen, a.listen);
     set(&mut c.advertise, a.advertise);
+    set(&mut c.ops_listen, a.ops_listen);
     set(&mut c.data_dir, a.data_dir);
     set(&mut c.disks, a.disks);
     set(&mut c.capacity, a.capacity);
@@ -318,6 +338,7 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
 fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     let mut c: GatewayConfig = load(&a.config)?;
     set(&mut c.listen, a.listen);
+    set(&mut c.ops_listen, a.ops_listen);
     set(&mut c.masters, a.masters);
     set(&mut c.region, a.region);
     set(&mut c.chunk_size, a.chunk_size);
@@ -436,6 +457,12 @@ fn main() {
             Cmd::Admin {
                 cmd: AdminCmd::Rebalance(a),
             } => server::rebalance(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Backup(a),
+            } => server::backup(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Buckets(a),
+            } => server::buckets(a).await,
             Cmd::Admin {
                 cmd: AdminCmd::Master { cmd },
             } => {

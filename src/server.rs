@@ -87,6 +87,9 @@ pub struct LocalNode {
     pub role: String,
     pub addr: String,
     pub pid: Option<u32>,
+    /// The node's read-only operations listener (health, metrics; status page on masters).
+    #[serde(default)]
+    pub ops_addr: String,
 }
 
 /// `cluster.json`: how to reach the local cluster.
@@ -277,12 +280,15 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             .min(a.chunkservers);
         for (i, addr) in master_addrs.iter().enumerate() {
             let name = format!("master-{}", i + 1);
+            let ops_addr = free_port(host)?;
             let mut args = vec![
                 "master".to_string(),
                 "--id".into(),
                 (i + 1).to_string(),
                 "--listen".into(),
                 addr.clone(),
+                "--ops-listen".into(),
+                ops_addr.clone(),
                 "--data-dir".into(),
                 dir.join(&name).display().to_string(),
                 "--initial-members".into(),
@@ -313,16 +319,20 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 role: "master".into(),
                 addr: addr.clone(),
                 pid: m.child.id(),
+                ops_addr,
             });
             children.push(m);
         }
         for i in 1..=a.chunkservers {
             let addr = free_port(host)?;
+            let ops_addr = free_port(host)?;
             let name = format!("chunkserver-{i}");
             let mut args = vec![
                 "chunkserver".to_string(),
                 "--listen".into(),
                 addr.clone(),
+                "--ops-listen".into(),
+                ops_addr.clone(),
                 "--data-dir".into(),
                 dir.join(&name).display().to_string(),
                 "--masters".into(),
@@ -343,13 +353,17 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 role: "chunkserver".into(),
                 addr,
                 pid: c.child.id(),
+                ops_addr,
             });
             children.push(c);
         }
+        let gateway_ops = free_port(host)?;
         let mut args = vec![
             "gateway".to_string(),
             "--listen".into(),
             a.s3_addr.clone(),
+            "--ops-listen".into(),
+            gateway_ops.clone(),
             "--masters".into(),
             master_list.clone(),
             "--region".into(),
@@ -387,6 +401,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             role: "gateway".into(),
             addr: a.s3_addr.clone(),
             pid: g.child.id(),
+            ops_addr: gateway_ops,
         });
         children.push(g);
         wait_registered(&master_addrs, &secret, a.chunkservers).await?;
@@ -424,6 +439,9 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         master_addrs.len(),
         a.chunkservers
     );
+    if let Some(m) = nodes.iter().find(|n| n.role == "master") {
+        println!("  status page: http://{}/", m.ops_addr);
+    }
     if generated {
         println!("  access key id:     {}", creds.access_key_id);
         println!("  secret access key: {}", creds.secret_access_key);
@@ -849,4 +867,90 @@ pub async fn rebalance(a: RebalanceArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// The file to write (replaced atomically).
+    file: PathBuf,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `tinydfs admin backup FILE`.
+pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let copy = a
+        .target
+        .client()?
+        .backup()
+        .await
+        .map_err(|e| anyhow::anyhow!("backup failed: {e}"))?;
+    let bytes = copy.get().as_bytes();
+    let tmp = a.file.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &a.file)?;
+    #[derive(Deserialize)]
+    struct Summary {
+        applied_index: u64,
+        state: SummaryState,
+    }
+    #[derive(Deserialize)]
+    struct SummaryState {
+        cluster_id: String,
+        buckets: std::collections::HashMap<String, serde::de::IgnoredAny>,
+    }
+    let s: Summary = serde_json::from_str(copy.get())?;
+    println!(
+        "backup of cluster {} at log index {}: {} buckets, {} bytes written to {}",
+        s.state.cluster_id,
+        s.applied_index,
+        s.state.buckets.len(),
+        bytes.len(),
+        a.file.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BucketsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tinydfs admin buckets`.
+pub async fn buckets(a: BucketsArgs) -> anyhow::Result<()> {
+    let list = a
+        .target
+        .client()?
+        .bucket_usage()
+        .await
+        .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>12} {:>16}  {:<20}  OWNER",
+        "BUCKET", "OBJECTS", "BYTES", "CREATED"
+    );
+    for b in &list {
+        println!(
+            "{:<40} {:>12} {:>16}  {:<20}  {}",
+            b.name,
+            b.objects,
+            b.bytes,
+            tinydfs_proto::time::iso8601(b.created_ms),
+            b.owner
+        );
+    }
+    Ok(())
 }

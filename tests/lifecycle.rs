@@ -406,6 +406,8 @@ fn lifecycle_rules_remove_expired_objects_and_stale_uploads() {
         for key in ["old/a", "new/a"] {
             put(&c, "dated", key, data(10, 3)).await.unwrap();
         }
+        // (Checked before any rule exists: with one-second days it may go as soon as there is.)
+        assert!(upload_exists(&c, "lc-bucket", "tmp/big", &stale).await);
         // Uploads under tmp/ are aborted and logs/ objects expire after a (one-second) day; the
         // same age under a disabled rule, another prefix or another bucket changes nothing.
         put_rules(
@@ -432,7 +434,6 @@ fn lifecycle_rules_remove_expired_objects_and_stale_uploads() {
             .build()
             .unwrap();
         put_rules(&c, "dated", vec![dated]).await.unwrap();
-        assert!(upload_exists(&c, "lc-bucket", "tmp/big", &stale).await);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let gone = !upload_exists(&c, "lc-bucket", "tmp/big", &stale).await

@@ -33,6 +33,7 @@ use tinydfs_proto::frame::{footer, FooterSplitter};
 use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
+use tracing::Instrument;
 
 /// Frames buffered between the network and the disk writer, and toward the next member.
 const PIPELINE_DEPTH: usize = 16;
@@ -59,12 +60,42 @@ pub fn router(cs: Shared) -> Router {
             &format!("{}/{{id}}/replicate", paths::CHUNK),
             axum::routing::post(replicate),
         )
-        .layer(middleware::from_fn_with_state(cs.clone(), require_secret));
+        .layer(middleware::from_fn_with_state(cs.clone(), require_secret))
+        .layer(middleware::from_fn(request_span));
     Router::new()
         .route(paths::HEALTH, get(health))
         .route(paths::HEALTH_ALT, get(health))
         .merge(internal)
         .with_state(cs)
+}
+
+/// Runs each chunk request in a span carrying the request id its sender gave it (the gateway's
+/// S3 request id), so that its log lines join the gateway's.
+async fn request_span(req: Request, next: Next) -> Response {
+    let rid = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let span = tracing::info_span!(
+        "chunk_request",
+        request_id = %rid,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    async move {
+        let started = std::time::Instant::now();
+        let resp = next.run(req).await;
+        // Per chunk request: debug, as a 64 MiB chunk's copies would double the info volume.
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "chunk request"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 async fn require_secret(State(cs): State<Shared>, req: Request, next: Next) -> Response {
@@ -156,7 +187,8 @@ async fn receive(
 ) -> Result<PutChunkReply, (StatusCode, String)> {
     let (local_tx, local_rx) = mpsc::channel::<WriteMsg>(PIPELINE_DEPTH);
     let store = cs.store.clone();
-    let writer = tokio::task::spawn_blocking(move || store.write(id, local_rx));
+    let span = tracing::Span::current();
+    let writer = tokio::task::spawn_blocking(move || span.in_scope(|| store.write(id, local_rx)));
 
     // The next member gets the same bytes (footer included) through a bounded channel. An
     // error item aborts its request; and it checks the footer itself, so it never keeps a
@@ -419,7 +451,9 @@ fn read_stream(
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
     let store = cs.store.clone();
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _in_request = span.enter();
         if let Err(e) = store.read(id, offset, Some(len), tx) {
             // Corruption and disk failures are logged by the store.
             if !matches!(e, StoreError::Corrupt(..) | StoreError::DiskFailed { .. }) {

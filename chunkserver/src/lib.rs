@@ -5,6 +5,7 @@
 //! - [`api`]: the internal HTTP API: the write pipeline (receive, write locally while forwarding
 //!   to the next replica, acknowledge once every member has fsynced) and verified reads.
 //! - [`scrub`]: the background worker that re-reads every chunk to find silent corruption.
+//! - [`ops`]: the read-only operations listener (health, Prometheus metrics).
 //! - this file: configuration, registration with the master and heartbeats with chunk reports,
 //!   lost replicas, disk states and the master's deletion orders.
 //!
@@ -12,6 +13,7 @@
 //! join another cluster with it; it obeys deletion orders only from a master of that cluster.
 
 pub mod api;
+pub mod ops;
 pub mod scrub;
 pub mod store;
 
@@ -58,6 +60,8 @@ pub struct ChunkserverConfig {
     pub heartbeat_ms: u64,
     /// Failure-domain label (rack, room); empty for none.
     pub zone: String,
+    /// Address of the read-only operations listener (health, metrics); empty for none.
+    pub ops_listen: String,
 }
 
 impl Default for ChunkserverConfig {
@@ -74,6 +78,7 @@ impl Default for ChunkserverConfig {
             secret: String::new(),
             heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
             zone: String::new(),
+            ops_listen: String::new(),
         }
     }
 }
@@ -150,6 +155,15 @@ pub async fn run(
         node_id: id_rx,
         client: tinydfs_proto::client::ChunkClient::new(config.secret.clone()),
     });
+    // Read-only and quick: stopped with the process, without a grace period.
+    let ops_server = if config.ops_listen.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&config.ops_listen).await?;
+        tracing::info!(addr = %config.ops_listen, "operations listener");
+        let app = ops::router(store.clone());
+        Some(tokio::spawn(async move { axum::serve(l, app).await }))
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await?
         .tap_io(|tcp| {
@@ -168,6 +182,9 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await?;
     hb.abort();
+    if let Some(s) = ops_server {
+        s.abort();
+    }
     stop_scrub.store(true, Ordering::Relaxed);
     scrubber.abort();
     Ok(())
@@ -242,6 +259,7 @@ async fn heartbeat_loop(
             report
         });
         let (scrubbed, scrub_corrupt) = store.scrub_counters();
+        let (bytes_written, _) = store.io_counters();
         let hb = Heartbeat {
             node_id,
             addr: config.advertise(),
@@ -254,6 +272,7 @@ async fn heartbeat_loop(
             disks: usage.disks,
             scrubbed,
             scrub_corrupt,
+            bytes_written,
         };
         match master.heartbeat(&hb).await {
             // The master lost track of this node: what it was sent may be ignored, so the lost

@@ -174,6 +174,9 @@ pub struct ChunkStore {
     committed: Condvar,
     scrubbed: AtomicU64,
     scrub_corrupt: AtomicU64,
+    /// Chunk bytes stored and served since the process started (for metrics and heartbeats).
+    bytes_written: AtomicU64,
+    bytes_read: AtomicU64,
 }
 
 fn le32(b: &[u8]) -> u32 {
@@ -247,6 +250,8 @@ impl ChunkStore {
             committed: Condvar::new(),
             scrubbed: AtomicU64::new(0),
             scrub_corrupt: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
         })
     }
 
@@ -332,6 +337,25 @@ impl ChunkStore {
             self.scrubbed.load(Ordering::Relaxed),
             self.scrub_corrupt.load(Ordering::Relaxed),
         )
+    }
+
+    /// Chunk bytes stored (durably, by pipeline writes and copies) and read (verified, sent),
+    /// since the process started.
+    pub fn io_counters(&self) -> (u64, u64) {
+        (
+            self.bytes_written.load(Ordering::Relaxed),
+            self.bytes_read.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Bytes of chunk data held on the disks in service.
+    pub fn bytes_held(&self) -> u64 {
+        self.state()
+            .disks
+            .iter()
+            .filter(|d| !d.failed)
+            .map(|d| d.held)
+            .sum()
     }
 
     /// Takes data folder `disk` out of service: its chunks leave the index and are queued as
@@ -588,8 +612,13 @@ impl ChunkStore {
             let mut st = self.state();
             st.disks[disk].pending = st.disks[disk].pending.saturating_sub(reserved);
         }
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match &result {
+            Ok((len, _)) => {
+                self.bytes_written.fetch_add(*len, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&tmp);
+            }
         }
         result
     }
@@ -790,9 +819,11 @@ impl ChunkStore {
             let from = offset.saturating_sub(start) as usize;
             let to = ((offset + len).min(start + blen as u64) - start) as usize;
             let bytes = Bytes::from(buf).slice(from..to);
+            let n = bytes.len() as u64;
             if tx.blocking_send(Ok(bytes)).is_err() {
                 break; // the reader went away
             }
+            self.bytes_read.fetch_add(n, Ordering::Relaxed);
         }
         Ok(())
     }

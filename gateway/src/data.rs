@@ -18,6 +18,7 @@ use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
 use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// Frames queued toward a pipeline head: a little slack, bounded memory.
 const UPLOAD_QUEUE: usize = 16;
@@ -206,10 +207,13 @@ async fn finish_chunk(gw: &Gateway, mut chunk: OpenChunk, stored: &mut Stored) -
             if let Some(head) = chunk.pipeline.first() {
                 gw.suspect(head.id);
             }
-            return Err(S3Error::unavailable(format!(
-                "chunk {} write failed: {e}",
-                chunk.id
-            )));
+            let detail = format!("chunk {} write failed: {e}", chunk.id);
+            // The head ran out of space (its own disk: followers' failures come back as
+            // missing copies in a successful reply).
+            if e.contains("HTTP 507") {
+                return Err(S3Error::insufficient_capacity(detail));
+            }
+            return Err(S3Error::unavailable(detail));
         }
     };
     for n in &chunk.pipeline {
@@ -256,7 +260,7 @@ pub fn read(
     request_id: String,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_QUEUE);
-    tokio::spawn(async move {
+    let task = async move {
         let mut chunk_start = 0u64;
         for i in 0..loc.record.chunks.len() {
             let c = loc.record.chunks[i].clone();
@@ -276,7 +280,9 @@ pub fn read(
             }
             chunk_start = chunk_end;
         }
-    });
+    };
+    // In the S3 request's span: its log lines carry the request id.
+    tokio::spawn(task.in_current_span());
     futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })

@@ -70,6 +70,17 @@ impl S3Error {
             "We encountered an internal error. Please try again.",
         )
     }
+    /// 507: no chunkserver has room for the data (placement found none, or a chunkserver ran
+    /// out of space during the write).
+    pub fn insufficient_capacity(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "no space for a new chunk");
+        Self::new(
+            "InsufficientCapacity",
+            507,
+            "The cluster has not enough live chunkservers with free space to store this object.",
+        )
+    }
+
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %detail, "service unavailable");
         Self::new(
@@ -156,14 +167,7 @@ impl From<MetaError> for S3Error {
                 412,
                 "At least one of the pre-conditions you specified did not hold",
             ),
-            MetaError::NoSpace(m) => {
-                tracing::warn!(error = %m, "no space for a new chunk");
-                Self::new(
-                    "InsufficientCapacity",
-                    507,
-                    "The cluster has not enough live chunkservers with free space to store this object.",
-                )
-            }
+            MetaError::NoSpace(m) => Self::insufficient_capacity(m),
             MetaError::BadRequest(m) => Self::internal(m),
             MetaError::NotLeader(_) | MetaError::Unavailable(_) => Self::unavailable(e),
         }

@@ -10,11 +10,13 @@
 //! - [`s3`]: the request router and one file per operation family.
 //! - [`data`]: the data path: chunked, pipelined uploads and replica-failover reads.
 //! - [`error`]: the S3 error type; [`xml`]: S3 documents.
+//! - [`ops`]: S3 request metrics and the read-only operations listener.
 //! - this file: configuration and the HTTP(S) listener.
 
 pub mod auth;
 pub mod data;
 pub mod error;
+pub mod ops;
 pub mod s3;
 pub mod xml;
 
@@ -63,6 +65,8 @@ pub struct GatewayConfig {
     /// Life of an upload lease: how long after this gateway dies its unfinished uploads' chunks
     /// become garbage.
     pub lease_ttl_secs: f64,
+    /// Address of the read-only operations listener (health, metrics); empty for none.
+    pub ops_listen: String,
 }
 
 impl Default for GatewayConfig {
@@ -82,6 +86,7 @@ impl Default for GatewayConfig {
             domain: None,
             lease_rotate_secs: DEFAULT_LEASE_ROTATE.as_secs_f64(),
             lease_ttl_secs: 60.0,
+            ops_listen: String::new(),
         }
     }
 }
@@ -99,6 +104,7 @@ pub struct Gateway {
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
     /// The upload leases new chunk ids are named under.
     pub leases: Mutex<Leases>,
+    pub metrics: ops::S3Metrics,
 }
 
 /// An upload lease. Each upload holds an `Arc` of the lease its chunks are named under until it
@@ -181,9 +187,9 @@ fn lease_ttl_ms(gw: &Gateway) -> u64 {
 /// that the chunks of deleted objects written under the old one become garbage the master may
 /// collect (a lease that lived forever would keep them).
 async fn keep_leases(gw: Arc<Gateway>) {
-    let rotate = Duration::from_secs_f64(gw.config.lease_rotate_secs.max(0.1));
+    let rotate = Duration::from_secs_f64(gw.config.lease_rotate_secs);
     // Renewed at a third of its life, so two renewals in a row may fail.
-    let every = Duration::from_secs_f64(gw.config.lease_ttl_secs.max(0.3) / 3.0).min(rotate);
+    let every = Duration::from_secs_f64(gw.config.lease_ttl_secs / 3.0).min(rotate);
     loop {
         tokio::time::sleep(every).await;
         let (held, due) = match gw.leases.lock() {
@@ -197,13 +203,13 @@ async fn keep_leases(gw: Arc<Gateway>) {
             }
             Err(_) => return,
         };
-        for id in held {
-            renew_old(&gw, id).await;
-        }
+        // Concurrently: one slow renewal must not starve the others.
+        futures_util::future::join_all(held.into_iter().map(|id| renew_old(&gw, id))).await;
+        // The current lease is renewed also when it is about to be displaced, so that uploads
+        // holding it keep a whole life until the next round renews it as an old one.
+        renew_lease(&gw).await;
         if due {
-            take_lease(&gw).await;
-        } else {
-            renew_lease(&gw).await;
+            try_take_lease(&gw).await; // retried next round if no master answers
         }
     }
 }
@@ -233,26 +239,36 @@ async fn renew_old(gw: &Gateway, id: u32) {
 
 /// Takes a new current lease, retrying until a master answers; the previous one joins the old.
 async fn take_lease(gw: &Gateway) {
-    use tinydfs_proto::meta::{MetaReply, MetaWrite};
-    loop {
-        let write = MetaWrite::AcquireLease {
-            holder: gw.config.listen.clone(),
-            ttl_ms: Some(lease_ttl_ms(gw)),
-        };
-        match gw.master.write(write).await {
-            Ok(MetaReply::Lease { id, .. }) => {
-                if let Ok(mut l) = gw.leases.lock() {
-                    let fresh = (Arc::new(UploadLease { id }), Instant::now());
-                    if let Some((previous, _)) = l.current.replace(fresh) {
-                        l.old.push(previous);
-                    }
-                }
-                return;
-            }
-            Ok(other) => tracing::warn!(reply = ?other, "unexpected answer to a lease request"),
-            Err(e) => tracing::warn!(error = %e, "cannot take an upload lease yet"),
-        }
+    while !try_take_lease(gw).await {
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Asks once for a new current lease; the previous one joins the old. False if it failed.
+async fn try_take_lease(gw: &Gateway) -> bool {
+    use tinydfs_proto::meta::{MetaReply, MetaWrite};
+    let write = MetaWrite::AcquireLease {
+        holder: gw.config.listen.clone(),
+        ttl_ms: Some(lease_ttl_ms(gw)),
+    };
+    match gw.master.write(write).await {
+        Ok(MetaReply::Lease { id, .. }) => {
+            if let Ok(mut l) = gw.leases.lock() {
+                let fresh = (Arc::new(UploadLease { id }), Instant::now());
+                if let Some((previous, _)) = l.current.replace(fresh) {
+                    l.old.push(previous);
+                }
+            }
+            true
+        }
+        Ok(other) => {
+            tracing::warn!(reply = ?other, "unexpected answer to a lease request");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take an upload lease yet");
+            false
+        }
     }
 }
 
@@ -266,7 +282,8 @@ async fn renew_lease(gw: &Gateway) {
         .ok()
         .and_then(|l| l.current.as_ref().map(|(lease, _)| lease.id));
     let Some(id) = current else {
-        return take_lease(gw).await;
+        try_take_lease(gw).await;
+        return;
     };
     match gw
         .master
@@ -279,7 +296,7 @@ async fn renew_lease(gw: &Gateway) {
         Ok(_) => {}
         Err(MetaError::NoSuchLease) => {
             tracing::warn!(lease = id, "upload lease expired; taking a new one");
-            take_lease(gw).await;
+            try_take_lease(gw).await;
         }
         Err(e) => tracing::warn!(error = %e, "cannot renew the upload lease yet"),
     }
@@ -316,18 +333,40 @@ pub async fn run(
         config.chunk_size >= 1024,
         "chunk size must be at least 1 KiB"
     );
+    anyhow::ensure!(
+        (0.3..=3600.0).contains(&config.lease_ttl_secs),
+        "the lease life must be between 0.3 and 3600 seconds"
+    );
+    anyhow::ensure!(
+        (0.1..=86400.0).contains(&config.lease_rotate_secs),
+        "the lease rotation must be between 0.1 and 86400 seconds"
+    );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
         (None, None) => None,
         _ => anyhow::bail!("give both a TLS certificate and a key, or neither"),
     };
+    let mut registry = tinydfs_proto::ops::registry();
     let gw = Arc::new(Gateway {
+        metrics: ops::S3Metrics::new(&mut registry),
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
         leases: Mutex::new(Leases::default()),
         config: config.clone(),
     });
+    // Up before the first lease, so that a gateway waiting for the masters can be watched.
+    // Read-only and quick: stopped with the process, without a grace period.
+    let ops_server = if config.ops_listen.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&config.ops_listen).await?;
+        tracing::info!(addr = %config.ops_listen, "operations listener");
+        let app = ops::router(registry);
+        Some(AbortOnDrop(tokio::spawn(async move {
+            axum::serve(l, app).await
+        })))
+    };
     // Take the first upload lease before serving: every chunk id is named under one. A gateway
     // that cannot reach a master yet still stops when told to.
     tokio::pin!(shutdown);
@@ -389,5 +428,15 @@ pub async fn run(
     {
         tracing::warn!("requests still running after the shutdown grace period; closing them");
     }
+    drop(ops_server);
     Ok(())
+}
+
+/// A task aborted when dropped (on every way out of [`run`]).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

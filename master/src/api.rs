@@ -63,6 +63,8 @@ pub fn router(m: Shared) -> Router {
         .route(paths::FSCK, post(fsck).get(fsck))
         .route(paths::DRAIN, post(drain))
         .route(paths::REBALANCE, post(rebalance))
+        .route(paths::BACKUP, post(backup).get(backup))
+        .route(paths::BUCKET_USAGE, post(bucket_usage).get(bucket_usage))
         .route(raft_paths::APPEND, post(raft_append))
         .route(raft_paths::VOTE, post(raft_vote))
         .route(raft_paths::SNAPSHOT, post(raft_snapshot))
@@ -120,7 +122,8 @@ impl Master {
             .clone()
     }
 
-    fn leader_addr(&self, leader: Option<u64>) -> Option<String> {
+    /// The internal address of `leader`, or of the leader this master knows of.
+    pub(crate) fn leader_addr(&self, leader: Option<u64>) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
         let id = leader.or(m.current_leader)?;
         m.membership_config
@@ -222,15 +225,24 @@ impl Master {
             .map_err(|_| MetaError::Unavailable("state lock poisoned".into()))
     }
 
+    /// The leader's soft state, emptied when the Raft term changed since it was filled: what
+    /// an earlier term learnt (replicas, pending deletions) may have changed under another
+    /// leader, so chunkservers register and report again.
     pub(crate) fn registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>, MetaError> {
-        self.registry
+        let mut reg = self
+            .registry
             .lock()
-            .map_err(|_| MetaError::Unavailable("registry lock poisoned".into()))
+            .map_err(|_| MetaError::Unavailable("registry lock poisoned".into()))?;
+        let term = self.raft.metrics().borrow().current_term;
+        if reg.term != term {
+            reg.reset(term);
+        }
+        Ok(reg)
     }
 }
 
 /// Names the cluster once the first leader is elected (applied once: later leaders see the name).
-pub async fn name_cluster(m: Shared) {
+pub async fn name_cluster(m: Shared, mut restore: Option<crate::state::Backup>) {
     loop {
         let named = m
             .state()
@@ -240,9 +252,27 @@ pub async fn name_cluster(m: Shared) {
             return;
         }
         if m.check_leader().is_ok() {
-            let cluster_id = format!("{:032x}", rand::random::<u128>());
-            match m.propose(None, Op::Init { cluster_id }).await {
-                Ok(_) => continue,
+            // A restored group takes the backup's state, cluster id included, so that the
+            // cluster's chunkservers recognise it.
+            let op = match &restore {
+                Some(b) => Op::Restore {
+                    state: Box::new(b.state.clone()),
+                },
+                None => Op::Init {
+                    cluster_id: format!("{:032x}", rand::random::<u128>()),
+                },
+            };
+            match m.propose(None, op).await {
+                Ok(_) => {
+                    if let Some(b) = restore.take() {
+                        tracing::info!(
+                            cluster_id = %b.state.cluster_id,
+                            objects = b.state.object_count(),
+                            "metadata restored from a backup"
+                        );
+                    }
+                    continue;
+                }
                 Err(e) => tracing::warn!(error = %e, "could not name the cluster yet"),
             }
         }
@@ -554,27 +584,35 @@ async fn register_inner(m: &Master, body: &[u8]) -> Result<RegisterReply, MetaEr
 }
 
 async fn heartbeat(State(m): State<Shared>, body: Bytes) -> Response {
-    reply((|| {
-        let hb: Heartbeat = parse(&body)?;
-        m.check_leader()?;
-        // Deletions only once every live chunkserver has reported to this leader (safe mode).
-        let settled = m.settled();
-        let a = m.state()?;
-        let state = &a.state;
-        let delete = m.registry()?.heartbeat(&hb, settled, |c| {
-            match state.chunks.get(&c.id) {
-                // A replica that differs from the committed chunk is stale.
-                Some(e) => e.len != c.len || e.crc32c != c.crc32c,
-                None => state.is_garbage(&c.id),
-            }
-        });
-        Ok(HeartbeatReply {
-            reregister: delete.is_none(),
-            cluster_id: state.cluster_id.clone(),
-            safe_mode: !settled,
-            delete: delete.unwrap_or_default(),
-        })
-    })())
+    reply(heartbeat_inner(&m, &body).await)
+}
+
+async fn heartbeat_inner(m: &Master, body: &[u8]) -> Result<HeartbeatReply, MetaError> {
+    let hb: Heartbeat = parse(body)?;
+    m.check_leader()?;
+    // Deletions only out of safe mode: led for a dead-node timeout, every live chunkserver
+    // reported in this term...
+    let settled = m.settled() && m.registry()?.all_reported();
+    let judging = hb.chunks.is_some() || m.registry()?.has_pending(hb.node_id);
+    // ...and never from a stale view: a leader deposed without knowing it, or one behind its
+    // log, would take chunks of leases it has not seen for garbage. Confirm leadership with a
+    // quorum and apply everything committed first.
+    let may_delete = settled && judging && m.linearize().await.is_ok();
+    let a = m.state()?;
+    let state = &a.state;
+    let delete = m.registry()?.heartbeat(&hb, may_delete, |c| {
+        match state.chunks.get(&c.id) {
+            // A replica that differs from the committed chunk is stale.
+            Some(e) => e.len != c.len || e.crc32c != c.crc32c,
+            None => state.is_garbage(&c.id),
+        }
+    });
+    Ok(HeartbeatReply {
+        reregister: delete.is_none(),
+        cluster_id: state.cluster_id.clone(),
+        safe_mode: !settled,
+        delete: delete.unwrap_or_default(),
+    })
 }
 
 async fn gateway_beat(State(m): State<Shared>, body: Bytes) -> Response {
@@ -587,46 +625,58 @@ async fn gateway_beat(State(m): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn status(State(m): State<Shared>) -> Response {
-    // Chunkservers and counts are the leader's soft state: ask the leader.
-    if let Err(e) = m.check_leader() {
-        return reply::<ClusterStatus>(Err(e));
-    }
-    // Every master of the group, as each reports itself (unreachable ones as such).
-    let membership = m.membership();
-    let mut masters = Vec::new();
-    for (id, node) in membership.nodes() {
-        let health = if *id == m.config.id {
-            Some(MasterHealth {
-                role: "master".into(),
+    reply(m.cluster_status().await)
+}
+
+impl Master {
+    /// The cluster as the leader sees it (`admin status`, the status page): every master as
+    /// each reports itself, then [`Master::summary`]. Leader only: chunkservers and counts are
+    /// its soft state.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, MetaError> {
+        self.check_leader()?;
+        // Every master of the group, as each reports itself (unreachable ones as such).
+        let membership = self.membership();
+        let mut masters = Vec::new();
+        for (id, node) in membership.nodes() {
+            let health = if *id == self.config.id {
+                Some(MasterHealth {
+                    role: "master".into(),
+                    id: *id,
+                    pid: std::process::id(),
+                    raft: self.raft_status(),
+                })
+            } else {
+                peer_health(&node.addr).await
+            };
+            masters.push(NodeStatus {
                 id: *id,
-                pid: std::process::id(),
-                raft: m.raft_status(),
-            })
-        } else {
-            peer_health(&node.addr).await
-        };
-        masters.push(NodeStatus {
-            id: *id,
-            role: "master".into(),
-            addr: node.addr.clone(),
-            state: health
-                .as_ref()
-                .map_or_else(|| "unreachable".to_string(), |h| h.raft.role.clone()),
-            pid: health.as_ref().map(|h| h.pid),
-            capacity: 0,
-            free: 0,
-            chunks: 0,
-            raft: health.map(|h| h.raft),
-            ..Default::default()
-        });
+                role: "master".into(),
+                addr: node.addr.clone(),
+                state: health
+                    .as_ref()
+                    .map_or_else(|| "unreachable".to_string(), |h| h.raft.role.clone()),
+                pid: health.as_ref().map(|h| h.pid),
+                capacity: 0,
+                free: 0,
+                chunks: 0,
+                raft: health.map(|h| h.raft),
+                ..Default::default()
+            });
+        }
+        let mut s = self.summary()?;
+        masters.append(&mut s.nodes);
+        s.nodes = masters;
+        Ok(s)
     }
-    reply((|| {
-        let a = m.state()?;
-        let reg = m.registry()?;
-        let mut nodes = masters;
-        nodes.extend(reg.status());
-        let target = m.config.replicas.max(1);
-        let settled = m.settled();
+
+    /// The leader's chunkservers, gateways and counts, without asking the other masters (for
+    /// [`Master::cluster_status`] and metrics scrapes). Leader only.
+    pub fn summary(&self) -> Result<ClusterStatus, MetaError> {
+        self.check_leader()?;
+        let a = self.state()?;
+        let reg = self.registry()?;
+        let target = self.config.replicas.max(1);
+        let settled = self.settled();
         let (mut under, mut lost) = (0u64, 0u64);
         for c in a.state.chunks.keys() {
             let copies = reg.good_copies(c);
@@ -635,19 +685,19 @@ async fn status(State(m): State<Shared>) -> Response {
         }
         Ok(ClusterStatus {
             cluster_id: a.state.cluster_id.clone(),
-            nodes,
+            nodes: reg.status(),
             buckets: a.state.buckets.len() as u64,
             objects: a.state.object_count(),
             chunks: a.state.chunks.len() as u64,
             under_replicated: under,
             lost,
             settled,
-            repaired: m.repaired.load(std::sync::atomic::Ordering::Relaxed),
+            repaired: self.repaired.load(std::sync::atomic::Ordering::Relaxed),
             deletes_ordered: reg.deletes_ordered,
             lost_reported: reg.lost_reported,
             rebalancing: reg.rebalancing,
         })
-    })())
+    }
 }
 
 /// Most problems one fsck answer lists.
@@ -712,6 +762,50 @@ async fn fsck(State(m): State<Shared>) -> Response {
             }
         }
         Ok(r)
+    })())
+}
+
+/// A consistent copy of the whole metadata, as the leader has applied it.
+async fn backup(State(m): State<Shared>) -> Response {
+    if let Err(e) = m.check_leader() {
+        return reply::<()>(Err(e));
+    }
+    if let Err(e) = m.linearize().await {
+        return reply::<()>(Err(e));
+    }
+    let Ok(a) = m.state() else {
+        return reply::<()>(Err(MetaError::Unavailable("state lock".into())));
+    };
+    let copy = crate::state::BackupRef {
+        version: crate::state::BACKUP_VERSION,
+        taken_ms: now_ms(),
+        applied_index: a.last_applied.map_or(0, |l| l.index),
+        state: &a.state,
+    };
+    reply::<&crate::state::BackupRef>(Ok(&copy))
+}
+
+/// Every bucket with its owner, object count and bytes.
+async fn bucket_usage(State(m): State<Shared>) -> Response {
+    if let Err(e) = m.check_leader() {
+        return reply::<Vec<BucketUsage>>(Err(e));
+    }
+    if let Err(e) = m.linearize().await {
+        return reply::<Vec<BucketUsage>>(Err(e));
+    }
+    reply((|| {
+        let a = m.state()?;
+        Ok(a.state
+            .buckets
+            .iter()
+            .map(|(name, b)| BucketUsage {
+                name: name.clone(),
+                owner: b.owner.clone(),
+                created_ms: b.created_ms,
+                objects: b.objects.len() as u64,
+                bytes: b.objects.values().map(|o| o.size).sum(),
+            })
+            .collect::<Vec<_>>())
     })())
 }
 

@@ -12,13 +12,16 @@
 //! - [`registry`]: liveness, space, replica locations and placement.
 //! - [`api`]: the internal HTTP API that gateways, chunkservers and admins call.
 //! - [`lifecycle`]: the leader's worker that applies buckets' lifecycle rules.
+//! - [`ops`]: the read-only operations listener (health, metrics, and the [`status_page`]).
 
 pub mod api;
 pub mod lifecycle;
 pub mod network;
+pub mod ops;
 pub mod registry;
 pub mod repair;
 pub mod state;
+pub mod status_page;
 pub mod store;
 
 use axum::serve::ListenerExt;
@@ -81,6 +84,9 @@ pub struct MasterConfig {
     pub listen: String,
     /// Address the others reach this master at; the listen address when empty.
     pub advertise: String,
+    /// Address of the read-only operations listener (health, metrics, status page); empty
+    /// for none.
+    pub ops_listen: String,
     /// Where the Raft log and snapshots live.
     pub data_dir: PathBuf,
     /// Shared secret every internal request must carry.
@@ -110,6 +116,8 @@ pub struct MasterConfig {
     pub lifecycle_interval_ms: u64,
     /// Length of a lifecycle "day" in milliseconds (rules say `Days`); 86,400,000 but in tests.
     pub lifecycle_day_ms: u64,
+    /// A backup file (`tinydfs admin backup`) to restore into this new, empty master group.
+    pub restore: Option<PathBuf>,
     /// A rebalance stops once the usage (fraction of capacity used) of the fullest and the
     /// emptiest writable chunkserver differ by less than this.
     pub rebalance_threshold: f64,
@@ -121,6 +129,7 @@ impl Default for MasterConfig {
             id: 1,
             listen: "127.0.0.1:9100".into(),
             advertise: String::new(),
+            ops_listen: String::new(),
             data_dir: PathBuf::from("data/master"),
             secret: String::new(),
             raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
@@ -138,6 +147,7 @@ impl Default for MasterConfig {
             lifecycle_interval_ms: DEFAULT_LIFECYCLE_INTERVAL.as_millis() as u64,
             lifecycle_day_ms: DEFAULT_LIFECYCLE_DAY_MS,
             rebalance_threshold: DEFAULT_REBALANCE_THRESHOLD,
+            restore: None,
         }
     }
 }
@@ -259,6 +269,18 @@ pub async fn run(
         secret: config.secret.clone(),
     };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm).await?;
+    // Read a backup to restore before anything starts, so that a bad file stops the master.
+    let restore = match &config.restore {
+        Some(path) => {
+            anyhow::ensure!(
+                !raft.is_initialized().await?,
+                "--restore needs a new, empty data folder; {} already holds a master",
+                config.data_dir.display()
+            );
+            Some(state::Backup::load(path)?)
+        }
+        None => None,
+    };
     if !raft.is_initialized().await? {
         if config.join {
             tracing::info!(
@@ -293,10 +315,19 @@ pub async fn run(
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),
     });
-    tokio::spawn(api::name_cluster(master.clone()));
+    tokio::spawn(api::name_cluster(master.clone(), restore));
     tokio::spawn(snapshot_worker(master.clone()));
     tokio::spawn(repair::repair_worker(master.clone()));
     tokio::spawn(lifecycle::lifecycle_worker(master.clone()));
+    // Read-only and quick: stopped with the process, without a grace period.
+    let ops_server = if config.ops_listen.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&config.ops_listen).await?;
+        tracing::info!(addr = %config.ops_listen, "operations listener");
+        let app = ops::router(master.clone());
+        Some(tokio::spawn(async move { axum::serve(l, app).await }))
+    };
     // Nagle off: small replies must not wait for the peer's delayed ACK.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await?
@@ -307,6 +338,9 @@ pub async fn run(
     axum::serve(listener, api::router(master))
         .with_graceful_shutdown(shutdown)
         .await?;
+    if let Some(s) = ops_server {
+        s.abort();
+    }
     raft.shutdown().await.ok();
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! full chunk reports.
 
 use rand::Rng;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tinydfs_proto::meta::{DiskStatus, Heartbeat, NodeStatus};
 use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
@@ -23,9 +23,39 @@ pub struct LiveNode {
     pub disks: Vec<DiskStatus>,
     pub scrubbed: u64,
     pub scrub_corrupt: u64,
+    /// A full chunk report was taken since this registry first heard of the node.
+    pub reported: bool,
+    /// Bytes the node reported stored since its start, with when: the last
+    /// [`THROUGHPUT_WINDOW`] of heartbeats.
+    pub written: VecDeque<(Instant, u64)>,
 }
 
 impl LiveNode {
+    /// Bytes stored per second over the last [`THROUGHPUT_WINDOW`] (0 with one sample).
+    pub fn write_rate(&self) -> u64 {
+        match (self.written.front(), self.written.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                (b1.saturating_sub(*b0) as f64 / (*t1 - *t0).as_secs_f64()) as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// Records a heartbeat's byte counter; a smaller one means the process restarted.
+    fn record_written(&mut self, bytes: u64, now: Instant) {
+        if self.written.back().is_some_and(|(_, b)| *b > bytes) {
+            self.written.clear();
+        }
+        self.written.push_back((now, bytes));
+        while self
+            .written
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > THROUGHPUT_WINDOW)
+        {
+            self.written.pop_front();
+        }
+    }
+
     /// Fraction of the node's capacity in use (1 when it reports no capacity).
     pub fn usage(&self) -> f64 {
         if self.capacity == 0 {
@@ -38,6 +68,8 @@ impl LiveNode {
 /// How long a replica learnt from a pipeline survives full reports that do not list it: longer
 /// than a chunkserver retries a heartbeat.
 const REPORT_GRACE: Duration = Duration::from_secs(60);
+/// Span of heartbeats a chunkserver's write throughput is measured over (status page).
+pub const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
 /// How long a replica reported lost (corrupt, failed disk) is remembered for `fsck`.
 const LOST_MEMORY: Duration = Duration::from_secs(3600);
 
@@ -54,6 +86,11 @@ pub struct Registry {
     draining: HashSet<NodeId>,
     /// Deletions ordered by the repair worker (surplus copies), sent with the next heartbeat.
     pending_delete: HashMap<NodeId, Vec<ChunkId>>,
+    /// Deletions sent to nodes lately: a report taken before the node carried one out must not
+    /// count the copy again, and a repair must not pick that node for that chunk meanwhile.
+    recently_deleted: HashMap<(NodeId, ChunkId), Instant>,
+    /// The Raft term this soft state belongs to: a leader of another term starts afresh.
+    pub term: u64,
     /// Chunks of which a node reported a replica lost, with when (for `fsck`).
     lost_recently: HashMap<ChunkId, Instant>,
     /// An operator asked for a rebalance; the repair worker clears it once usage is even.
@@ -75,6 +112,8 @@ impl Registry {
             reserve,
             draining: HashSet::new(),
             pending_delete: HashMap::new(),
+            recently_deleted: HashMap::new(),
+            term: 0,
             lost_recently: HashMap::new(),
             rebalancing: false,
             deletes_ordered: 0,
@@ -101,7 +140,9 @@ impl Registry {
         pid: u32,
         zone: String,
     ) {
-        let chunks = self.nodes.remove(&id).map(|n| n.chunks).unwrap_or_default();
+        // The full report that follows the registration says what the node holds.
+        let chunks = HashSet::new();
+        self.forget_node(id);
         self.nodes.insert(
             id,
             LiveNode {
@@ -116,21 +157,66 @@ impl Registry {
                 disks: Vec::new(),
                 scrubbed: 0,
                 scrub_corrupt: 0,
+                reported: false,
+                written: VecDeque::new(),
             },
         );
     }
 
+    /// Forgets everything learnt in another leadership term: nodes must register and report
+    /// again, deletions decided then are dropped. Gateways and counters stay.
+    pub fn reset(&mut self, term: u64) {
+        self.nodes.clear();
+        self.replicas.clear();
+        self.pending_delete.clear();
+        self.recently_deleted.clear();
+        self.rebalancing = false;
+        self.term = term;
+    }
+
+    /// Whether every live node has sent a full report to this leader: before that, a chunk
+    /// may look over-replicated only because the nodes that no longer hold it have not said so.
+    pub fn all_reported(&self) -> bool {
+        self.nodes.values().all(|n| !self.alive(n) || n.reported)
+    }
+
+    /// Whether deletions wait for `node`'s next heartbeat.
+    pub fn has_pending(&self, node: NodeId) -> bool {
+        self.pending_delete
+            .get(&node)
+            .is_some_and(|d| !d.is_empty())
+    }
+
+    /// Nodes told to delete `chunk` lately or about to be: not targets for copies of it.
+    pub fn deleting(&self, chunk: &ChunkId) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self
+            .pending_delete
+            .iter()
+            .filter(|(_, d)| d.contains(chunk))
+            .map(|(n, _)| *n)
+            .collect();
+        out.extend(
+            self.recently_deleted
+                .keys()
+                .filter(|(_, c)| c == chunk)
+                .map(|(n, _)| *n),
+        );
+        out
+    }
+
     /// Takes a heartbeat; `None` when the node is unknown and must register again, else the
-    /// chunks it must delete. `garbage` judges each chunk of a full report: true for one that
+    /// chunks it must delete. `unwanted` judges each chunk of a full report: true for one that
     /// must go (referenced by nothing and beyond any live lease, or differing from the committed
-    /// chunk). With `may_delete` false (safe mode) nothing is judged or ordered.
+    /// chunk); such a chunk never counts as a copy. Deletions are ordered only with
+    /// `may_delete` (out of safe mode, leadership confirmed); until then they wait.
     pub fn heartbeat(
         &mut self,
         hb: &Heartbeat,
         may_delete: bool,
-        garbage: impl Fn(&ChunkMeta) -> bool,
+        unwanted: impl Fn(&ChunkMeta) -> bool,
     ) -> Option<Vec<ChunkId>> {
-        let n = self.nodes.get_mut(&hb.node_id)?;
+        let node = hb.node_id;
+        let n = self.nodes.get_mut(&node)?;
         n.addr.clone_from(&hb.addr);
         n.capacity = hb.capacity;
         n.free = hb.free;
@@ -140,20 +226,43 @@ impl Registry {
         n.scrubbed = hb.scrubbed;
         n.scrub_corrupt = hb.scrub_corrupt;
         n.last_seen = Instant::now();
+        n.record_written(hb.bytes_written, n.last_seen);
         for id in &hb.lost {
-            self.forget_replica(hb.node_id, id);
+            self.forget_replica(node, id);
             self.lost_recently.insert(*id, Instant::now());
             self.lost_reported += 1;
         }
         let mut delete = Vec::new();
-        if let Some(report) = &hb.chunks {
-            let (keep, gone): (Vec<&ChunkMeta>, Vec<&ChunkMeta>) =
-                report.iter().partition(|c| !(may_delete && garbage(c)));
-            delete.extend(gone.iter().map(|c| c.id));
-            self.full_report(hb.node_id, keep.into_iter().map(|c| c.id), &delete);
-        }
         if may_delete {
-            delete.extend(self.pending_delete.remove(&hb.node_id).unwrap_or_default());
+            delete = self.pending_delete.remove(&node).unwrap_or_default();
+        }
+        if let Some(report) = &hb.chunks {
+            let mut keep = Vec::with_capacity(report.len());
+            for c in report {
+                let gone = self
+                    .recently_deleted
+                    .get(&(node, c.id))
+                    .is_some_and(|at| at.elapsed() < REPORT_GRACE);
+                if gone || delete.contains(&c.id) {
+                    continue;
+                }
+                if unwanted(c) {
+                    if may_delete {
+                        delete.push(c.id);
+                    }
+                    continue;
+                }
+                keep.push(c.id);
+            }
+            let dropped: HashSet<ChunkId> = delete.iter().copied().collect();
+            self.full_report(node, keep.into_iter(), &dropped);
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.reported = true;
+            }
+        }
+        let now = Instant::now();
+        for id in &delete {
+            self.recently_deleted.insert((node, *id), now);
         }
         self.deletes_ordered += delete.len() as u64;
         Some(delete)
@@ -165,7 +274,7 @@ impl Registry {
         &mut self,
         node: NodeId,
         report: impl Iterator<Item = ChunkId>,
-        dropped: &[ChunkId],
+        dropped: &HashSet<ChunkId>,
     ) {
         let mut new: HashSet<ChunkId> = report.collect();
         let Some(n) = self.nodes.get_mut(&node) else {
@@ -191,6 +300,22 @@ impl Registry {
                 r.push(node);
             }
         }
+    }
+
+    /// Forgets every replica of `node` (it registers again).
+    fn forget_node(&mut self, node: NodeId) {
+        let Some(n) = self.nodes.remove(&node) else {
+            return;
+        };
+        for c in n.chunks {
+            if let Some(r) = self.replicas.get_mut(&c) {
+                r.retain(|x| *x != node);
+                if r.is_empty() {
+                    self.replicas.remove(&c);
+                }
+            }
+        }
+        self.pending_delete.remove(&node);
     }
 
     /// Forgets that `node` holds `chunk`.
@@ -288,6 +413,8 @@ impl Registry {
     /// Takes the set of draining nodes from the durable state.
     pub fn set_draining(&mut self, draining: HashSet<NodeId>) {
         self.draining = draining;
+        self.recently_deleted
+            .retain(|_, at| at.elapsed() < REPORT_GRACE);
         self.lost_recently
             .retain(|_, at| at.elapsed() < LOST_MEMORY);
     }
@@ -297,7 +424,7 @@ impl Registry {
         let mut out: Vec<(NodeId, f64)> = self
             .nodes
             .iter()
-            .filter(|(id, n)| self.alive(n) && !self.draining.contains(id))
+            .filter(|(id, n)| self.alive(n) && !self.draining.contains(id) && n.capacity > 0)
             .map(|(id, n)| (*id, n.usage()))
             .collect();
         out.sort_by_key(|(id, _)| *id);
@@ -455,6 +582,7 @@ impl Registry {
                 disks: n.disks.clone(),
                 scrubbed: n.scrubbed,
                 scrub_corrupt: n.scrub_corrupt,
+                write_rate: if self.alive(n) { n.write_rate() } else { 0 },
                 ..Default::default()
             })
             .collect();
@@ -552,28 +680,63 @@ mod tests {
         // ...but a chunk known only from reports goes when a report no longer lists it.
         r.heartbeat(&report(2, vec![]), true, |_| false).unwrap();
         assert_eq!(r.live_copies(&ChunkId(5)), 0);
-        // Garbage is ordered deleted, and not counted as a replica; in safe mode nothing is.
+        // Garbage and stale copies never count as replicas; they are ordered deleted only out
+        // of safe mode.
         let judge = |c: &ChunkMeta| c.id == ChunkId(6);
         let del = r.heartbeat(&report(2, vec![6, 7]), false, judge).unwrap();
         assert!(del.is_empty());
-        assert_eq!(r.live_copies(&ChunkId(6)), 1);
+        assert_eq!(r.live_copies(&ChunkId(6)), 0);
         let del = r.heartbeat(&report(2, vec![6, 7]), true, judge).unwrap();
         assert_eq!(del, vec![ChunkId(6)]);
-        assert_eq!(r.live_copies(&ChunkId(6)), 0);
         assert_eq!(r.live_copies(&ChunkId(7)), 1);
-        // Surplus copies ordered deleted go with the next heartbeat, once.
+        // Surplus copies ordered deleted go with the next heartbeat, once; a report taken
+        // before the node deleted it does not bring the copy back, and no repair picks it.
         r.order_delete(2, ChunkId(7));
         assert_eq!(r.live_copies(&ChunkId(7)), 0);
-        let mut hb = report(2, vec![]);
-        hb.chunks = None;
+        assert_eq!(r.deleting(&ChunkId(7)), vec![2]);
+        let mut hb = report(2, vec![7]);
         assert_eq!(r.heartbeat(&hb, true, |_| false).unwrap(), vec![ChunkId(7)]);
+        assert_eq!(r.live_copies(&ChunkId(7)), 0);
         assert!(r.heartbeat(&hb, true, |_| false).unwrap().is_empty());
+        assert_eq!(r.live_copies(&ChunkId(7)), 0);
+        assert_eq!(r.deleting(&ChunkId(7)), vec![2]);
+        hb.chunks = None;
+        // Once every live node has reported...
+        assert!(!r.all_reported());
+        r.heartbeat(&report(1, vec![9]), true, |_| false).unwrap();
+        assert!(r.all_reported());
+        // ...and a new term forgets it all.
+        r.reset(5);
+        assert_eq!(r.live_count(), 0);
+        r.register(2, "b".into(), 100, 50, 2, String::new());
+        assert!(!r.all_reported());
         // A replica reported lost stops counting at once and is remembered for fsck.
+        r.register(1, "a".into(), 100, 50, 1, String::new());
+        r.add_replicas(ChunkId(9), &[1, 2]);
         hb.lost = vec![ChunkId(9)];
         r.heartbeat(&hb, true, |_| false).unwrap();
         assert_eq!(r.holders(&ChunkId(9)), vec![1]);
         assert!(r.lost_lately(&ChunkId(9)));
         // An unknown node must register again.
         assert!(r.heartbeat(&report(77, vec![]), true, |_| false).is_none());
+    }
+
+    #[test]
+    fn write_rate_is_measured_over_the_window_and_restarts_reset_it() {
+        let mut r = Registry::new(Duration::from_secs(60), 0);
+        r.register(1, "a".into(), 100, 50, 1, String::new());
+        let n = r.nodes.get_mut(&1).unwrap();
+        let t = Instant::now();
+        n.record_written(1000, t);
+        assert_eq!(n.write_rate(), 0, "one sample is no rate");
+        n.record_written(3000, t + Duration::from_secs(2));
+        assert_eq!(n.write_rate(), 1000);
+        // Samples older than the window are dropped.
+        n.record_written(3000, t + THROUGHPUT_WINDOW + Duration::from_secs(1));
+        assert_eq!(n.written.len(), 2);
+        assert_eq!(n.write_rate(), 0);
+        // A smaller counter: the chunkserver restarted.
+        n.record_written(10, t + THROUGHPUT_WINDOW + Duration::from_secs(2));
+        assert_eq!(n.written.len(), 1);
     }
 }

@@ -42,6 +42,8 @@ struct Copy {
     crc32c: u32,
     source: NodeAddr,
     target: NodeAddr,
+    /// A rebalancing move: once the copy is made, the source's copy is deleted.
+    moving: bool,
 }
 
 /// A chunk below its target, found while planning.
@@ -72,7 +74,11 @@ pub async fn repair_worker(m: Arc<Master>) {
         let copies = plan(&m, &in_flight, slots.available_permits());
         for copy in copies {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                break; // at the concurrency limit: the rest waits for the next round
+                // At the concurrency limit: the rest waits for the next round.
+                if let Ok(mut f) = in_flight.lock() {
+                    f.remove(&copy.id);
+                }
+                continue;
             };
             let (m, client, in_flight) = (m.clone(), client.clone(), in_flight.clone());
             tokio::spawn(async move {
@@ -119,6 +125,12 @@ async fn run_copy(m: &Master, client: &ChunkClient, copy: &Copy) {
         Ok(r) if r.len == copy.len && r.crc32c == copy.crc32c => {
             if let Ok(mut reg) = m.registry() {
                 reg.add_replicas(copy.id, &[copy.target.id]);
+                // A move deletes the source's copy (not whichever the surplus rule would pick,
+                // which could move chunks back and forth).
+                let target_copies = m.config.replicas.max(1);
+                if copy.moving && reg.good_copies(&copy.id) > target_copies {
+                    reg.order_delete(copy.source.id, copy.id);
+                }
             }
             m.repaired
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -136,6 +148,9 @@ fn plan(m: &Master, in_flight: &InFlight, slots: usize) -> Vec<Copy> {
         return Vec::new();
     };
     let target = m.config.replicas.max(1);
+    // Surplus is judged only once every live node has reported to this leader: before that a
+    // copy may look extra only because the node that lost it has not said so.
+    let may_delete = reg.all_reported();
     let mut needs = Vec::new();
     let mut deletes = Vec::new();
     for (id, c) in &a.state.chunks {
@@ -152,6 +167,7 @@ fn plan(m: &Master, in_flight: &InFlight, slots: usize) -> Vec<Copy> {
             }
             // else lost: nothing to copy from (status and fsck report it)
         } else if holders.len() > target
+            && may_delete
             && !flying.contains(id)
             && deletes.len() < MAX_DELETES_PER_ROUND
         {
@@ -187,7 +203,9 @@ fn plan(m: &Master, in_flight: &InFlight, slots: usize) -> Vec<Copy> {
             .filter(|n| !reg.is_draining(**n))
             .filter_map(|n| reg.node(*n).map(|n| n.zone.as_str()))
             .collect();
-        let (Some(target), Some(source)) = (reg.pick_target(&holders, &zones), addr(&reg, source))
+        let mut exclude = holders.clone();
+        exclude.extend(reg.deleting(&need.id));
+        let (Some(target), Some(source)) = (reg.pick_target(&exclude, &zones), addr(&reg, source))
         else {
             continue; // no node to copy to (fewer writable nodes than the target)
         };
@@ -198,9 +216,10 @@ fn plan(m: &Master, in_flight: &InFlight, slots: usize) -> Vec<Copy> {
             crc32c: need.crc32c,
             source,
             target,
+            moving: false,
         });
     }
-    if copies.is_empty() && flying.is_empty() && reg.rebalancing {
+    if copies.is_empty() && flying.is_empty() && reg.rebalancing && may_delete {
         copies = rebalance_moves(m, &a.state, &mut reg, &mut flying, slots);
     }
     copies
@@ -279,11 +298,26 @@ fn rebalance_moves(
             continue; // not committed (yet, or garbage)
         };
         let holders = reg.holders(&id);
-        if holders.contains(&empty.0) || holders.len() != target_copies {
+        if holders.contains(&empty.0)
+            || holders.len() != target_copies
+            || reg.deleting(&id).contains(&empty.0)
+        {
             continue;
         }
-        // Moving this chunk narrows the gap from both sides.
-        gap_left -= c.len as f64 / cap_full + c.len as f64 / cap_empty;
+        // Never trade zone spread for balance: the new copy must not join a zone that another
+        // copy (other than the moving one) already covers, unless it leaves that same zone.
+        let zone = |n: NodeId| reg.node(n).map(|x| x.zone.clone()).unwrap_or_default();
+        let (from_zone, to_zone) = (zone(full.0), zone(empty.0));
+        if from_zone != to_zone && holders.iter().any(|h| *h != full.0 && zone(*h) == to_zone) {
+            continue;
+        }
+        // Moving this chunk narrows the gap from both sides; a move that would overshoot the
+        // balance is not made (it would be undone by the next round).
+        let shift = c.len as f64 / cap_full + c.len as f64 / cap_empty;
+        if shift > gap_left {
+            continue;
+        }
+        gap_left -= shift;
         flying.insert(id);
         copies.push(Copy {
             id,
@@ -291,7 +325,13 @@ fn rebalance_moves(
             crc32c: c.crc32c,
             source: source.clone(),
             target: target.clone(),
+            moving: true,
         });
+    }
+    if copies.is_empty() {
+        // Nothing left that can move without overshooting: as even as it gets.
+        tracing::info!(gap, "rebalance finished: nothing more to move");
+        reg.rebalancing = false;
     }
     copies
 }

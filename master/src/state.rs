@@ -21,12 +21,59 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Life of an upload lease; gateways renew at a third of it.
 pub const LEASE_TTL_MS: u64 = 60_000;
 
+/// Version of [`Backup`] files.
+pub const BACKUP_VERSION: u16 = 1;
+
+/// A consistent copy of the metadata (`tinydfs admin backup`), restored with `--restore`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Backup {
+    pub version: u16,
+    pub taken_ms: u64,
+    /// Log index of the last entry the copy includes.
+    pub applied_index: u64,
+    pub state: State,
+}
+
+/// [`Backup`] by reference, to write one without copying the state.
+#[derive(Serialize)]
+pub struct BackupRef<'a> {
+    pub version: u16,
+    pub taken_ms: u64,
+    pub applied_index: u64,
+    pub state: &'a State,
+}
+
+impl Backup {
+    /// Reads a backup file, refusing other versions and empty clusters.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Backup> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", path.display()))?;
+        let b: Backup = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not a tinydfs backup: {e}", path.display()))?;
+        anyhow::ensure!(
+            b.version == BACKUP_VERSION,
+            "backup version {} is not {BACKUP_VERSION}",
+            b.version
+        );
+        anyhow::ensure!(
+            !b.state.cluster_id.is_empty(),
+            "the backup holds no cluster"
+        );
+        Ok(b)
+    }
+}
+
 /// Shortest lease life a gateway may ask for.
 pub const MIN_LEASE_TTL_MS: u64 = 100;
 
+/// Longest lease life a gateway may ask for.
+pub const MAX_LEASE_TTL_MS: u64 = 3600 * 1000;
+
 /// The life of a lease asked for with `ttl_ms`.
 fn lease_ttl(ttl_ms: Option<u64>) -> u64 {
-    ttl_ms.unwrap_or(LEASE_TTL_MS).max(MIN_LEASE_TTL_MS)
+    ttl_ms
+        .unwrap_or(LEASE_TTL_MS)
+        .clamp(MIN_LEASE_TTL_MS, MAX_LEASE_TTL_MS)
 }
 
 /// An upload lease held by a gateway.
@@ -70,6 +117,8 @@ pub enum Op {
     Tick,
     /// Starts (`drain`) or cancels the decommissioning of a chunkserver.
     Drain { node: NodeId, drain: bool },
+    /// Replaces a new, empty state by a backup (`tinydfs master --restore`).
+    Restore { state: Box<State> },
 }
 
 /// The answer of applying a command (a serializable `Result`).
@@ -197,6 +246,11 @@ pub struct State {
     /// Master ids removed from the group; Raft ids are never reused.
     #[serde(default)]
     pub retired_masters: std::collections::BTreeSet<u64>,
+    /// Lease ids `[start, end)` the cluster may have used after the backup this state was
+    /// restored from: chunks named under them are never judged garbage (they may belong to
+    /// objects this state does not know of).
+    #[serde(default)]
+    pub protected_leases: Option<(u32, u32)>,
     /// Live upload leases by id.
     #[serde(default)]
     pub leases: BTreeMap<u32, Lease>,
@@ -308,6 +362,15 @@ impl State {
             }
             Op::Meta(w) => self.apply_meta(w, now),
             Op::Tick => ok(MetaReplyData::Done),
+            Op::Restore { state } => {
+                if !self.cluster_id.is_empty() || !self.buckets.is_empty() {
+                    return err(MetaError::BadRequest(
+                        "a backup can only be restored into a new, empty master group".into(),
+                    ));
+                }
+                self.restore(state);
+                ok(MetaReplyData::Done)
+            }
             Op::Drain { node, drain } => match self.nodes.get_mut(node) {
                 Some(n) => {
                     n.draining = *drain;
@@ -435,7 +498,7 @@ impl State {
                     id = id.checked_add(1).unwrap_or(1);
                 }
                 self.next_lease_id = id.checked_add(1).unwrap_or(1);
-                let expires_ms = now + lease_ttl(*ttl_ms);
+                let expires_ms = now.saturating_add(lease_ttl(*ttl_ms));
                 self.leases.insert(
                     id,
                     Lease {
@@ -447,7 +510,7 @@ impl State {
             }
             MetaWrite::RenewLease { lease, ttl_ms } => match self.leases.get_mut(lease) {
                 Some(l) => {
-                    l.expires_ms = now + lease_ttl(*ttl_ms);
+                    l.expires_ms = now.saturating_add(lease_ttl(*ttl_ms));
                     ok(MetaReplyData::Lease {
                         id: *lease,
                         expires_ms: l.expires_ms,
@@ -679,7 +742,35 @@ impl State {
     /// and a lease, once expired, is gone from every later state. So the answer is safe on any
     /// applied prefix of the log, however stale.
     pub fn is_garbage(&self, id: &ChunkId) -> bool {
-        !self.chunks.contains_key(id) && !self.leases.contains_key(&id.lease())
+        let lease = id.lease();
+        let protected = self
+            .protected_leases
+            .is_some_and(|(start, end)| (start..end).contains(&lease));
+        // A lease id this state has not issued yet belongs to a later state: not judged here.
+        let unissued = lease >= self.next_lease_id.max(1);
+        !protected
+            && !unissued
+            && !self.chunks.contains_key(id)
+            && !self.leases.contains_key(&lease)
+    }
+
+    /// Becomes `backup`, protecting the chunks of leases the old cluster may have issued after
+    /// the backup: from its oldest live lease to well beyond its last one. New leases are
+    /// numbered after that range.
+    fn restore(&mut self, backup: &State) {
+        /// Lease ids the old cluster could have issued after the backup (one per gateway per
+        /// rotation: centuries of them).
+        const SKIP: u32 = 1 << 30;
+        let mut s = backup.clone();
+        let next = s.next_lease_id.max(1);
+        let start = s.leases.keys().next().copied().unwrap_or(next).min(next);
+        let end = next.saturating_add(SKIP);
+        s.protected_leases = Some((start, end));
+        s.next_lease_id = end;
+        // The masters of the new group may reuse the old group's ids.
+        s.retired_masters.clear();
+        s.clock_ms = s.clock_ms.max(self.clock_ms);
+        *self = s;
     }
 
     /// Whether some lease expired by `now` but is still in the state (no command applied since).
@@ -1135,9 +1226,10 @@ mod tests {
         put(&mut s, "k", 11);
         assert!(!s.chunks.contains_key(&live));
         assert!(!s.is_garbage(&live));
-        // No lease at all (id 0) or an unknown one: garbage once unreferenced.
+        // No lease at all (id 0): garbage once unreferenced. A lease id not issued yet in this
+        // state may be live in a later one (a deposed leader's stale view): never garbage.
         assert!(s.is_garbage(&ChunkId(5)));
-        assert!(s.is_garbage(&ChunkId((7 << 96) | 5)));
+        assert!(!s.is_garbage(&ChunkId((7 << 96) | 5)));
         // The lease expires with the clock of the next applied command (a Tick when idle).
         assert!(!s.has_expired_lease(1000));
         assert!(s.has_expired_lease(1 + LEASE_TTL_MS));
@@ -1167,6 +1259,60 @@ mod tests {
             2 + LEASE_TTL_MS,
         ));
         assert_eq!(late.0, Err(MetaError::NoSuchLease));
+    }
+
+    #[test]
+    fn a_restored_state_never_collects_chunks_of_leases_it_does_not_know() {
+        let mut old = bucket();
+        put(&mut old, "k", 10);
+        let backup = old.clone();
+        // After the backup the old cluster took lease 2 and committed an object under it.
+        let later = ChunkId((2 << 96) | 5);
+        let mut fresh = State::default();
+        assert!(fresh
+            .apply(&cmd(
+                Op::Restore {
+                    state: Box::new(backup.clone())
+                },
+                20
+            ))
+            .0
+            .is_ok());
+        assert_eq!(fresh.object_count(), 1);
+        assert!(fresh.chunks.contains_key(&cid(10)));
+        // Far in the future, every old lease expired: the unknown chunk is still kept, a
+        // replaced one from before the backup is not.
+        put(&mut fresh, "k", 11);
+        fresh.apply(&cmd(Op::Tick, 10 * LEASE_TTL_MS));
+        assert!(!fresh.is_garbage(&later));
+        assert!(
+            !fresh.is_garbage(&cid(10)),
+            "lease 1 was live at the backup"
+        );
+        assert!(fresh.is_garbage(&ChunkId(5)));
+        // New leases come after the protected range, and their garbage is collected.
+        let r = fresh.apply(&cmd(
+            meta(MetaWrite::AcquireLease {
+                holder: "gw".into(),
+                ttl_ms: None,
+            }),
+            10 * LEASE_TTL_MS,
+        ));
+        let Ok(MetaReplyKind::Meta(MetaReplyData::Lease { id, .. })) = r.0 else {
+            panic!("{r:?}");
+        };
+        let (start, end) = fresh.protected_leases.unwrap();
+        assert!(start <= 1 && id >= end);
+        fresh.apply(&cmd(Op::Tick, 20 * LEASE_TTL_MS));
+        assert!(fresh.is_garbage(&ChunkId((u128::from(id) << 96) | 1)));
+        // A second restore, or one into a named cluster, is refused.
+        let again = fresh.apply(&cmd(
+            Op::Restore {
+                state: Box::new(backup),
+            },
+            30,
+        ));
+        assert!(again.0.is_err());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub mod paths {
     pub const FSCK: &str = "/internal/v1/fsck";
     pub const DRAIN: &str = "/internal/v1/drain";
     pub const REBALANCE: &str = "/internal/v1/rebalance";
+    pub const BACKUP: &str = "/internal/v1/backup";
+    pub const BUCKET_USAGE: &str = "/internal/v1/buckets";
     pub const HEALTH: &str = "/health";
     /// Health path every node answers, the S3 gateway included (`_` cannot start a bucket name).
     pub const HEALTH_ALT: &str = "/_health";
@@ -148,6 +150,17 @@ impl MasterClient {
     /// Checks every object's chunks.
     pub async fn fsck(&self) -> Result<FsckReport, MetaError> {
         self.call(paths::FSCK, &()).await
+    }
+
+    /// A consistent copy of the metadata (a `Backup` of the master crate), as the JSON text the
+    /// leader wrote (kept raw: its 128-bit ids do not survive a detour through numbers).
+    pub async fn backup(&self) -> Result<Box<serde_json::value::RawValue>, MetaError> {
+        self.call(paths::BACKUP, &()).await
+    }
+
+    /// Every bucket with its object count and bytes.
+    pub async fn bucket_usage(&self) -> Result<Vec<BucketUsage>, MetaError> {
+        self.call(paths::BUCKET_USAGE, &()).await
     }
 
     /// Starts or cancels draining a chunkserver (by id or address); answers its id.

@@ -7,6 +7,7 @@
 //! - [`meta`]: the typed control messages sent to the master (writes, reads, placement, heartbeats).
 //! - [`client`]: the HTTP clients for the master (following the leader) and for chunkservers.
 //! - [`time`]: wall-clock helpers used to stamp log entries and format S3 dates.
+//! - [`ops`]: the read-only operations listener's paths and metrics helpers.
 //!
 //! Control messages are small JSON documents; chunk data moves as raw byte streams. Every message
 //! carries [`WIRE_VERSION`], and every internal request carries the cluster secret.
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod frame;
 pub mod meta;
+pub mod ops;
 pub mod time;
 pub mod types;
 

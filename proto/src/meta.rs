@@ -371,6 +371,10 @@ pub struct Heartbeat {
     pub scrubbed: u64,
     #[serde(default)]
     pub scrub_corrupt: u64,
+    /// Chunk bytes stored since the process started (pipeline writes and copies): the master
+    /// derives each node's write throughput from it.
+    #[serde(default)]
+    pub bytes_written: u64,
 }
 
 /// One data folder of a chunkserver.
@@ -447,6 +451,9 @@ pub struct NodeStatus {
     pub scrubbed: u64,
     #[serde(default)]
     pub scrub_corrupt: u64,
+    /// Chunkservers: bytes of chunks stored per second over about the last minute.
+    #[serde(default)]
+    pub write_rate: u64,
     /// For masters: their Raft view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft: Option<RaftStatus>,
@@ -485,7 +492,7 @@ pub enum MembershipChange {
 }
 
 /// The master's view of the cluster.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub cluster_id: String,
     pub nodes: Vec<NodeStatus>,
@@ -511,6 +518,16 @@ pub struct ClusterStatus {
     /// A rebalance is running.
     #[serde(default)]
     pub rebalancing: bool,
+}
+
+/// A bucket as `tinydfs admin buckets` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BucketUsage {
+    pub name: String,
+    pub owner: String,
+    pub created_ms: u64,
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 /// Which chunkserver to drain (`node` may be its id or its address).

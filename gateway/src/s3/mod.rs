@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Longest key S3 accepts, in bytes of UTF-8.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -220,7 +221,13 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let result = dispatch(gw, req, request_id.clone()).await;
+    // Every log line of the request (chunkservers' included: they get the id) carries its id.
+    let op = operation_of(&gw, &req);
+    let span = tracing::info_span!("s3", request_id = %request_id, op);
+    let req = req.map(|b| gw.metrics.count_received(b));
+    let result = dispatch(gw.clone(), req, request_id.clone())
+        .instrument(span.clone())
+        .await;
     let response = match result {
         Ok(mut r) => {
             if let Ok(v) = request_id.parse() {
@@ -240,11 +247,91 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             .headers_mut()
             .insert("connection", axum::http::HeaderValue::from_static("close"));
     }
-    tracing::info!(
-        %method, %path, status = response.status().as_u16(), request_id = %request_id,
-        ms = started.elapsed().as_millis() as u64, "s3 request"
-    );
-    response
+    span.in_scope(|| {
+        tracing::info!(
+            %method, %path, status = response.status().as_u16(), request_id = %request_id,
+            ms = started.elapsed().as_millis() as u64, "s3 request"
+        )
+    });
+    gw.metrics
+        .observe(op, response.status().as_u16(), started.elapsed());
+    response.map(|b| gw.metrics.count_sent(b))
+}
+
+/// The S3 operation `req` asks for, named as in the S3 API reference: the `op` label of the
+/// request metrics and logs. Mirrors [`route`] (requests it refuses are `Unsupported`) but runs
+/// before authentication, so that refused requests are counted by operation too.
+fn operation_of(gw: &Gateway, req: &Request) -> &'static str {
+    let Ok((bucket, key)) = address(gw, req.headers(), req.uri().path()) else {
+        return "Invalid";
+    };
+    let query = parse_query(req.uri().query());
+    operation(
+        req.method(),
+        bucket.is_some(),
+        key.is_some(),
+        &query,
+        req.headers(),
+    )
+}
+
+fn operation(
+    m: &Method,
+    bucket: bool,
+    key: bool,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> &'static str {
+    let has = |name: &str| query.iter().any(|(k, _)| k == name);
+    if !bucket {
+        return if *m == Method::GET {
+            "ListBuckets"
+        } else {
+            "Unsupported"
+        };
+    }
+    if !key {
+        return match *m {
+            Method::GET if has("location") => "GetBucketLocation",
+            Method::GET if has("lifecycle") => "GetBucketLifecycleConfiguration",
+            Method::GET if has("versioning") => "GetBucketVersioning",
+            Method::GET if UNSUPPORTED_BUCKET_SUBRESOURCES.iter().any(|s| has(s)) => "Unsupported",
+            Method::GET if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
+                "ListObjectsV2"
+            }
+            Method::GET => "ListObjects",
+            Method::PUT if query.is_empty() => "CreateBucket",
+            Method::PUT if has("lifecycle") => "PutBucketLifecycleConfiguration",
+            Method::DELETE if has("lifecycle") => "DeleteBucketLifecycle",
+            Method::HEAD => "HeadBucket",
+            Method::DELETE if query.is_empty() => "DeleteBucket",
+            Method::POST if has("delete") => "DeleteObjects",
+            _ => "Unsupported",
+        };
+    }
+    match *m {
+        Method::PUT if headers.contains_key("x-amz-copy-source") => {
+            if has("uploadId") {
+                "UploadPartCopy"
+            } else {
+                "CopyObject"
+            }
+        }
+        Method::PUT if has("uploadId") => "UploadPart",
+        Method::PUT if has("tagging") || has("acl") || has("retention") || has("legal-hold") => {
+            "Unsupported"
+        }
+        Method::PUT => "PutObject",
+        Method::GET if has("uploadId") => "ListParts",
+        Method::GET if has("tagging") || has("acl") || has("attributes") => "Unsupported",
+        Method::GET => "GetObject",
+        Method::HEAD => "HeadObject",
+        Method::DELETE if has("uploadId") => "AbortMultipartUpload",
+        Method::DELETE => "DeleteObject",
+        Method::POST if has("uploads") => "CreateMultipartUpload",
+        Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        _ => "Unsupported",
+    }
 }
 
 /// An `Expect: 100-continue` request with an empty body: hyper answers it without an interim
@@ -403,4 +490,42 @@ pub fn xml_response(body: String) -> Response {
         .header("content-type", "application/xml")
         .body(Body::from(body))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_named_as_route_serves_them() {
+        let q = |s: &str| parse_query(Some(s));
+        let none = HeaderMap::new();
+        let op = |m: Method, b: bool, k: bool, query: &str| operation(&m, b, k, &q(query), &none);
+        assert_eq!(op(Method::GET, false, false, ""), "ListBuckets");
+        assert_eq!(op(Method::GET, true, false, "list-type=2"), "ListObjectsV2");
+        assert_eq!(op(Method::GET, true, false, "prefix=a"), "ListObjects");
+        assert_eq!(op(Method::GET, true, false, "cors"), "Unsupported");
+        assert_eq!(op(Method::PUT, true, false, ""), "CreateBucket");
+        assert_eq!(op(Method::POST, true, false, "delete"), "DeleteObjects");
+        assert_eq!(op(Method::PUT, true, true, ""), "PutObject");
+        assert_eq!(
+            op(Method::PUT, true, true, "partNumber=1&uploadId=u"),
+            "UploadPart"
+        );
+        assert_eq!(op(Method::GET, true, true, ""), "GetObject");
+        assert_eq!(op(Method::HEAD, true, true, ""), "HeadObject");
+        let post = |query: &str| op(Method::POST, true, true, query);
+        assert_eq!(post("uploads"), "CreateMultipartUpload");
+        assert_eq!(post("uploadId=u"), "CompleteMultipartUpload");
+        assert_eq!(
+            op(Method::DELETE, true, true, "uploadId=u"),
+            "AbortMultipartUpload"
+        );
+        let mut copy = HeaderMap::new();
+        copy.insert("x-amz-copy-source", "/b/k".parse().unwrap());
+        assert_eq!(
+            operation(&Method::PUT, true, true, &[], &copy),
+            "CopyObject"
+        );
+    }
 }
