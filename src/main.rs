@@ -78,6 +78,11 @@ enum AdminCmd {
     Backup(server::BackupArgs),
     /// Buckets with their owner, object count and size.
     Buckets(server::BucketsArgs),
+    /// Create, list, change and delete S3 access keys.
+    Key {
+        #[command(subcommand)]
+        cmd: server::KeyCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -271,6 +276,9 @@ struct GatewayArgs {
     /// Life of an upload lease in seconds (default 60).
     #[arg(long)]
     lease_ttl_secs: Option<f64>,
+    /// How often access keys are reloaded from the masters, in milliseconds (default 2000).
+    #[arg(long)]
+    key_refresh_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -347,6 +355,7 @@ fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     set(&mut c.domain, a.domain.map(Some));
     set(&mut c.lease_rotate_secs, a.lease_rotate_secs);
     set(&mut c.lease_ttl_secs, a.lease_ttl_secs);
+    set(&mut c.key_refresh_ms, a.key_refresh_ms);
     set(&mut c.tls_cert, a.tls_cert.map(Some));
     set(&mut c.tls_key, a.tls_key.map(Some));
     c.secret = a.secret.resolve(&c.secret)?;
@@ -463,6 +472,9 @@ fn main() {
             Cmd::Admin {
                 cmd: AdminCmd::Buckets(a),
             } => server::buckets(a).await,
+            Cmd::Admin {
+                cmd: AdminCmd::Key { cmd },
+            } => server::key(cmd).await,
             Cmd::Admin {
                 cmd: AdminCmd::Master { cmd },
             } => {

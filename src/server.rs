@@ -182,6 +182,32 @@ fn master_addresses(dir: &Path, count: usize, host: &str) -> anyhow::Result<Vec<
     Ok(addrs)
 }
 
+/// Hands out free ports, never one already given or in use by the cluster (the S3 port, the
+/// masters'): a port the kernel just handed out and took back may come again.
+struct Ports {
+    host: String,
+    taken: std::collections::HashSet<String>,
+}
+
+impl Ports {
+    fn new(host: &str, taken: impl IntoIterator<Item = String>) -> Ports {
+        Ports {
+            host: host.to_string(),
+            taken: taken.into_iter().collect(),
+        }
+    }
+
+    fn take(&mut self) -> anyhow::Result<String> {
+        for _ in 0..100 {
+            let addr = free_port(&self.host)?;
+            if self.taken.insert(addr.clone()) {
+                return Ok(addr);
+            }
+        }
+        bail!("no free port on {}", self.host)
+    }
+}
+
 /// A free loopback port (bound then released; fine for a local cluster).
 fn free_port(host: &str) -> anyhow::Result<String> {
     let l = std::net::TcpListener::bind((host, 0))?;
@@ -265,6 +291,13 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     let (creds, generated) = credentials(&dir)?;
     let host = "127.0.0.1";
     let master_addrs = master_addresses(&dir, a.masters, host)?;
+    let mut ports = Ports::new(
+        host,
+        master_addrs.iter().cloned().chain([
+            a.s3_addr.clone(),
+            a.s3_addr.replace("localhost", "127.0.0.1"),
+        ]),
+    );
     let master_list = master_addrs.join(",");
     let initial: Vec<String> = master_addrs
         .iter()
@@ -280,7 +313,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             .min(a.chunkservers);
         for (i, addr) in master_addrs.iter().enumerate() {
             let name = format!("master-{}", i + 1);
-            let ops_addr = free_port(host)?;
+            let ops_addr = ports.take()?;
             let mut args = vec![
                 "master".to_string(),
                 "--id".into(),
@@ -324,8 +357,8 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             children.push(m);
         }
         for i in 1..=a.chunkservers {
-            let addr = free_port(host)?;
-            let ops_addr = free_port(host)?;
+            let addr = ports.take()?;
+            let ops_addr = ports.take()?;
             let name = format!("chunkserver-{i}");
             let mut args = vec![
                 "chunkserver".to_string(),
@@ -357,7 +390,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             });
             children.push(c);
         }
-        let gateway_ops = free_port(host)?;
+        let gateway_ops = ports.take()?;
         let mut args = vec![
             "gateway".to_string(),
             "--listen".into(),
@@ -951,6 +984,185 @@ pub async fn buckets(a: BucketsArgs) -> anyhow::Result<()> {
             tinydfs_proto::time::iso8601(b.created_ms),
             b.owner
         );
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeyCmd {
+    /// Create a key; prints its id and secret (the secret is shown only this once).
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Every permission on every bucket.
+        #[arg(long)]
+        admin: bool,
+        /// A permission on a bucket, `BUCKET=read|write|owner` (repeat for several).
+        #[arg(long = "bucket", value_name = "BUCKET=PERMISSION")]
+        buckets: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys with their permissions (never their secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a key a permission on a bucket (`BUCKET=read|write|owner`), or take it away
+    /// (`BUCKET=none`).
+    Grant {
+        id: String,
+        #[arg(value_name = "BUCKET=PERMISSION")]
+        grant: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete (revoke) a key: requests signed with it are refused within seconds.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `BUCKET=read|write|owner|none`.
+fn parse_grant(g: &str) -> anyhow::Result<(String, Option<tinydfs_proto::meta::Permission>)> {
+    let (bucket, perm) = g
+        .split_once('=')
+        .with_context(|| format!("{g:?} is not BUCKET=PERMISSION"))?;
+    let perm = match perm {
+        "none" => None,
+        p => Some(p.parse().map_err(|e: String| anyhow::anyhow!(e))?),
+    };
+    Ok((bucket.to_string(), perm))
+}
+
+/// `count` random characters of `alphabet`.
+fn random_text(alphabet: &[u8], count: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..count)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// `tinydfs admin key ...`.
+pub async fn key(cmd: KeyCmd) -> anyhow::Result<()> {
+    use tinydfs_proto::meta::{AccessKey, MetaRead, MetaReply, MetaWrite};
+    let fail = |e: tinydfs_proto::meta::MetaError| anyhow::anyhow!("{e}");
+    match cmd {
+        KeyCmd::Create {
+            name,
+            admin,
+            buckets,
+            target,
+            json,
+        } => {
+            let mut key = AccessKey {
+                id: format!(
+                    "TD{}",
+                    random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 18)
+                ),
+                secret: random_text(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                    40,
+                ),
+                name,
+                admin,
+                buckets: Default::default(),
+                created_ms: 0,
+            };
+            for g in &buckets {
+                if let (b, Some(p)) = parse_grant(g)? {
+                    key.buckets.insert(b, p);
+                }
+            }
+            let client = target.client()?;
+            client
+                .write(MetaWrite::PutKey {
+                    key: key.clone(),
+                    bootstrap: false,
+                })
+                .await
+                .map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"access_key_id": key.id, "secret_access_key": key.secret})
+                );
+            } else {
+                println!("access key id:     {}", key.id);
+                println!("secret access key: {}", key.secret);
+                println!("(the secret is not shown again)");
+            }
+        }
+        KeyCmd::List { target, json } => {
+            let MetaReply::Keys(mut keys) = target
+                .client()?
+                .read(MetaRead::ListKeys)
+                .await
+                .map_err(fail)?
+            else {
+                bail!("unexpected answer from the master");
+            };
+            for k in &mut keys {
+                k.secret.clear();
+            }
+            if json {
+                let list: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id, "name": k.name, "admin": k.admin,
+                            "buckets": k.buckets, "created_ms": k.created_ms,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<22} {:<6} {:<24} BUCKETS", "ID", "ADMIN", "NAME");
+            for k in &keys {
+                let grants: Vec<String> = k
+                    .buckets
+                    .iter()
+                    .map(|(b, p)| format!("{b}={}", format!("{p:?}").to_lowercase()))
+                    .collect();
+                println!(
+                    "{:<22} {:<6} {:<24} {}",
+                    k.id,
+                    if k.admin { "yes" } else { "no" },
+                    k.name,
+                    grants.join(",")
+                );
+            }
+        }
+        KeyCmd::Grant { id, grant, target } => {
+            let (bucket, permission) = parse_grant(&grant)?;
+            target
+                .client()?
+                .write(MetaWrite::GrantKey {
+                    id: id.clone(),
+                    bucket: bucket.clone(),
+                    permission,
+                })
+                .await
+                .map_err(fail)?;
+            println!("{id}: {grant}");
+        }
+        KeyCmd::Delete { id, target } => {
+            target
+                .client()?
+                .write(MetaWrite::DeleteKey { id: id.clone() })
+                .await
+                .map_err(fail)?;
+            println!("access key {id} deleted");
+        }
     }
     Ok(())
 }

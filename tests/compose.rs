@@ -162,6 +162,8 @@ struct Project {
     secret: String,
     /// `127.0.0.1:PORT`, the published S3 port.
     s3_addr: String,
+    /// `127.0.0.1:PORT`, master1's published operations port (status page, metrics).
+    status_addr: String,
     scratch: PathBuf,
     started: Instant,
 }
@@ -182,6 +184,7 @@ impl Project {
                 rand::random::<u64>()
             ),
             s3_addr: format!("127.0.0.1:{}", free_port()),
+            status_addr: format!("127.0.0.1:{}", free_port()),
             name,
             scratch,
             started: Instant::now(),
@@ -217,6 +220,7 @@ impl Project {
             .env("TINYDFS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("TINYDFS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("TINYDFS_S3_PORT", &self.s3_addr)
+            .env("TINYDFS_STATUS_PORT", &self.status_addr)
             .env("TINYDFS_CHUNK_SIZE", CHUNK_SIZE.to_string())
             .args(args);
         cmd
@@ -484,6 +488,25 @@ fn compose_cluster_serves_s3_and_survives_a_chunkserver_kill() {
         has_leader(s) && chunkservers_alive(s) == 4
     });
     project.say("cluster healthy: 3 masters, 4 chunkservers, gateway");
+    // master1's operations listener is published: the status page and Prometheus metrics.
+    let fetch = |path: &str| {
+        let url = format!("http://{}{path}", project.status_addr);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let r = reqwest::get(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            r.text().await.unwrap()
+        })
+    };
+    let page = fetch("/");
+    for n in 1..=4 {
+        assert!(
+            page.contains(&format!("chunkserver{n}:9200")),
+            "status page:\n{page}"
+        );
+    }
+    assert!(fetch("/metrics").contains("tinydfs_master_raft_term"));
 
     // Uploads: one chunk; several chunks (a single PUT); several multipart parts (the aws CLI
     // switches to multipart at 8 MiB).

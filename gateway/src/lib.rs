@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     pub lease_ttl_secs: f64,
     /// Address of the read-only operations listener (health, metrics); empty for none.
     pub ops_listen: String,
+    /// How often the access keys are reloaded from the masters (milliseconds).
+    pub key_refresh_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -86,6 +88,7 @@ impl Default for GatewayConfig {
             domain: None,
             lease_rotate_secs: DEFAULT_LEASE_ROTATE.as_secs_f64(),
             lease_ttl_secs: 60.0,
+            key_refresh_ms: 2000,
             ops_listen: String::new(),
         }
     }
@@ -105,6 +108,10 @@ pub struct Gateway {
     /// The upload leases new chunk ids are named under.
     pub leases: Mutex<Leases>,
     pub metrics: ops::S3Metrics,
+    /// The cluster's access keys by id, refreshed from the masters every `key_refresh_ms`.
+    pub keys: std::sync::RwLock<HashMap<String, tinydfs_proto::meta::AccessKey>>,
+    /// When a request last made the keys reload.
+    pub keys_reloaded: Mutex<Option<Instant>>,
 }
 
 /// An upload lease. Each upload holds an `Arc` of the lease its chunks are named under until it
@@ -149,7 +156,12 @@ impl Gateway {
 
     /// The secret of an access key, if the key is known.
     pub fn secret_for(&self, access_key: &str) -> Option<String> {
-        (access_key == self.config.access_key_id).then(|| self.config.secret_access_key.clone())
+        self.key(access_key).map(|k| k.secret)
+    }
+
+    /// An access key of the cluster.
+    pub fn key(&self, access_key: &str) -> Option<tinydfs_proto::meta::AccessKey> {
+        self.keys.read().ok()?.get(access_key).cloned()
     }
 }
 
@@ -302,6 +314,81 @@ async fn renew_lease(gw: &Gateway) {
     }
 }
 
+/// Makes the configured key the cluster's first (administrator) key if it has none, then
+/// loads the keys; retries until a master answers.
+async fn load_keys(gw: &Gateway) {
+    use tinydfs_proto::meta::{AccessKey, MetaWrite};
+    let bootstrap = MetaWrite::PutKey {
+        key: AccessKey {
+            id: gw.config.access_key_id.clone(),
+            secret: gw.config.secret_access_key.clone(),
+            name: "bootstrap administrator".into(),
+            admin: true,
+            buckets: Default::default(),
+            created_ms: 0,
+        },
+        bootstrap: true,
+    };
+    loop {
+        match gw.master.write(bootstrap.clone()).await {
+            Ok(_) if fetch_keys(gw).await => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the masters for the access keys yet")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Replaces the cached keys by the masters' list; false if no master answered.
+async fn fetch_keys(gw: &Gateway) -> bool {
+    use tinydfs_proto::meta::{MetaRead, MetaReply};
+    match gw.master.read(MetaRead::ListKeys).await {
+        Ok(MetaReply::Keys(keys)) => {
+            let map = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+            if let Ok(mut k) = gw.keys.write() {
+                *k = map;
+            }
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot refresh the access keys");
+            false
+        }
+    }
+}
+
+/// Shortest time between two reloads of the keys caused by requests (unknown key, refused
+/// permission), so that a stream of bad requests costs the masters little.
+const KEY_RELOAD_MIN_GAP: Duration = Duration::from_millis(250);
+
+/// Reloads the keys now, unless a request did so less than [`KEY_RELOAD_MIN_GAP`] ago; true if
+/// they were reloaded.
+pub async fn reload_keys(gw: &Gateway) -> bool {
+    {
+        let Ok(mut last) = gw.keys_reloaded.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < KEY_RELOAD_MIN_GAP) {
+            return false;
+        }
+        *last = Some(Instant::now());
+    }
+    fetch_keys(gw).await
+}
+
+/// Keeps the cached keys current: a new key works, and a deleted one stops working, within
+/// `key_refresh_ms`.
+async fn refresh_keys(gw: Arc<Gateway>) {
+    let every = Duration::from_millis(gw.config.key_refresh_ms.max(100));
+    loop {
+        tokio::time::sleep(every).await;
+        fetch_keys(&gw).await;
+    }
+}
+
 /// How often a gateway tells the masters it is alive (for the status report only).
 const GATEWAY_BEAT_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -353,6 +440,8 @@ pub async fn run(
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
         leases: Mutex::new(Leases::default()),
+        keys: std::sync::RwLock::new(HashMap::new()),
+        keys_reloaded: Mutex::new(None),
         config: config.clone(),
     });
     // Up before the first lease, so that a gateway waiting for the masters can be watched.
@@ -371,9 +460,10 @@ pub async fn run(
     // that cannot reach a master yet still stops when told to.
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = take_lease(&gw) => {}
+        _ = async { take_lease(&gw).await; load_keys(&gw).await } => {}
         _ = &mut shutdown => return Ok(()),
     }
+    tokio::spawn(refresh_keys(gw.clone()));
     tokio::spawn(report_to_masters(gw.clone()));
     tokio::spawn(keep_leases(gw.clone()));
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;

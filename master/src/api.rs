@@ -456,6 +456,7 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
                     name: name.clone(),
                     created_ms: b.created_ms,
                     owner: b.owner.clone(),
+                    public_read: b.public_read,
                 })
                 .collect(),
         ),
@@ -465,6 +466,7 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
                 name: bucket,
                 created_ms: b.created_ms,
                 owner: b.owner.clone(),
+                public_read: b.public_read,
             })
         }
         MetaRead::GetObject { bucket, key } => {
@@ -501,6 +503,7 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
             MetaReply::Lifecycle(b.lifecycle.clone())
         }
+        MetaRead::ListKeys => MetaReply::Keys(s.keys.values().cloned().collect()),
     })
 }
 

@@ -180,6 +180,9 @@ pub struct Bucket {
     /// The bucket's lifecycle rules (none: no lifecycle configuration).
     #[serde(default)]
     pub lifecycle: Vec<LifecycleRule>,
+    /// Canned ACL `public-read`: anonymous requests may read.
+    #[serde(default)]
+    pub public_read: bool,
 }
 
 /// An in-progress multipart upload: it holds its parts' chunks until completed or aborted.
@@ -251,6 +254,9 @@ pub struct State {
     /// objects this state does not know of).
     #[serde(default)]
     pub protected_leases: Option<(u32, u32)>,
+    /// S3 access keys by id.
+    #[serde(default)]
+    pub keys: BTreeMap<String, AccessKey>,
     /// Live upload leases by id.
     #[serde(default)]
     pub leases: BTreeMap<u32, Lease>,
@@ -396,8 +402,15 @@ impl State {
                             owner: owner.clone(),
                             objects: BTreeMap::new(),
                             lifecycle: Vec::new(),
+                            public_read: false,
                         },
                     );
+                    // The key that creates a bucket owns it.
+                    if let Some(k) = self.keys.get_mut(owner) {
+                        if !k.admin {
+                            k.buckets.insert(bucket.clone(), Permission::Owner);
+                        }
+                    }
                     ok(MetaReplyData::Created(true))
                 }
             },
@@ -410,8 +423,70 @@ impl State {
                     return err(MetaError::BucketNotEmpty);
                 }
                 self.buckets.remove(bucket);
+                // A bucket created again under this name starts with no grants.
+                for k in self.keys.values_mut() {
+                    k.buckets.remove(bucket);
+                }
                 ok(MetaReplyData::Done)
             }
+            MetaWrite::PutKey { key, bootstrap } => {
+                if *bootstrap {
+                    if !self.keys.is_empty() {
+                        return ok(MetaReplyData::Created(false));
+                    }
+                    let mut k = key.clone();
+                    k.admin = true;
+                    k.created_ms = now;
+                    self.keys.insert(k.id.clone(), k);
+                    return ok(MetaReplyData::Created(true));
+                }
+                if key.id.is_empty() || key.secret.is_empty() {
+                    return err(MetaError::BadRequest(
+                        "an access key needs an id and a secret".into(),
+                    ));
+                }
+                if self.keys.contains_key(&key.id) {
+                    return err(MetaError::BadRequest(format!(
+                        "access key {} exists",
+                        key.id
+                    )));
+                }
+                let mut k = key.clone();
+                k.created_ms = now;
+                self.keys.insert(k.id.clone(), k);
+                ok(MetaReplyData::Created(true))
+            }
+            MetaWrite::DeleteKey { id } => match self.keys.remove(id) {
+                Some(_) => ok(MetaReplyData::Done),
+                None => err(MetaError::BadRequest(format!("no access key {id}"))),
+            },
+            MetaWrite::GrantKey {
+                id,
+                bucket,
+                permission,
+            } => {
+                if permission.is_some() && !self.buckets.contains_key(bucket) {
+                    return err(MetaError::NoSuchBucket);
+                }
+                let Some(k) = self.keys.get_mut(id) else {
+                    return err(MetaError::BadRequest(format!("no access key {id}")));
+                };
+                match permission {
+                    Some(p) => k.buckets.insert(bucket.clone(), *p),
+                    None => k.buckets.remove(bucket),
+                };
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::SetBucketPublic {
+                bucket,
+                public_read,
+            } => match self.buckets.get_mut(bucket) {
+                Some(b) => {
+                    b.public_read = *public_read;
+                    ok(MetaReplyData::Done)
+                }
+                None => err(MetaError::NoSuchBucket),
+            },
             MetaWrite::PutObject {
                 bucket,
                 key,

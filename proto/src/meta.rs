@@ -90,6 +90,88 @@ pub enum MetaWrite {
         keys: Vec<String>,
         upload_ids: Vec<String>,
     },
+    /// Adds an access key (refused if the id exists). With `bootstrap`, only when there is no
+    /// key at all yet, and the key is made an administrator: the gateway's configured key at a
+    /// cluster's first start.
+    PutKey {
+        key: AccessKey,
+        #[serde(default)]
+        bootstrap: bool,
+    },
+    DeleteKey {
+        id: String,
+    },
+    /// Gives a key a permission on a bucket, or takes it away (`None`).
+    GrantKey {
+        id: String,
+        bucket: String,
+        permission: Option<Permission>,
+    },
+    /// Canned bucket ACL: `public-read` lets anonymous requests read objects and list.
+    SetBucketPublic {
+        bucket: String,
+        public_read: bool,
+    },
+}
+
+/// What a key may do on a bucket; each level includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Get and head objects, list, read bucket settings.
+    Read,
+    /// Also put, delete and multipart uploads.
+    Write,
+    /// Also delete the bucket and change its settings (lifecycle, ACL).
+    Owner,
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(Permission::Read),
+            "write" => Ok(Permission::Write),
+            "owner" => Ok(Permission::Owner),
+            _ => Err(format!("{s:?} is not read, write or owner")),
+        }
+    }
+}
+
+/// An S3 access key, kept in the replicated metadata. The secret is needed to verify
+/// signatures, so it is stored; it is never printed by `Debug` (and so never logged).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+    #[serde(default)]
+    pub name: String,
+    /// Every permission on every bucket, and key management.
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub buckets: std::collections::BTreeMap<String, Permission>,
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("buckets", &self.buckets)
+            .finish()
+    }
+}
+
+impl AccessKey {
+    /// Whether this key may do what needs `need` on `bucket`.
+    pub fn allows(&self, bucket: &str, need: Permission) -> bool {
+        self.admin || self.buckets.get(bucket).is_some_and(|p| *p >= need)
+    }
 }
 
 /// A condition on the object a write replaces (`If-Match` / `If-None-Match: *` on PUT).
@@ -162,6 +244,8 @@ pub enum MetaRead {
     GetLifecycle {
         bucket: String,
     },
+    /// Every access key, secrets included (internal callers only: gateways and `admin`).
+    ListKeys,
 }
 
 /// Parameters of an object listing; the master applies S3's rules.
@@ -181,6 +265,9 @@ pub struct BucketInfo {
     pub name: String,
     pub created_ms: u64,
     pub owner: String,
+    /// Canned ACL `public-read`: anonymous requests may read.
+    #[serde(default)]
+    pub public_read: bool,
 }
 
 /// One key of a listing.
@@ -323,6 +410,7 @@ pub enum MetaReply {
     Upload(UploadInfo),
     /// A bucket's lifecycle rules; empty: the bucket has no lifecycle configuration.
     Lifecycle(Vec<LifecycleRule>),
+    Keys(Vec<AccessKey>),
 }
 
 /// A chunkserver's registration, sent at start and whenever the master does not know it.

@@ -157,6 +157,23 @@ pub struct Verified {
     pub signing: SigningContext,
 }
 
+impl Verified {
+    /// An unsigned request, let through only to read a public bucket: no key, and nothing to
+    /// verify in its (empty) body.
+    pub fn anonymous() -> Self {
+        Verified {
+            access_key: String::new(),
+            payload: Payload::Unsigned,
+            signing: SigningContext {
+                key: [0; 32],
+                datetime: String::new(),
+                scope: String::new(),
+                seed: [0; 32],
+            },
+        }
+    }
+}
+
 /// Verifies the SigV4 signature of a request (header or presigned form).
 ///
 /// `secret_for` maps an access key id to its secret, `region` is the region

@@ -1,5 +1,5 @@
 //! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
-//! GetBucketVersioning.
+//! GetBucketVersioning, and canned bucket ACLs (Get/PutBucketAcl: `private`, `public-read`).
 
 use super::{xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
@@ -37,6 +37,12 @@ pub async fn list_buckets(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
     let MetaReply::Buckets(mut buckets) = gw.master.read(MetaRead::ListBuckets).await? else {
         return Err(S3Error::internal("unexpected reply to ListBuckets"));
     };
+    // A key sees the buckets it has a permission on (an administrator, all of them).
+    let key = gw.key(&req.auth.access_key);
+    buckets.retain(|b| {
+        key.as_ref()
+            .is_some_and(|k| k.allows(&b.name, tinydfs_proto::meta::Permission::Read))
+    });
     if let Some(prefix) = req.q("prefix") {
         buckets.retain(|b| b.name.starts_with(prefix));
     }
@@ -110,6 +116,18 @@ pub async fn create(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
             owner: req.auth.access_key.clone(),
         })
         .await?;
+    if let MetaReply::Created(true) = reply {
+        // The creator owns the bucket (the metadata recorded it): this gateway knows at once,
+        // so that the upload that usually follows is not refused until the next key reload.
+        if let Ok(mut keys) = gw.keys.write() {
+            if let Some(k) = keys.get_mut(&req.auth.access_key) {
+                if !k.admin {
+                    k.buckets
+                        .insert(bucket.clone(), tinydfs_proto::meta::Permission::Owner);
+                }
+            }
+        }
+    }
     if let MetaReply::Created(false) = reply {
         // us-east-1 answers 200 to re-creating a bucket you own; other regions 409.
         if gw.config.region != "us-east-1" {
@@ -163,6 +181,85 @@ pub async fn location(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
     xml::escape_into(&mut out, region);
     out.push_str("</LocationConstraint>");
     Ok(xml_response(out))
+}
+
+/// Whether anonymous requests may read `bucket` (its canned ACL is `public-read`).
+pub async fn is_public(gw: &Gateway, bucket: &str) -> S3Result<bool> {
+    match gw
+        .master
+        .read(MetaRead::HeadBucket {
+            bucket: bucket.to_string(),
+        })
+        .await
+    {
+        Ok(MetaReply::Bucket(b)) => Ok(b.public_read),
+        // Whether a bucket exists is not told to anonymous callers.
+        Ok(_) | Err(tinydfs_proto::meta::MetaError::NoSuchBucket) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// GetBucketAcl: the owner's full control, and READ for everyone when public.
+pub async fn get_acl(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?;
+    let MetaReply::Bucket(info) = gw
+        .master
+        .read(MetaRead::HeadBucket {
+            bucket: bucket.to_string(),
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?
+    else {
+        return Err(S3Error::internal("unexpected reply to HeadBucket"));
+    };
+    const XSI: &str = "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
+    let mut out = xml::doc("AccessControlPolicy");
+    owner(&mut out, &info.owner);
+    out.push_str("<AccessControlList><Grant>");
+    out.push_str(&format!("<Grantee {XSI} xsi:type=\"CanonicalUser\">"));
+    elem(&mut out, "ID", &info.owner);
+    elem(&mut out, "DisplayName", &info.owner);
+    out.push_str("</Grantee><Permission>FULL_CONTROL</Permission></Grant>");
+    if info.public_read {
+        out.push_str(&format!("<Grant><Grantee {XSI} xsi:type=\"Group\">"));
+        elem(
+            &mut out,
+            "URI",
+            "http://acs.amazonaws.com/groups/global/AllUsers",
+        );
+        out.push_str("</Grantee><Permission>READ</Permission></Grant>");
+    }
+    out.push_str("</AccessControlList></AccessControlPolicy>");
+    Ok(xml_response(out))
+}
+
+/// PutBucketAcl with a canned ACL header: `private` or `public-read`. Grants in an XML body and
+/// other canned ACLs are not supported (NotImplemented, never a silent success).
+pub async fn put_acl(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
+    let bucket = req.bucket()?.to_string();
+    let public_read =
+        match req.header("x-amz-acl") {
+            Some("private") => false,
+            Some("public-read") => true,
+            Some(other) => {
+                return Err(S3Error::not_implemented(&format!(
+                    "the canned ACL {other} (only private and public-read)"
+                )))
+            }
+            None => return Err(S3Error::not_implemented(
+                "ACL grants in a request body (use the x-amz-acl header: private or public-read)",
+            )),
+        };
+    // Read (and so check) whatever body came with it before answering.
+    req.read_small_body().await?;
+    gw.master
+        .write(MetaWrite::SetBucketPublic {
+            bucket: bucket.clone(),
+            public_read,
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
+    Ok(Response::builder().body(Body::empty()).unwrap_or_default())
 }
 
 pub async fn versioning(gw: &Gateway, req: &S3Request) -> S3Result<Response> {

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use tinydfs_proto::meta::Permission;
 use tracing::Instrument;
 
 /// Longest key S3 accepts, in bytes of UTF-8.
@@ -295,6 +296,8 @@ fn operation(
             Method::GET if has("location") => "GetBucketLocation",
             Method::GET if has("lifecycle") => "GetBucketLifecycleConfiguration",
             Method::GET if has("versioning") => "GetBucketVersioning",
+            Method::GET if has("acl") => "GetBucketAcl",
+            Method::PUT if has("acl") => "PutBucketAcl",
             Method::GET if UNSUPPORTED_BUCKET_SUBRESOURCES.iter().any(|s| has(s)) => "Unsupported",
             Method::GET if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
                 "ListObjectsV2"
@@ -350,18 +353,54 @@ fn expects_continue_without_body(h: &HeaderMap) -> bool {
 
 async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Result<Response> {
     let (parts, body) = req.into_parts();
-    let auth = auth::verify(
-        &parts,
-        &|ak| gw.secret_for(ak),
-        &gw.config.region,
-        std::time::SystemTime::now(),
-    )?;
+    let verify = || {
+        auth::verify(
+            &parts,
+            &|ak| gw.secret_for(ak),
+            &gw.config.region,
+            std::time::SystemTime::now(),
+        )
+    };
+    let mut verified = verify();
+    // A key created moments ago may not be in this gateway's copy yet: reload once.
+    if matches!(verified, Err(AuthError::UnknownAccessKey)) && crate::reload_keys(&gw).await {
+        verified = verify();
+    }
     let (bucket, key) = address(&gw, &parts.headers, parts.uri.path())?;
+    let query = parse_query(parts.uri.query());
+    let op = operation(
+        &parts.method,
+        bucket.is_some(),
+        key.is_some(),
+        &query,
+        &parts.headers,
+    );
+    let auth = match verified {
+        Ok(a) => {
+            // Likewise a grant made moments ago (a bucket this key just created, for one).
+            if authorize(&gw, &a.access_key, bucket.as_deref(), op).is_err() {
+                crate::reload_keys(&gw).await;
+                authorize(&gw, &a.access_key, bucket.as_deref(), op)?;
+            }
+            a
+        }
+        Err(AuthError::Missing) if ANONYMOUS_READS.contains(&op) => {
+            let public = match &bucket {
+                Some(b) => bucket::is_public(&gw, b).await?,
+                None => false,
+            };
+            if !public {
+                return Err(access_denied());
+            }
+            Verified::anonymous()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let req = S3Request {
         method: parts.method,
         bucket,
         key,
-        query: parse_query(parts.uri.query()),
+        query,
         headers: parts.headers,
         auth,
         body: std::sync::Mutex::new(Some(body)),
@@ -370,10 +409,57 @@ async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Resul
     route(gw, req).await
 }
 
+fn access_denied() -> S3Error {
+    S3Error::new("AccessDenied", 403, "Access Denied")
+}
+
+/// Operations an anonymous request may make, on a bucket whose ACL is `public-read` only.
+const ANONYMOUS_READS: &[&str] = &[
+    "GetObject",
+    "HeadObject",
+    "ListObjects",
+    "ListObjectsV2",
+    "HeadBucket",
+    "GetBucketLocation",
+];
+
+/// The permission operation `op` needs on its bucket; `None`: any key may ask (ListBuckets
+/// lists only the key's buckets; CreateBucket makes the key the new bucket's owner).
+fn needed(op: &str) -> Option<Permission> {
+    match op {
+        "ListBuckets" | "CreateBucket" => None,
+        "PutBucketLifecycleConfiguration"
+        | "DeleteBucketLifecycle"
+        | "DeleteBucket"
+        | "PutBucketAcl" => Some(Permission::Owner),
+        "PutObject"
+        | "DeleteObject"
+        | "DeleteObjects"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "CopyObject"
+        | "UploadPartCopy" => Some(Permission::Write),
+        // Reads, and what is answered NotImplemented or refused anyway.
+        _ => Some(Permission::Read),
+    }
+}
+
+/// Refuses (403 AccessDenied) a request whose key lacks the permission its operation needs.
+fn authorize(gw: &Gateway, access_key: &str, bucket: Option<&str>, op: &str) -> S3Result<()> {
+    let key = gw.key(access_key).ok_or_else(access_denied)?;
+    match (needed(op), bucket) {
+        (None, _) => Ok(()),
+        (Some(need), Some(b)) if key.allows(b, need) => Ok(()),
+        (Some(_), None) if key.admin => Ok(()),
+        _ => Err(access_denied()),
+    }
+}
+
 /// Bucket sub-resources S3 has that tinydfs does not implement yet: answered NotImplemented
 /// rather than mistaken for a listing.
 const UNSUPPORTED_BUCKET_SUBRESOURCES: &[&str] = &[
-    "acl",
     "cors",
     "policy",
     "policyStatus",
@@ -419,6 +505,9 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
             if req.has("versioning") {
                 return bucket::versioning(&gw, &req).await;
             }
+            if req.has("acl") {
+                return bucket::get_acl(&gw, &req).await;
+            }
             if let Some(sub) = UNSUPPORTED_BUCKET_SUBRESOURCES.iter().find(|s| req.has(s)) {
                 return Err(S3Error::not_implemented(&format!(
                     "the bucket ?{sub} sub-resource"
@@ -429,6 +518,7 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
         return match m {
             Method::PUT if req.query.is_empty() => bucket::create(&gw, req).await,
             Method::PUT if req.has("lifecycle") => lifecycle::put(&gw, req).await,
+            Method::PUT if req.has("acl") => bucket::put_acl(&gw, req).await,
             Method::DELETE if req.has("lifecycle") => lifecycle::delete(&gw, &req).await,
             Method::HEAD => bucket::head(&gw, &req).await,
             Method::DELETE if req.query.is_empty() => bucket::delete(&gw, &req).await,
