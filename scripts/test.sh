@@ -17,6 +17,7 @@ export TINYDFS_AWS="$VENV/bin/aws"
 export TINYDFS_PYTHON="$VENV/bin/python"
 export TINYDFS_RCLONE_DEBIAN=/usr/bin/rclone
 export TINYDFS_RCLONE_PYPI="$VENV/bin/rclone"
+export TINYDFS_WEED="$VENV/bin/weed"
 # Headless Chromium for the status page test (tests/ops.rs).
 export TINYDFS_CHROMIUM=/usr/bin/chromium
 

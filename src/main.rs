@@ -6,6 +6,7 @@
 //! - `health ADDR`: exit 0 when the node at ADDR answers (container health checks).
 //! - `admin status`: the cluster as the master sees it.
 
+mod bench;
 mod server;
 
 use anyhow::{bail, Context};
@@ -52,6 +53,8 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+    /// Measure an S3 endpoint, a local tinydfs cluster and/or a local SeaweedFS cluster.
+    Bench(bench::BenchArgs),
     /// Administer a running cluster.
     Admin {
         #[command(subcommand)]
@@ -279,6 +282,17 @@ struct GatewayArgs {
     /// How often access keys are reloaded from the masters, in milliseconds (default 2000).
     #[arg(long)]
     key_refresh_ms: Option<u64>,
+    /// Most S3 requests served at once; more are answered 503 SlowDown (default 1024).
+    #[arg(long)]
+    max_requests: Option<usize>,
+    /// Time a client has to send a request head or finish a TLS handshake, in milliseconds;
+    /// also the longest idle keep-alive (default 30000).
+    #[arg(long)]
+    header_timeout_ms: Option<u64>,
+    /// Longest silence inside a request body before 400 RequestTimeout, and longest a client
+    /// may read none of its response, in milliseconds (default 30000).
+    #[arg(long)]
+    body_timeout_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -356,6 +370,9 @@ fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     set(&mut c.lease_rotate_secs, a.lease_rotate_secs);
     set(&mut c.lease_ttl_secs, a.lease_ttl_secs);
     set(&mut c.key_refresh_ms, a.key_refresh_ms);
+    set(&mut c.max_requests, a.max_requests);
+    set(&mut c.header_timeout_ms, a.header_timeout_ms);
+    set(&mut c.body_timeout_ms, a.body_timeout_ms);
     set(&mut c.tls_cert, a.tls_cert.map(Some));
     set(&mut c.tls_key, a.tls_key.map(Some));
     c.secret = a.secret.resolve(&c.secret)?;
@@ -454,6 +471,7 @@ fn main() {
             }
             Cmd::Server(a) => server::run(a, &cli.log_format).await,
             Cmd::Health { addr, timeout } => health(&addr, timeout).await,
+            Cmd::Bench(a) => bench::bench(a).await,
             Cmd::Admin {
                 cmd: AdminCmd::Status(a),
             } => server::status(a).await,

@@ -89,8 +89,11 @@ where
     };
     let mut open: Option<OpenChunk> = None;
     let chunk_size = gw.config.chunk_size;
+    // Client bodies carry the request's own idle bound (`body_timeout_ms`, see `take_body`);
+    // this one is the backstop for other sources, never shorter than the configured bound.
+    let idle = STREAM_IDLE_TIMEOUT.max(Duration::from_millis(gw.config.body_timeout_ms));
     loop {
-        let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, body.next()).await {
+        let frame = match tokio::time::timeout(idle, body.next()).await {
             Ok(None) => break,
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => {
@@ -103,11 +106,7 @@ where
                 if let Some(c) = open.take() {
                     c.abort().await;
                 }
-                return Err(S3Error::new(
-                    "RequestTimeout",
-                    400,
-                    "Your socket connection to the server was not read from or written to within the timeout period.",
-                ));
+                return Err(crate::limits::request_timeout());
             }
         };
         md5.update(&frame);

@@ -9,19 +9,25 @@
 //! - [`auth`]: SigV4 (header and presigned), `aws-chunked` bodies, flexible checksums.
 //! - [`s3`]: the request router and one file per operation family.
 //! - [`data`]: the data path: chunked, pipelined uploads and replica-failover reads.
-//! - [`error`]: the S3 error type; [`xml`]: S3 documents.
+//! - [`error`]: the S3 error type; [`xml`]: S3 documents; [`form`]: `multipart/form-data` bodies
+//!   (browser POST uploads).
+//! - [`limits`]: bounds on what a client may send or hold (header size, requests in flight,
+//!   timeouts), each answered with the S3 error AWS gives.
 //! - [`ops`]: S3 request metrics and the read-only operations listener.
 //! - this file: configuration and the HTTP(S) listener.
 
 pub mod auth;
 pub mod data;
 pub mod error;
+pub mod form;
+pub mod limits;
 pub mod ops;
+#[cfg(test)]
+mod proptests;
 pub mod s3;
 pub mod xml;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -69,6 +75,17 @@ pub struct GatewayConfig {
     pub ops_listen: String,
     /// How often the access keys are reloaded from the masters (milliseconds).
     pub key_refresh_ms: u64,
+    /// Most S3 requests served at once; beyond it a request is answered `503 SlowDown` at once
+    /// rather than queued (see [`limits`]).
+    pub max_requests: usize,
+    /// How long a client has to send a request's head (and to finish a TLS handshake) before
+    /// the connection is closed (milliseconds): slow-header ("slowloris") clients hold no
+    /// connection longer.
+    pub header_timeout_ms: u64,
+    /// Longest silence in a request body before the request fails with `400 RequestTimeout`,
+    /// and longest a client may read none of its response before its connection is closed
+    /// (milliseconds).
+    pub body_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -90,6 +107,9 @@ impl Default for GatewayConfig {
             lease_ttl_secs: 60.0,
             key_refresh_ms: 2000,
             ops_listen: String::new(),
+            max_requests: limits::DEFAULT_MAX_REQUESTS,
+            header_timeout_ms: limits::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+            body_timeout_ms: limits::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -112,6 +132,11 @@ pub struct Gateway {
     pub keys: std::sync::RwLock<HashMap<String, tinydfs_proto::meta::AccessKey>>,
     /// When a request last made the keys reload.
     pub keys_reloaded: Mutex<Option<Instant>>,
+    /// Permits for requests in flight (`max_requests`); a request that finds none is answered
+    /// `503 SlowDown`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Buckets' CORS rules as recently read, for preflights and `Origin` requests.
+    pub cors: s3::cors::CorsCache,
 }
 
 /// An upload lease. Each upload holds an `Arc` of the lease its chunks are named under until it
@@ -428,6 +453,11 @@ pub async fn run(
         (0.1..=86400.0).contains(&config.lease_rotate_secs),
         "the lease rotation must be between 0.1 and 86400 seconds"
     );
+    anyhow::ensure!(config.max_requests >= 1, "max_requests must be at least 1");
+    anyhow::ensure!(
+        config.header_timeout_ms >= 100 && config.body_timeout_ms >= 100,
+        "the header and body timeouts must be at least 100 ms"
+    );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
         (None, None) => None,
@@ -442,6 +472,8 @@ pub async fn run(
         leases: Mutex::new(Leases::default()),
         keys: std::sync::RwLock::new(HashMap::new()),
         keys_reloaded: Mutex::new(None),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_requests)),
+        cors: Default::default(),
         config: config.clone(),
     });
     // Up before the first lease, so that a gateway waiting for the masters can be watched.
@@ -471,6 +503,8 @@ pub async fn run(
     let app = s3::router(gw);
     // In-flight requests finish (up to SHUTDOWN_GRACE) when the gateway is asked to stop.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    let http = limits::http1_builder(header_timeout);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -485,25 +519,34 @@ pub async fn run(
         };
         // Nagle off: a response's head and body go out at once (hyper writes them separately).
         let _ = tcp.set_nodelay(true);
+        let tcp = limits::WriteTimeout::new(tcp, Duration::from_millis(config.body_timeout_ms));
         let service = TowerToHyperService::new(app.clone());
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
+                // A handshake gets the same bound as a request head: a client that opens
+                // connections and stalls in the handshake holds none for long.
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = http.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+                }
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
+                    let conn = http.serve_connection(TokioIo::new(tcp), service);
+                    watcher.watch(conn).await
                 }
             };
             if let Err(e) = result {

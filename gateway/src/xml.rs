@@ -53,6 +53,33 @@ pub struct CompletedPart {
     pub number: u32,
     #[serde(rename = "ETag")]
     pub etag: String,
+    /// The part's checksums, as UploadPart answered them (required for composite checksums).
+    #[serde(rename = "ChecksumCRC32", default)]
+    pub crc32: Option<String>,
+    #[serde(rename = "ChecksumCRC32C", default)]
+    pub crc32c: Option<String>,
+    #[serde(rename = "ChecksumCRC64NVME", default)]
+    pub crc64nvme: Option<String>,
+    #[serde(rename = "ChecksumSHA1", default)]
+    pub sha1: Option<String>,
+    #[serde(rename = "ChecksumSHA256", default)]
+    pub sha256: Option<String>,
+}
+
+impl CompletedPart {
+    /// The checksums given for the part, as (algorithm name as S3 spells it, value).
+    pub fn checksums(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("CRC32", &self.crc32),
+            ("CRC32C", &self.crc32c),
+            ("CRC64NVME", &self.crc64nvme),
+            ("SHA1", &self.sha1),
+            ("SHA256", &self.sha256),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_deref().map(|v| (name, v.trim())))
+        .collect()
+    }
 }
 
 /// `<Delete>` body of DeleteObjects.
@@ -77,6 +104,103 @@ pub struct CreateBucketConfiguration {
     pub location: Option<String>,
 }
 
+/// Parses the `<Delete>` document of DeleteObjects, keeping each key's text exactly (serde's
+/// reader trims text, and ` a` and `a` are different keys). Elements other than `Object`,
+/// `Key`, `VersionId` (`null` only) and `Quiet` are skipped; anything not well-formed, or more
+/// deeply nested than S3's schema, is MalformedXML.
+pub fn parse_delete(body: &[u8]) -> Result<Delete, S3Error> {
+    use quick_xml::events::Event;
+    let bad = S3Error::malformed_xml;
+    let text = std::str::from_utf8(body).map_err(|_| bad())?;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut path: Vec<String> = Vec::new();
+    let mut doc = Delete {
+        objects: Vec::new(),
+        quiet: None,
+    };
+    let mut value = String::new();
+    let mut key: Option<String> = None;
+    let mut seen_root = false;
+    loop {
+        match reader.read_event().map_err(|_| bad())? {
+            Event::Start(e) => {
+                let name = std::str::from_utf8(e.local_name().as_ref())
+                    .map_err(|_| bad())?
+                    .to_string();
+                let ok = match path.len() {
+                    0 => name == "Delete" && !seen_root,
+                    1 | 2 => true,
+                    // Deeper elements only inside skipped ones.
+                    _ => path.len() < 8 && path[1] == "Object" && path[2] != "Key",
+                };
+                if !ok {
+                    return Err(bad());
+                }
+                seen_root = true;
+                if path.len() == 1 && name == "Object" {
+                    key = None;
+                }
+                path.push(name);
+                value.clear();
+            }
+            Event::Empty(e) => {
+                let name = e.local_name();
+                match (path.len(), name.as_ref()) {
+                    (0, _) => return Err(bad()),
+                    (2, b"Key") if path[1] == "Object" && key.is_some() => return Err(bad()),
+                    (2, b"Key") if path[1] == "Object" => key = Some(String::new()),
+                    // Nothing inside a key.
+                    (n, _) if n >= 3 && path[2] == "Key" => return Err(bad()),
+                    _ => {}
+                }
+            }
+            Event::End(_) => {
+                let name = path.pop().ok_or_else(bad)?;
+                match (path.len(), name.as_str()) {
+                    (2, "Key") if path[1] == "Object" && key.is_some() => return Err(bad()),
+                    (2, "Key") if path[1] == "Object" => key = Some(std::mem::take(&mut value)),
+                    // Without versioning only the current version ("null") exists: deleting it
+                    // for another version id would be a wrong success.
+                    (2, "VersionId") if path[1] == "Object" && value.trim() != "null" => {
+                        return Err(S3Error::not_implemented(
+                            "DeleteObjects of a version other than null (object versioning)",
+                        ))
+                    }
+                    (1, "Object") => doc.objects.push(DeleteObject {
+                        key: key.take().ok_or_else(bad)?,
+                    }),
+                    (1, "Quiet") => {
+                        doc.quiet = Some(match value.trim() {
+                            "true" => true,
+                            "false" => false,
+                            _ => return Err(bad()),
+                        })
+                    }
+                    _ => {}
+                }
+                value.clear();
+            }
+            Event::Text(t) => {
+                let t = t.unescape().map_err(|_| bad())?;
+                if path.is_empty() && !t.trim().is_empty() {
+                    return Err(bad());
+                }
+                value.push_str(&t);
+            }
+            Event::CData(c) => {
+                let raw = c.into_inner();
+                value.push_str(std::str::from_utf8(&raw).map_err(|_| bad())?);
+            }
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if !path.is_empty() || !seen_root {
+        return Err(bad());
+    }
+    Ok(doc)
+}
+
 /// Parses a request body document, or fails with MalformedXML.
 pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, S3Error> {
     let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml())?;
@@ -95,10 +219,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.parts.len(), 2);
         assert_eq!(c.parts[0].etag, "\"a\"");
+        assert_eq!(c.parts[0].checksums(), [("CRC32", "x")]);
+        assert!(c.parts[1].checksums().is_empty());
         assert_eq!(c.parts[1].number, 2);
         let d: Delete =
             parse(b"<Delete><Object><Key>a &amp; b</Key></Object><Quiet>true</Quiet></Delete>")
                 .unwrap();
+        let exact = parse_delete(
+            b"<?xml version=\"1.0\"?><Delete xmlns=\"x\"><Object><Key> a &amp; b\t</Key><VersionId>null</VersionId></Object><Object><Key/></Object><Quiet>false</Quiet></Delete>",
+        )
+        .unwrap();
+        let keys: Vec<&str> = exact.objects.iter().map(|o| o.key.as_str()).collect();
+        let versioned =
+            b"<Delete><Object><Key>a</Key><VersionId>3HL4kqtJ</VersionId></Object></Delete>";
+        assert_eq!(parse_delete(versioned).unwrap_err().code, "NotImplemented");
+        assert_eq!((keys, exact.quiet), (vec![" a & b\t", ""], Some(false)));
+        for bad in [
+            &b"<Delete><Object><Key>a<b/>c</Key></Object></Delete>"[..],
+            b"<Delete><Object><Key>a</Key><Key>b</Key></Object></Delete>",
+            b"<Delete><Object></Object></Delete>",
+            b"<Delete><Quiet>yes</Quiet></Delete>",
+            b"<Delete></Delete><Delete></Delete>",
+            b"<Other/>",
+            b"<Delete><Object><Key>a</Key></Object>",
+        ] {
+            assert!(
+                parse_delete(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert_eq!(d.objects[0].key, "a & b");
         assert_eq!(d.quiet, Some(true));
         assert!(parse::<Delete>(b"<Delete><Object>").is_err());

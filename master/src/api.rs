@@ -497,6 +497,7 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             MetaReply::Upload(UploadInfo {
                 initiated_ms: u.initiated_ms,
                 parts: u.parts.iter().map(|(n, p)| (*n, p.clone())).collect(),
+                checksum: u.attrs.checksum.clone(),
             })
         }
         MetaRead::GetLifecycle { bucket } => {
@@ -504,6 +505,11 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             MetaReply::Lifecycle(b.lifecycle.clone())
         }
         MetaRead::ListKeys => MetaReply::Keys(s.keys.values().cloned().collect()),
+        MetaRead::ListUploads(q) => MetaReply::Uploads(s.list_uploads(&q)?),
+        MetaRead::GetCors { bucket } => {
+            let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
+            MetaReply::Cors(b.cors.clone())
+        }
     })
 }
 

@@ -150,6 +150,12 @@ pub enum MetaReplyData {
         id: u32,
         expires_ms: u64,
     },
+    /// A completed multipart upload, with the new object's checksums.
+    Completed {
+        etag: String,
+        last_modified_ms: u64,
+        checksums: Vec<(String, String)>,
+    },
 }
 
 impl From<MetaReplyData> for MetaReply {
@@ -167,6 +173,15 @@ impl From<MetaReplyData> for MetaReply {
             MetaReplyData::UploadCreated { upload_id } => MetaReply::UploadCreated { upload_id },
             MetaReplyData::Deleted(k) => MetaReply::Deleted(k),
             MetaReplyData::Lease { id, expires_ms } => MetaReply::Lease { id, expires_ms },
+            MetaReplyData::Completed {
+                etag,
+                last_modified_ms,
+                checksums,
+            } => MetaReply::Completed {
+                etag,
+                last_modified_ms,
+                checksums,
+            },
         }
     }
 }
@@ -183,6 +198,9 @@ pub struct Bucket {
     /// Canned ACL `public-read`: anonymous requests may read.
     #[serde(default)]
     pub public_read: bool,
+    /// The bucket's CORS rules (none: no CORS configuration).
+    #[serde(default)]
+    pub cors: Vec<CorsRule>,
 }
 
 /// An in-progress multipart upload: it holds its parts' chunks until completed or aborted.
@@ -203,6 +221,9 @@ pub struct CompletedUpload {
     pub parts: Vec<(u32, String)>,
     pub etag: String,
     pub completed_ms: u64,
+    /// The object checksums the upload was completed with, answered again on a repeat.
+    #[serde(default)]
+    pub checksums: Vec<(String, String)>,
 }
 
 /// A chunk known to the metadata: its length, checksum and how many records use it.
@@ -403,6 +424,7 @@ impl State {
                             objects: BTreeMap::new(),
                             lifecycle: Vec::new(),
                             public_read: false,
+                            cors: Vec::new(),
                         },
                     );
                     // The key that creates a bucket owns it.
@@ -565,7 +587,15 @@ impl State {
                 key,
                 upload_id,
                 parts,
-            } => self.complete_upload(bucket, key, upload_id, parts, now),
+                checksums,
+                condition,
+            } => self.complete_upload(
+                (bucket, key, upload_id),
+                parts,
+                checksums,
+                condition.as_ref(),
+                now,
+            ),
             MetaWrite::AcquireLease { holder, ttl_ms } => {
                 // Ids wrap around but skip 0 (no lease) and live ones.
                 let mut id = self.next_lease_id.max(1);
@@ -635,7 +665,101 @@ impl State {
                 keys,
                 upload_ids,
             } => self.lifecycle_expire(bucket, *day_ms, keys, upload_ids, now),
+            MetaWrite::CopyObject {
+                src_bucket,
+                src_key,
+                dst_bucket,
+                dst_key,
+                attrs,
+                source_condition,
+                condition,
+                tags,
+            } => self.copy_object(
+                (src_bucket, src_key),
+                (dst_bucket, dst_key),
+                CopyChanges {
+                    attrs: attrs.as_ref(),
+                    tags: tags.as_ref(),
+                },
+                (source_condition.as_ref(), condition.as_ref()),
+                now,
+            ),
+            MetaWrite::PutObjectTags { bucket, key, tags } => {
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return err(MetaError::NoSuchBucket);
+                };
+                let Some(o) = b.objects.get_mut(key) else {
+                    return err(MetaError::NoSuchKey);
+                };
+                o.tags = tags.clone();
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::PutCors { bucket, rules } => {
+                if rules.len() > MAX_CORS_RULES {
+                    return err(MetaError::BadRequest(format!(
+                        "{} CORS rules, at most {MAX_CORS_RULES}",
+                        rules.len()
+                    )));
+                }
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return err(MetaError::NoSuchBucket);
+                };
+                b.cors = rules.clone();
+                ok(MetaReplyData::Done)
+            }
+            MetaWrite::DeleteCors { bucket } => {
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return err(MetaError::NoSuchBucket);
+                };
+                b.cors.clear();
+                ok(MetaReplyData::Done)
+            }
         }
+    }
+
+    /// Commits a copy of the source as it is now: the destination record shares its chunks
+    /// (references added before the replaced object's are dropped, so a copy onto itself keeps
+    /// them), with the source's ETag, parts and checksums, and new attributes or tags if given.
+    fn copy_object(
+        &mut self,
+        (src_bucket, src_key): (&str, &str),
+        (dst_bucket, dst_key): (&str, &str),
+        changes: CopyChanges<'_>,
+        (source_condition, condition): (Option<&CopyCondition>, Option<&WriteCondition>),
+        now: u64,
+    ) -> Reply {
+        let Some(src) = self.buckets.get(src_bucket) else {
+            return err(MetaError::NoSuchBucket);
+        };
+        let Some(source) = src.objects.get(src_key) else {
+            return err(MetaError::NoSuchKey);
+        };
+        if let Some(Err(e)) = source_condition.map(|c| c.check(source)) {
+            return err(e);
+        }
+        let Some(dst) = self.buckets.get(dst_bucket) else {
+            return err(MetaError::NoSuchBucket);
+        };
+        if let Some(Err(e)) = condition.map(|c| c.check(dst.objects.get(dst_key))) {
+            return err(e);
+        }
+        let mut record = source.clone();
+        if let Some(a) = changes.attrs {
+            record.content_type = a.content_type.clone();
+            record.user_meta = a.user_meta.clone();
+            record.headers = a.headers.clone();
+        }
+        if let Some(t) = changes.tags {
+            record.tags = t.clone();
+        }
+        record.last_modified_ms = now;
+        let etag = record.etag.clone();
+        self.add_refs(&record.chunks);
+        self.replace_object(dst_bucket, dst_key, Some(record));
+        ok(MetaReplyData::Committed {
+            etag,
+            last_modified_ms: now,
+        })
     }
 
     /// Removes the named objects and uploads of a bucket that its lifecycle rules make due at
@@ -681,21 +805,25 @@ impl State {
         ok(MetaReplyData::Deleted(removed))
     }
 
+    /// Completes an upload: checks the parts and the condition on the object it replaces, then
+    /// commits the object with the checksums the gateway computed from the parts.
     fn complete_upload(
         &mut self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
+        (bucket, key, upload_id): (&str, &str, &str),
         parts: &[(u32, String)],
+        checksums: &[(String, String)],
+        condition: Option<&WriteCondition>,
         now: u64,
     ) -> Reply {
         let Some(upload) = self.uploads.get(upload_id) else {
-            // A repeated Complete of a finished upload with the same parts succeeds, as on AWS.
+            // A repeated Complete of a finished upload with the same parts succeeds, as on AWS
+            // (its condition was checked when it first applied).
             return match self.completed_uploads.get(upload_id) {
                 Some(c) if c.bucket == bucket && c.key == key && c.parts == parts => {
-                    ok(MetaReplyData::Committed {
+                    ok(MetaReplyData::Completed {
                         etag: c.etag.clone(),
                         last_modified_ms: c.completed_ms,
+                        checksums: c.checksums.clone(),
                     })
                 }
                 _ => err(MetaError::NoSuchUpload),
@@ -704,8 +832,11 @@ impl State {
         if upload.bucket != bucket || upload.key != key {
             return err(MetaError::NoSuchUpload);
         }
-        if !self.buckets.contains_key(bucket) {
+        let Some(b) = self.buckets.get(bucket) else {
             return err(MetaError::NoSuchBucket);
+        };
+        if let Some(Err(e)) = condition.map(|c| c.check(b.objects.get(key))) {
+            return err(e);
         }
         if parts.is_empty() {
             return err(MetaError::InvalidPart(
@@ -744,6 +875,8 @@ impl State {
             content_type: upload.attrs.content_type.clone(),
             user_meta: upload.attrs.user_meta.clone(),
             headers: upload.attrs.headers.clone(),
+            checksums: checksums.to_vec(),
+            tags: upload.attrs.tags.clone(),
             last_modified_ms: now,
             ..Default::default()
         };
@@ -777,11 +910,13 @@ impl State {
                 parts: parts.to_vec(),
                 etag: etag.clone(),
                 completed_ms: now,
+                checksums: checksums.to_vec(),
             },
         );
-        ok(MetaReplyData::Committed {
+        ok(MetaReplyData::Completed {
             etag,
             last_modified_ms: now,
+            checksums: checksums.to_vec(),
         })
     }
 
@@ -944,6 +1079,101 @@ impl State {
         }
         Ok(page)
     }
+
+    /// One page of a bucket's in-progress multipart uploads, by S3's rules: ordered by key, then
+    /// initiation time (then id, for uploads begun in the same millisecond); after the key and
+    /// upload id markers; keys sharing the part up to the next delimiter rolled into one common
+    /// prefix; at most `max_uploads` uploads and prefixes together. Uploads are few (each is an
+    /// unfinished client transfer), so they are gathered and sorted per call.
+    pub fn list_uploads(&self, q: &UploadQuery) -> Result<UploadPage, MetaError> {
+        if !self.buckets.contains_key(&q.bucket) {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let mut page = UploadPage::default();
+        if q.max_uploads == 0 {
+            return Ok(page);
+        }
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        let common_of = |key: &str| -> Option<String> {
+            let d = delimiter?;
+            let rest = key.get(q.prefix.len()..)?;
+            rest.find(d)
+                .map(|pos| key[..q.prefix.len() + pos + d.len()].to_string())
+        };
+        let mut all: Vec<(&str, u64, &str)> = self
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.bucket == q.bucket && u.key.starts_with(&q.prefix))
+            .map(|(id, u)| (u.key.as_str(), u.initiated_ms, id.as_str()))
+            .collect();
+        all.sort_unstable();
+        let marker = q.key_marker.as_deref().filter(|k| !k.is_empty());
+        // A key marker that is a common prefix (a previous page ended with it) skips every key
+        // under it.
+        let skip_prefix = marker
+            .filter(|m| m.starts_with(q.prefix.as_str()) && common_of(m).as_deref() == Some(*m));
+        // The upload id marker counts only with a key marker, as on S3.
+        let id_marker = marker
+            .and(q.upload_id_marker.as_deref())
+            .filter(|u| !u.is_empty());
+        let marker_upload = id_marker
+            .and_then(|id| self.uploads.get(id))
+            .filter(|u| u.bucket == q.bucket && Some(u.key.as_str()) == marker);
+        let after_markers = |&(key, initiated, id): &(&str, u64, &str)| -> bool {
+            let Some(m) = marker else {
+                return true;
+            };
+            if skip_prefix.is_some_and(|p| key.starts_with(p)) {
+                return false;
+            }
+            match key.cmp(m) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => match (id_marker, marker_upload) {
+                    (None, _) => false,
+                    // After the marker's upload in listing order...
+                    (Some(idm), Some(u)) => (initiated, id) > (u.initiated_ms, idm),
+                    // ...or, for an upload no longer there, with a greater id (S3's rule).
+                    (Some(idm), None) => id > idm,
+                },
+            }
+        };
+        let mut count = 0;
+        for (key, initiated, id) in all.into_iter().filter(after_markers) {
+            let prefix = common_of(key);
+            if prefix.is_some() && page.common_prefixes.last() == prefix.as_ref() {
+                continue;
+            }
+            if count == q.max_uploads {
+                page.truncated = true;
+                break;
+            }
+            count += 1;
+            match prefix {
+                Some(p) => {
+                    page.next_key_marker = Some(p.clone());
+                    page.next_upload_id_marker = None;
+                    page.common_prefixes.push(p);
+                }
+                None => {
+                    page.next_key_marker = Some(key.to_string());
+                    page.next_upload_id_marker = Some(id.to_string());
+                    page.uploads.push(UploadEntry {
+                        key: key.to_string(),
+                        upload_id: id.to_string(),
+                        initiated_ms: initiated,
+                    });
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// What a copy changes of the source's record (`REPLACE` directives); `None` keeps it.
+struct CopyChanges<'a> {
+    attrs: Option<&'a ObjectAttrs>,
+    tags: Option<&'a Vec<(String, String)>>,
 }
 
 /// The smallest string greater than every string that starts with `prefix` (in UTF-8 byte
@@ -1041,6 +1271,359 @@ mod tests {
             max_keys: max,
         })
         .unwrap()
+    }
+
+    fn copy(src: (&str, &str), dst: (&str, &str)) -> MetaWrite {
+        MetaWrite::CopyObject {
+            src_bucket: src.0.into(),
+            src_key: src.1.into(),
+            dst_bucket: dst.0.into(),
+            dst_key: dst.1.into(),
+            attrs: None,
+            source_condition: None,
+            condition: None,
+            tags: None,
+        }
+    }
+
+    fn refs(s: &State, n: u128) -> u32 {
+        s.chunks.get(&cid(n)).map_or(0, |e| e.refs)
+    }
+
+    #[test]
+    fn a_copy_shares_the_chunks_and_outlives_its_source() {
+        let mut s = bucket();
+        s.apply(&cmd(
+            meta(MetaWrite::CreateBucket {
+                bucket: "c".into(),
+                owner: "me".into(),
+            }),
+            2,
+        ));
+        put(&mut s, "src", 10);
+        let r = s.apply(&cmd(meta(copy(("b", "src"), ("b", "dst"))), 20));
+        assert_eq!(
+            r.0,
+            Ok(MetaReplyKind::Meta(MetaReplyData::Committed {
+                etag: "e".into(),
+                last_modified_ms: 20
+            }))
+        );
+        assert!(s
+            .apply(&cmd(meta(copy(("b", "src"), ("c", "other"))), 21))
+            .0
+            .is_ok());
+        assert_eq!(refs(&s, 10), 3, "one chunk, three records");
+        let dst = &s.buckets["b"].objects["dst"];
+        assert_eq!(dst.chunks, s.buckets["b"].objects["src"].chunks);
+        assert_eq!((dst.etag.as_str(), dst.last_modified_ms), ("e", 20));
+        // The source goes; the copies keep the chunk.
+        s.apply(&cmd(
+            meta(MetaWrite::DeleteObject {
+                bucket: "b".into(),
+                key: "src".into(),
+            }),
+            22,
+        ));
+        assert_eq!(refs(&s, 10), 2);
+        // A copy from a source deleted before the copy is applied finds nothing to share.
+        let late = s.apply(&cmd(meta(copy(("b", "src"), ("b", "late"))), 23));
+        assert_eq!(late.0, Err(MetaError::NoSuchKey));
+        let no_bucket = s.apply(&cmd(meta(copy(("b", "dst"), ("nope", "x"))), 23));
+        assert_eq!(no_bucket.0, Err(MetaError::NoSuchBucket));
+        // Overwriting a copy releases its reference; copying over an object releases that
+        // object's chunks.
+        put(&mut s, "dst", 30);
+        assert_eq!(refs(&s, 10), 1);
+        assert!(s
+            .apply(&cmd(meta(copy(("c", "other"), ("b", "dst"))), 31))
+            .0
+            .is_ok());
+        assert_eq!(refs(&s, 30), 0);
+        assert_eq!(refs(&s, 10), 2);
+        for (b, k) in [("b", "dst"), ("c", "other")] {
+            s.apply(&cmd(
+                meta(MetaWrite::DeleteObject {
+                    bucket: b.into(),
+                    key: k.into(),
+                }),
+                32,
+            ));
+        }
+        assert!(s.chunks.is_empty());
+    }
+
+    #[test]
+    fn a_copy_onto_itself_replaces_metadata_and_keeps_data() {
+        let mut s = bucket();
+        put(&mut s, "k", 10);
+        let mut w = copy(("b", "k"), ("b", "k"));
+        if let MetaWrite::CopyObject { attrs, tags, .. } = &mut w {
+            *attrs = Some(ObjectAttrs {
+                content_type: Some("text/plain".into()),
+                user_meta: vec![("mtime".into(), "1700000000".into())],
+                ..Default::default()
+            });
+            *tags = Some(vec![("t".into(), "1".into())]);
+        }
+        assert!(s.apply(&cmd(meta(w), 20)).0.is_ok());
+        assert_eq!(
+            refs(&s, 10),
+            1,
+            "references added before the old ones are dropped"
+        );
+        let rec = &s.buckets["b"].objects["k"];
+        assert_eq!(rec.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            rec.user_meta,
+            [("mtime".to_string(), "1700000000".to_string())]
+        );
+        assert_eq!(rec.tags, [("t".to_string(), "1".to_string())]);
+        assert_eq!((rec.etag.as_str(), rec.last_modified_ms), ("e", 20));
+    }
+
+    #[test]
+    fn a_copy_of_a_multipart_object_keeps_its_parts_and_etag() {
+        let mut s = bucket();
+        s.apply(&cmd(
+            Op::CreateUpload {
+                upload_id: "u".into(),
+                bucket: "b".into(),
+                key: "mp".into(),
+                attrs: ObjectAttrs::default(),
+            },
+            2,
+        ));
+        for (n, size) in [(1u32, MIN_PART_SIZE), (2, 3)] {
+            let r = s.apply(&cmd(
+                meta(MetaWrite::PutPart {
+                    bucket: "b".into(),
+                    key: "mp".into(),
+                    upload_id: "u".into(),
+                    number: n,
+                    part: PartRecord {
+                        size,
+                        etag: format!("{n:032x}"),
+                        last_modified_ms: 0,
+                        checksums: vec![],
+                        chunks: vec![ChunkMeta {
+                            id: cid(n as u128),
+                            len: size,
+                            crc32c: 0,
+                        }],
+                    },
+                }),
+                3,
+            ));
+            assert!(r.0.is_ok(), "{r:?}");
+        }
+        let parts = vec![(1, format!("{:032x}", 1)), (2, format!("{:032x}", 2))];
+        let done = s.apply(&cmd(
+            meta(MetaWrite::CompleteUpload {
+                bucket: "b".into(),
+                key: "mp".into(),
+                upload_id: "u".into(),
+                parts,
+                checksums: Vec::new(),
+                condition: None,
+            }),
+            4,
+        ));
+        assert!(done.0.is_ok(), "{done:?}");
+        assert!(s
+            .apply(&cmd(meta(copy(("b", "mp"), ("b", "cp"))), 5))
+            .0
+            .is_ok());
+        let (src, dst) = (&s.buckets["b"].objects["mp"], &s.buckets["b"].objects["cp"]);
+        assert!(dst.etag.ends_with("-2"));
+        assert_eq!(
+            (&dst.etag, &dst.parts, dst.size),
+            (&src.etag, &src.parts, src.size)
+        );
+        assert_eq!((refs(&s, 1), refs(&s, 2)), (2, 2));
+    }
+
+    #[test]
+    fn copy_preconditions_follow_s3_precedence() {
+        let mut s = bucket();
+        put(&mut s, "src", 10_000); // last modified at 10 s
+        put(&mut s, "dst", 10_001);
+        let with = |c: CopyCondition, d: Option<WriteCondition>| {
+            let mut w = copy(("b", "src"), ("b", "dst"));
+            if let MetaWrite::CopyObject {
+                source_condition,
+                condition,
+                ..
+            } = &mut w
+            {
+                *source_condition = Some(c);
+                *condition = d;
+            }
+            cmd(meta(w), 20_000)
+        };
+        let failed = Err(MetaError::PreconditionFailed);
+        let cases = [
+            // (if-match, if-none-match, if-modified-since, if-unmodified-since) -> copied
+            ((Some("\"e\""), None, None, None), true),
+            ((Some("x, e"), None, None, None), true),
+            ((Some("x"), None, None, None), false),
+            ((Some("*"), None, None, None), true),
+            ((None, Some("e"), None, None), false),
+            ((None, Some("x"), None, None), true),
+            ((None, None, Some(9), None), true),
+            ((None, None, Some(10), None), false),
+            ((None, None, None, Some(10)), true),
+            ((None, None, None, Some(9)), false),
+            // A matching if-match wins over a failing if-unmodified-since...
+            ((Some("e"), None, None, Some(9)), true),
+            // ...and an if-none-match decides alone over if-modified-since.
+            ((None, Some("e"), Some(9), None), false),
+            ((None, Some("x"), Some(10), None), true),
+        ];
+        for ((m, nm, ms, ums), copied) in cases {
+            let c = CopyCondition {
+                if_match: m.map(String::from),
+                if_none_match: nm.map(String::from),
+                if_modified_since: ms,
+                if_unmodified_since: ums,
+            };
+            let r = s.apply(&with(c.clone(), None));
+            if copied {
+                assert!(r.0.is_ok(), "{c:?}: {r:?}");
+            } else {
+                assert_eq!(r.0, failed, "{c:?}");
+            }
+        }
+        // A condition on the destination: If-None-Match: * with an object there.
+        let none_match = WriteCondition {
+            if_match: None,
+            if_none_match: true,
+        };
+        let r = s.apply(&with(CopyCondition::default(), Some(none_match)));
+        assert_eq!(r.0, failed);
+        assert_eq!(refs(&s, 10_000), 2, "failed copies change nothing");
+    }
+
+    fn upload(s: &mut State, id: &str, key: &str, t: u64) {
+        let r = s.apply(&cmd(
+            Op::CreateUpload {
+                upload_id: id.into(),
+                bucket: "b".into(),
+                key: key.into(),
+                attrs: ObjectAttrs::default(),
+            },
+            t,
+        ));
+        assert!(r.0.is_ok(), "{r:?}");
+    }
+
+    fn uploads(
+        s: &State,
+        prefix: &str,
+        delim: Option<&str>,
+        markers: (Option<&str>, Option<&str>),
+        max: usize,
+    ) -> UploadPage {
+        s.list_uploads(&UploadQuery {
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            delimiter: delim.map(String::from),
+            key_marker: markers.0.map(String::from),
+            upload_id_marker: markers.1.map(String::from),
+            max_uploads: max,
+        })
+        .unwrap()
+    }
+
+    fn names(p: &UploadPage) -> Vec<String> {
+        p.uploads
+            .iter()
+            .map(|u| format!("{}@{}", u.key, u.upload_id))
+            .chain(p.common_prefixes.iter().cloned())
+            .collect()
+    }
+
+    #[test]
+    fn multipart_uploads_list_by_key_then_initiation() {
+        let mut s = bucket();
+        // Ids in an order unlike initiation time: the listing must follow the time.
+        upload(&mut s, "z1", "k", 10);
+        upload(&mut s, "a2", "k", 20);
+        upload(&mut s, "m3", "a/x", 30);
+        upload(&mut s, "b4", "a/y", 40);
+        upload(&mut s, "c5", "b", 50);
+        upload(&mut s, "d6", "k", 60);
+        let all = uploads(&s, "", None, (None, None), 1000);
+        assert_eq!(
+            names(&all),
+            ["a/x@m3", "a/y@b4", "b@c5", "k@z1", "k@a2", "k@d6"]
+        );
+        assert!(!all.truncated);
+        assert_eq!(all.uploads[3].initiated_ms, 10);
+        let p = uploads(&s, "", Some("/"), (None, None), 1000);
+        assert_eq!(names(&p), ["b@c5", "k@z1", "k@a2", "k@d6", "a/"]);
+        assert_eq!(
+            names(&uploads(&s, "a/", Some("/"), (None, None), 9)),
+            ["a/x@m3", "a/y@b4"]
+        );
+        // Pages of two with the markers a client sends back.
+        let p1 = uploads(&s, "", None, (None, None), 2);
+        assert!(p1.truncated);
+        assert_eq!(
+            (
+                p1.next_key_marker.as_deref(),
+                p1.next_upload_id_marker.as_deref()
+            ),
+            (Some("a/y"), Some("b4"))
+        );
+        let p2 = uploads(&s, "", None, (Some("a/y"), Some("b4")), 2);
+        assert_eq!(names(&p2), ["b@c5", "k@z1"]);
+        let p3 = uploads(&s, "", None, (Some("k"), Some("z1")), 2);
+        assert_eq!(names(&p3), ["k@a2", "k@d6"]);
+        assert!(!p3.truncated);
+        // A key marker alone starts after every upload of that key; an upload id marker alone
+        // is ignored.
+        assert_eq!(
+            names(&uploads(&s, "", None, (Some("b"), None), 9)),
+            ["k@z1", "k@a2", "k@d6"]
+        );
+        assert_eq!(
+            uploads(&s, "", None, (None, Some("z1")), 9).uploads.len(),
+            6
+        );
+        // An upload id marker naming no upload: ids greater than it, as S3 documents.
+        assert_eq!(
+            names(&uploads(&s, "", None, (Some("k"), Some("b0")), 9)),
+            ["k@z1", "k@d6"]
+        );
+        // A page ending with a common prefix continues after every key under it.
+        let d1 = uploads(&s, "", Some("/"), (None, None), 1);
+        assert_eq!((names(&d1), d1.truncated), (vec!["a/".to_string()], true));
+        assert_eq!(d1.next_key_marker.as_deref(), Some("a/"));
+        assert_eq!(d1.next_upload_id_marker, None);
+        let d2 = uploads(&s, "", Some("/"), (Some("a/"), None), 1);
+        assert_eq!(names(&d2), ["b@c5"]);
+        assert!(uploads(&s, "", None, (None, None), 0).uploads.is_empty());
+        // Other buckets' uploads are not listed; a missing bucket is an error.
+        s.apply(&cmd(
+            meta(MetaWrite::CreateBucket {
+                bucket: "c".into(),
+                owner: "me".into(),
+            }),
+            70,
+        ));
+        let other = s.list_uploads(&UploadQuery {
+            bucket: "c".into(),
+            max_uploads: 10,
+            ..Default::default()
+        });
+        assert!(other.unwrap().uploads.is_empty());
+        let missing = s.list_uploads(&UploadQuery {
+            bucket: "nope".into(),
+            max_uploads: 10,
+            ..Default::default()
+        });
+        assert_eq!(missing.unwrap_err(), MetaError::NoSuchBucket);
     }
 
     #[test]
@@ -1473,6 +2056,8 @@ mod tests {
                     key: "k".into(),
                     upload_id: "u".into(),
                     parts,
+                    checksums: vec![("CRC32".into(), "AAAAAA==-2".into())],
+                    condition: None,
                 }),
                 4,
             )
@@ -1486,16 +2071,163 @@ mod tests {
         let mut both = hex::decode(&md5a).unwrap();
         both.extend(hex::decode(&md5a).unwrap());
         let want = format!("{}-2", hex::encode(Md5::digest(&both)));
+        let checksums = vec![("CRC32".to_string(), "AAAAAA==-2".to_string())];
         assert_eq!(
             good.0,
-            Ok(MetaReplyKind::Meta(MetaReplyData::Committed {
+            Ok(MetaReplyKind::Meta(MetaReplyData::Completed {
                 etag: want.clone(),
-                last_modified_ms: 4
+                last_modified_ms: 4,
+                checksums: checksums.clone(),
             }))
         );
         let rec = &s.buckets["b"].objects["k"];
         assert_eq!(rec.size, MIN_PART_SIZE + 3);
         assert_eq!(rec.chunks.len(), 2);
+        assert_eq!(rec.checksums, checksums);
         assert_eq!(s.apply(&complete(parts)).0, good.0);
+    }
+
+    /// An upload `id` of key `k` with one small part (chunk `chunk`), tagged `t=1`.
+    fn one_part_upload(s: &mut State, id: &str, chunk: u128) -> String {
+        let attrs = ObjectAttrs {
+            tags: vec![("t".into(), "1".into())],
+            ..Default::default()
+        };
+        s.apply(&cmd(
+            Op::CreateUpload {
+                upload_id: id.into(),
+                bucket: "b".into(),
+                key: "k".into(),
+                attrs,
+            },
+            2,
+        ));
+        let etag = hex::encode(Md5::digest(id.as_bytes()));
+        let r = s.apply(&cmd(
+            meta(MetaWrite::PutPart {
+                bucket: "b".into(),
+                key: "k".into(),
+                upload_id: id.into(),
+                number: 1,
+                part: PartRecord {
+                    size: 1,
+                    etag: etag.clone(),
+                    last_modified_ms: 0,
+                    checksums: vec![],
+                    chunks: vec![ChunkMeta {
+                        id: cid(chunk),
+                        len: 1,
+                        crc32c: 0,
+                    }],
+                },
+            }),
+            3,
+        ));
+        assert!(r.0.is_ok(), "{r:?}");
+        etag
+    }
+
+    fn complete_with(id: &str, etag: &str, condition: Option<WriteCondition>) -> Command {
+        cmd(
+            meta(MetaWrite::CompleteUpload {
+                bucket: "b".into(),
+                key: "k".into(),
+                upload_id: id.into(),
+                parts: vec![(1, etag.into())],
+                checksums: vec![],
+                condition,
+            }),
+            5,
+        )
+    }
+
+    #[test]
+    fn conditional_complete_is_checked_when_applied() {
+        let mut s = bucket();
+        let none_match = Some(WriteCondition {
+            if_match: None,
+            if_none_match: true,
+        });
+        // If-Match on a missing key: NoSuchKey; If-None-Match: * on a missing key: done.
+        let e1 = one_part_upload(&mut s, "u1", 1);
+        let if_match = |etag: &str| {
+            Some(WriteCondition {
+                if_match: Some(etag.into()),
+                if_none_match: false,
+            })
+        };
+        let r = s.apply(&complete_with("u1", &e1, if_match("x")));
+        assert_eq!(r.0, Err(MetaError::NoSuchKey));
+        let r = s.apply(&complete_with("u1", &e1, none_match.clone()));
+        assert!(r.0.is_ok(), "{r:?}");
+        let etag1 = s.buckets["b"].objects["k"].etag.clone();
+        assert_eq!(s.buckets["b"].objects["k"].tags, [("t".into(), "1".into())]);
+        // The key exists now: If-None-Match fails and the upload stays, If-Match decides.
+        let e2 = one_part_upload(&mut s, "u2", 2);
+        let r = s.apply(&complete_with("u2", &e2, none_match.clone()));
+        assert_eq!(r.0, Err(MetaError::PreconditionFailed));
+        assert!(s.uploads.contains_key("u2"));
+        let r = s.apply(&complete_with("u2", &e2, if_match("other")));
+        assert_eq!(r.0, Err(MetaError::PreconditionFailed));
+        let r = s.apply(&complete_with("u2", &e2, if_match(&etag1)));
+        assert!(r.0.is_ok(), "{r:?}");
+        // A repeat of a completed upload answers again without looking at the condition.
+        assert_eq!(
+            s.apply(&complete_with("u2", &e2, none_match)).0,
+            r.0,
+            "a repeated Complete succeeds"
+        );
+    }
+
+    #[test]
+    fn tags_and_cors_are_replaced_and_removed() {
+        let mut s = bucket();
+        put(&mut s, "k", 10);
+        let etag = s.buckets["b"].objects["k"].etag.clone();
+        let tags = vec![("a".to_string(), "1".to_string())];
+        let put_tags = |key: &str, tags: &[(String, String)]| {
+            cmd(
+                meta(MetaWrite::PutObjectTags {
+                    bucket: "b".into(),
+                    key: key.into(),
+                    tags: tags.to_vec(),
+                }),
+                20,
+            )
+        };
+        assert!(s.apply(&put_tags("k", &tags)).0.is_ok());
+        let rec = &s.buckets["b"].objects["k"];
+        assert_eq!((&rec.tags, &rec.etag), (&tags, &etag));
+        assert!(s.apply(&put_tags("k", &[])).0.is_ok());
+        assert!(s.buckets["b"].objects["k"].tags.is_empty());
+        assert_eq!(
+            s.apply(&put_tags("missing", &tags)).0,
+            Err(MetaError::NoSuchKey)
+        );
+        let rule = CorsRule {
+            allowed_origins: vec!["*".into()],
+            allowed_methods: vec!["GET".into()],
+            ..Default::default()
+        };
+        let r = s.apply(&cmd(
+            meta(MetaWrite::PutCors {
+                bucket: "b".into(),
+                rules: vec![rule.clone()],
+            }),
+            21,
+        ));
+        assert!(r.0.is_ok());
+        assert_eq!(s.buckets["b"].cors, std::slice::from_ref(&rule));
+        let too_many = cmd(
+            meta(MetaWrite::PutCors {
+                bucket: "b".into(),
+                rules: vec![rule; MAX_CORS_RULES + 1],
+            }),
+            22,
+        );
+        assert!(s.apply(&too_many).0.is_err());
+        let del = cmd(meta(MetaWrite::DeleteCors { bucket: "b".into() }), 23);
+        assert!(s.apply(&del).0.is_ok());
+        assert!(s.buckets["b"].cors.is_empty());
     }
 }

@@ -52,6 +52,13 @@ pub enum MetaWrite {
         upload_id: String,
         /// (part number, ETag as the client sent it, without quotes)
         parts: Vec<(u32, String)>,
+        /// The object's checksum computed by the gateway from the parts' checksums (algorithm
+        /// name, base64, with `-N` when composite): stored in the record as it is.
+        #[serde(default)]
+        checksums: Vec<(String, String)>,
+        /// Checked atomically with the commit (`If-Match` / `If-None-Match: *` on Complete).
+        #[serde(default)]
+        condition: Option<WriteCondition>,
     },
     AbortUpload {
         bucket: String,
@@ -111,6 +118,43 @@ pub enum MetaWrite {
     SetBucketPublic {
         bucket: String,
         public_read: bool,
+    },
+    /// Copies an object by reference (CopyObject): the destination shares the source's chunks,
+    /// whose reference counts go up, and keeps its ETag, size, parts and checksums. The source
+    /// is read when the entry is applied, so a source deleted or replaced meanwhile is never
+    /// half-referenced. Answered with [`MetaReply::Committed`].
+    CopyObject {
+        src_bucket: String,
+        src_key: String,
+        dst_bucket: String,
+        dst_key: String,
+        /// New attributes (`x-amz-metadata-directive: REPLACE`); `None` keeps the source's.
+        #[serde(default)]
+        attrs: Option<ObjectAttrs>,
+        /// Preconditions on the source (`x-amz-copy-source-if-*`).
+        #[serde(default)]
+        source_condition: Option<CopyCondition>,
+        /// Condition on the object the copy replaces (`If-Match` / `If-None-Match: *`).
+        #[serde(default)]
+        condition: Option<WriteCondition>,
+        /// New tags (`x-amz-tagging-directive: REPLACE`); `None` keeps the source's.
+        #[serde(default)]
+        tags: Option<Vec<(String, String)>>,
+    },
+    /// Replaces an object's tags (empty: removes them), leaving its data, ETag and time alone.
+    PutObjectTags {
+        bucket: String,
+        key: String,
+        tags: Vec<(String, String)>,
+    },
+    /// Replaces a bucket's CORS configuration (validated by the gateway; at least one rule).
+    PutCors {
+        bucket: String,
+        rules: Vec<CorsRule>,
+    },
+    /// Removes a bucket's CORS configuration (done also when it had none, as on S3).
+    DeleteCors {
+        bucket: String,
     },
 }
 
@@ -202,6 +246,50 @@ impl WriteCondition {
     }
 }
 
+/// Preconditions on the source of a copy (`x-amz-copy-source-if-*` of CopyObject and
+/// UploadPartCopy). A failed one is 412 PreconditionFailed, never 304.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyCondition {
+    /// ETags as sent (comma-separated, quoted or not, or `*`): the source must have one.
+    pub if_match: Option<String>,
+    /// ETags the source must not have.
+    pub if_none_match: Option<String>,
+    /// Seconds since the epoch: the source must have been modified after this.
+    pub if_modified_since: Option<u64>,
+    /// Seconds since the epoch: the source must not have been modified after this.
+    pub if_unmodified_since: Option<u64>,
+}
+
+impl CopyCondition {
+    /// Checks the conditions against the source with S3's precedence: an `if-match` that holds
+    /// overrides a failing `if-unmodified-since`, and an `if-none-match` (holding or not)
+    /// decides alone over `if-modified-since`. Times compare in whole seconds, as HTTP dates.
+    pub fn check(&self, source: &ObjectRecord) -> Result<(), MetaError> {
+        let modified = source.last_modified_ms / 1000;
+        let held = match (&self.if_match, self.if_unmodified_since) {
+            (Some(list), _) => etag_in_list(list, &source.etag),
+            (None, Some(t)) => modified <= t,
+            (None, None) => true,
+        } && match (&self.if_none_match, self.if_modified_since) {
+            (Some(list), _) => !etag_in_list(list, &source.etag),
+            (None, Some(t)) => modified > t,
+            (None, None) => true,
+        };
+        if held {
+            Ok(())
+        } else {
+            Err(MetaError::PreconditionFailed)
+        }
+    }
+}
+
+/// Whether `etag` (unquoted) is in an `If-Match`-style list (`*` matches any).
+pub fn etag_in_list(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|t| t == "*" || t == etag)
+}
+
 /// An uploaded part of a multipart upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
@@ -246,6 +334,13 @@ pub enum MetaRead {
     },
     /// Every access key, secrets included (internal callers only: gateways and `admin`).
     ListKeys,
+    /// In-progress multipart uploads of a bucket (ListMultipartUploads), answered with
+    /// [`MetaReply::Uploads`].
+    ListUploads(UploadQuery),
+    /// A bucket's CORS rules (answered with [`MetaReply::Cors`], empty when none).
+    GetCors {
+        bucket: String,
+    },
 }
 
 /// Parameters of an object listing; the master applies S3's rules.
@@ -289,6 +384,40 @@ pub struct ListPage {
     pub next_after: Option<String>,
 }
 
+/// Parameters of a listing of multipart uploads; the master applies S3's rules.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UploadQuery {
+    pub bucket: String,
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// List uploads of keys after this one (`key-marker`)...
+    pub key_marker: Option<String>,
+    /// ...and of the marker key itself after this upload (`upload-id-marker`).
+    pub upload_id_marker: Option<String>,
+    /// Most uploads and common prefixes together.
+    pub max_uploads: usize,
+}
+
+/// One in-progress multipart upload as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadEntry {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated_ms: u64,
+}
+
+/// A page of a listing of multipart uploads, in S3's order: by key, then initiation time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UploadPage {
+    pub uploads: Vec<UploadEntry>,
+    pub common_prefixes: Vec<String>,
+    pub truncated: bool,
+    /// Where the next page starts: the last key (or common prefix) returned...
+    pub next_key_marker: Option<String>,
+    /// ...and the last upload id returned (none when the page ended with a common prefix).
+    pub next_upload_id_marker: Option<String>,
+}
+
 /// An object and where its chunks are.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ObjectLocation {
@@ -306,6 +435,28 @@ pub struct ObjectLocation {
 pub struct UploadInfo {
     pub initiated_ms: u64,
     pub parts: Vec<(u32, PartRecord)>,
+    /// The object checksum chosen at CreateMultipartUpload, if any.
+    #[serde(default)]
+    pub checksum: Option<UploadChecksum>,
+}
+
+/// Most CORS rules a bucket may have, as on AWS S3.
+pub const MAX_CORS_RULES: usize = 100;
+
+/// One rule of a bucket's CORS configuration, as S3 defines it. Origins and headers may hold
+/// one `*` wildcard each; methods are GET, PUT, HEAD, POST or DELETE.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age_seconds: Option<u32>,
 }
 
 /// Most lifecycle rules a bucket may have, as on AWS S3.
@@ -411,6 +562,15 @@ pub enum MetaReply {
     /// A bucket's lifecycle rules; empty: the bucket has no lifecycle configuration.
     Lifecycle(Vec<LifecycleRule>),
     Keys(Vec<AccessKey>),
+    Uploads(UploadPage),
+    /// A bucket's CORS rules; empty: the bucket has no CORS configuration.
+    Cors(Vec<CorsRule>),
+    /// A completed multipart upload: the ETag, time and object checksums of the new object.
+    Completed {
+        etag: String,
+        last_modified_ms: u64,
+        checksums: Vec<(String, String)>,
+    },
 }
 
 /// A chunkserver's registration, sent at start and whenever the master does not know it.

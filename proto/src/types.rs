@@ -104,6 +104,9 @@ pub struct ObjectRecord {
     /// Parts of a multipart object, empty for a single PUT.
     pub parts: Vec<PartInfo>,
     pub chunks: Vec<ChunkMeta>,
+    /// Object tags (key, value), in the order they were given; at most 10.
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
 }
 
 /// Attributes of a new object that the uploader chooses (everything but data and time).
@@ -112,6 +115,23 @@ pub struct ObjectAttrs {
     pub content_type: Option<String>,
     pub user_meta: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
+    /// Object tags (`x-amz-tagging`).
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// The checksum a multipart upload computes for the object, chosen at
+    /// CreateMultipartUpload (`x-amz-checksum-algorithm`, `x-amz-checksum-type`).
+    #[serde(default)]
+    pub checksum: Option<UploadChecksum>,
+}
+
+/// The object checksum of a multipart upload: an algorithm and how part checksums combine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadChecksum {
+    /// As S3 spells it: `CRC32`, `CRC32C`, `CRC64NVME`, `SHA1`, `SHA256`.
+    pub algorithm: String,
+    /// `FULL_OBJECT` (the CRC of the whole object, combined from the parts' CRCs) rather than
+    /// `COMPOSITE` (the checksum of the parts' binary checksums, with a `-N` suffix).
+    pub full_object: bool,
 }
 
 /// A chunkserver as placement and reads see it.

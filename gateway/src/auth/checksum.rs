@@ -1,5 +1,8 @@
-//! Flexible checksums (`x-amz-checksum-*`): CRC32, CRC32C and SHA-256, encoded
-//! as base64 of the big-endian digest the way S3 sends and expects them.
+//! Flexible checksums (`x-amz-checksum-*`): CRC32, CRC32C, CRC64NVME, SHA-1 and SHA-256,
+//! encoded as base64 of the big-endian digest the way S3 sends and expects them; and the
+//! object checksums of multipart uploads, made from the parts' checksums without reading data:
+//! composite (the checksum of the concatenated binary part checksums, `-N` suffixed) and full
+//! object (the parts' CRCs combined into the CRC of the whole object, see [`crc_combine`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -16,9 +19,22 @@ pub enum ChecksumAlgo {
     Crc32c,
     /// SHA-256, `x-amz-checksum-sha256`.
     Sha256,
+    /// SHA-1, `x-amz-checksum-sha1`.
+    Sha1,
+    /// CRC-64/NVME, `x-amz-checksum-crc64nvme`.
+    Crc64Nvme,
 }
 
 impl ChecksumAlgo {
+    /// Every algorithm.
+    pub const ALL: [ChecksumAlgo; 5] = [
+        Self::Crc32,
+        Self::Crc32c,
+        Self::Crc64Nvme,
+        Self::Sha1,
+        Self::Sha256,
+    ];
+
     /// Maps a header name such as `x-amz-checksum-crc32` (any case) to its algorithm.
     pub fn from_header_name(name: &str) -> Option<Self> {
         let suffix = name
@@ -34,6 +50,8 @@ impl ChecksumAlgo {
             "crc32" => Some(Self::Crc32),
             "crc32c" => Some(Self::Crc32c),
             "sha256" => Some(Self::Sha256),
+            "sha1" => Some(Self::Sha1),
+            "crc64nvme" => Some(Self::Crc64Nvme),
             _ => None,
         }
     }
@@ -44,16 +62,70 @@ impl ChecksumAlgo {
             Self::Crc32 => "x-amz-checksum-crc32",
             Self::Crc32c => "x-amz-checksum-crc32c",
             Self::Sha256 => "x-amz-checksum-sha256",
+            Self::Sha1 => "x-amz-checksum-sha1",
+            Self::Crc64Nvme => "x-amz-checksum-crc64nvme",
         }
     }
 
-    /// The algorithm name as S3 spells it (`CRC32`, `CRC32C`, `SHA256`).
+    /// The algorithm name as S3 spells it (`CRC32`, `CRC32C`, `SHA256`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Self::Crc32 => "CRC32",
             Self::Crc32c => "CRC32C",
             Self::Sha256 => "SHA256",
+            Self::Sha1 => "SHA1",
+            Self::Crc64Nvme => "CRC64NVME",
         }
+    }
+
+    /// The name of the element carrying this checksum in S3 documents (`ChecksumCRC32`, ...).
+    pub fn element(self) -> &'static str {
+        match self {
+            Self::Crc32 => "ChecksumCRC32",
+            Self::Crc32c => "ChecksumCRC32C",
+            Self::Sha256 => "ChecksumSHA256",
+            Self::Sha1 => "ChecksumSHA1",
+            Self::Crc64Nvme => "ChecksumCRC64NVME",
+        }
+    }
+
+    /// Length of the digest in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Self::Crc32 | Self::Crc32c => 4,
+            Self::Crc64Nvme => 8,
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+        }
+    }
+
+    /// The reflected CRC this algorithm is, as (width in bits, reflected polynomial); `None`
+    /// for the hashes. All three CRCs start from and end with all bits set.
+    fn crc(self) -> Option<(u32, u64)> {
+        match self {
+            Self::Crc32 => Some((32, 0xEDB8_8320)),
+            Self::Crc32c => Some((32, 0x82F6_3B78)),
+            Self::Crc64Nvme => Some((64, 0x9A6C_9329_AC4B_C9B5)),
+            Self::Sha1 | Self::Sha256 => None,
+        }
+    }
+
+    /// Whether a multipart upload may use this algorithm for a full-object checksum (the CRCs)
+    /// and for a composite one (all but CRC64NVME), as on AWS.
+    pub fn allows(self, full_object: bool) -> bool {
+        if full_object {
+            self.crc().is_some()
+        } else {
+            self != Self::Crc64Nvme
+        }
+    }
+
+    /// Decodes a checksum value as a client sends it: base64 of exactly [`Self::digest_len`] bytes.
+    pub fn decode(self, value: &str) -> Option<Vec<u8>> {
+        STANDARD
+            .decode(value.trim())
+            .ok()
+            .filter(|raw| raw.len() == self.digest_len())
     }
 }
 
@@ -69,6 +141,8 @@ enum State {
     Crc32(crc32fast::Hasher),
     Crc32c(u32),
     Sha256(Sha256),
+    Sha1(sha1::Sha1),
+    Crc64(crc_fast::Digest),
 }
 
 impl ChecksumHasher {
@@ -78,6 +152,10 @@ impl ChecksumHasher {
             ChecksumAlgo::Crc32 => State::Crc32(crc32fast::Hasher::new()),
             ChecksumAlgo::Crc32c => State::Crc32c(0),
             ChecksumAlgo::Sha256 => State::Sha256(Sha256::new()),
+            ChecksumAlgo::Sha1 => State::Sha1(<sha1::Sha1 as sha1::Digest>::new()),
+            ChecksumAlgo::Crc64Nvme => {
+                State::Crc64(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme))
+            }
         };
         Self { algo, state }
     }
@@ -93,29 +171,110 @@ impl ChecksumHasher {
             State::Crc32(h) => h.update(data),
             State::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
             State::Sha256(h) => h.update(data),
+            State::Sha1(h) => sha1::Digest::update(h, data),
+            State::Crc64(h) => h.update(data),
+        }
+    }
+
+    /// The big-endian digest.
+    pub fn finish_raw(self) -> Vec<u8> {
+        match self.state {
+            State::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            State::Crc32c(c) => c.to_be_bytes().to_vec(),
+            State::Sha256(h) => h.finalize().to_vec(),
+            State::Sha1(h) => sha1::Digest::finalize(h).to_vec(),
+            State::Crc64(h) => h.finalize().to_be_bytes().to_vec(),
         }
     }
 
     /// Base64 of the big-endian digest, as in `x-amz-checksum-*` headers.
     pub fn finish(self) -> String {
-        match self.state {
-            State::Crc32(h) => STANDARD.encode(h.finalize().to_be_bytes()),
-            State::Crc32c(c) => STANDARD.encode(c.to_be_bytes()),
-            State::Sha256(h) => STANDARD.encode(h.finalize()),
-        }
+        STANDARD.encode(self.finish_raw())
     }
 
     /// Fails with `BadDigest` unless the checksum equals `expected` (base64).
     pub fn verify(self, expected: &str) -> Result<(), AuthError> {
-        let name = self.algo.name();
-        if self.finish() == expected.trim() {
+        let algo = self.algo;
+        if algo.decode(expected).as_deref() == Some(self.finish_raw().as_slice()) {
             Ok(())
         } else {
             Err(AuthError::BadDigest(format!(
-                "The {name} you specified did not match the calculated checksum."
+                "The {} you specified did not match the calculated checksum.",
+                algo.name()
             )))
         }
     }
+}
+
+/// `a * b` modulo the CRC polynomial, both in the CRC's reflected bit order (the bit worth
+/// x^0 is the top bit of the `width`-bit value).
+fn mul_mod(a: u64, mut b: u64, width: u32, poly: u64) -> u64 {
+    let mut product = 0;
+    for i in (0..width).rev() {
+        if a >> i & 1 == 1 {
+            product ^= b;
+        }
+        // b *= x: one step right in reflected order, reduced by the polynomial.
+        b = if b & 1 == 1 { (b >> 1) ^ poly } else { b >> 1 };
+    }
+    product
+}
+
+/// x^(8 * `bytes`) modulo the polynomial, by squaring: O(log bytes) multiplications.
+fn x_pow_8n(bytes: u64, width: u32, poly: u64) -> u64 {
+    let one = 1u64 << (width - 1);
+    // x^8: the x^0 bit moved down eight places (width is at least 32).
+    let mut square = one >> 8;
+    let mut result = one;
+    let mut n = bytes;
+    while n > 0 {
+        if n & 1 == 1 {
+            result = mul_mod(result, square, width, poly);
+        }
+        square = mul_mod(square, square, width, poly);
+        n >>= 1;
+    }
+    result
+}
+
+/// The CRC of `A || B` from `crc(A)`, `crc(B)` and the length of `B`, for CRC32, CRC32C and
+/// CRC64NVME (`None` for the hashes).
+///
+/// For these CRCs (reflected, initial value and final XOR both all ones) the register after
+/// `A || B` is the register after `A`, multiplied by x^(8·len(B)) modulo the polynomial, plus
+/// (XOR) what `B` alone contributes; the initial value and final XOR cancel out, leaving
+/// `crc(A || B) = crc(A) · x^(8·len(B)) mod P  ⊕  crc(B)`.
+pub fn crc_combine(algo: ChecksumAlgo, crc_a: u64, crc_b: u64, len_b: u64) -> Option<u64> {
+    let (width, poly) = algo.crc()?;
+    Some(mul_mod(crc_a, x_pow_8n(len_b, width, poly), width, poly) ^ crc_b)
+}
+
+/// The object checksum of a multipart upload from its parts' checksums (raw digests) and sizes,
+/// in part order: base64 of the CRC of the whole object (`full_object`), or base64 of the
+/// checksum of the concatenated part checksums followed by `-<number of parts>` (composite).
+/// `None` when the algorithm cannot make that kind or a digest has the wrong length.
+pub fn combine_parts(
+    algo: ChecksumAlgo,
+    full_object: bool,
+    parts: &[(Vec<u8>, u64)],
+) -> Option<String> {
+    if !algo.allows(full_object) || parts.iter().any(|(d, _)| d.len() != algo.digest_len()) {
+        return None;
+    }
+    if !full_object {
+        let mut h = ChecksumHasher::new(algo);
+        for (digest, _) in parts {
+            h.update(digest);
+        }
+        return Some(format!("{}-{}", h.finish(), parts.len()));
+    }
+    let value = |d: &[u8]| d.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+    let mut crc = parts.first().map_or(0, |(d, _)| value(d));
+    for (digest, len) in parts.iter().skip(1) {
+        crc = crc_combine(algo, crc, value(digest), *len)?;
+    }
+    let bytes = crc.to_be_bytes();
+    Some(STANDARD.encode(&bytes[8 - algo.digest_len()..]))
 }
 
 #[cfg(test)]
@@ -130,9 +289,15 @@ mod tests {
         h.finish()
     }
 
+    fn raw(algo: ChecksumAlgo, data: &[u8]) -> Vec<u8> {
+        let mut h = ChecksumHasher::new(algo);
+        h.update(data);
+        h.finish_raw()
+    }
+
     #[test]
     fn known_values() {
-        // CRC32("123456789") = 0xCBF43926, CRC32C("123456789") = 0xE3069283.
+        // The check values of the CRC catalogue ("123456789").
         assert_eq!(
             sum(ChecksumAlgo::Crc32, b"123456789"),
             STANDARD.encode([0xCB, 0xF4, 0x39, 0x26])
@@ -141,10 +306,18 @@ mod tests {
             sum(ChecksumAlgo::Crc32c, b"123456789"),
             STANDARD.encode([0xE3, 0x06, 0x92, 0x83])
         );
+        assert_eq!(
+            sum(ChecksumAlgo::Crc64Nvme, b"123456789"),
+            STANDARD.encode(0xAE8B_1486_0A79_9888u64.to_be_bytes())
+        );
         assert_eq!(sum(ChecksumAlgo::Crc32, b""), "AAAAAA==");
         assert_eq!(
             sum(ChecksumAlgo::Sha256, b""),
             "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+        assert_eq!(
+            sum(ChecksumAlgo::Sha1, b"abc"),
+            STANDARD.encode(hex::decode("a9993e364706816aba3e25717850c26c9cd0d89d").unwrap())
         );
     }
 
@@ -154,7 +327,15 @@ mod tests {
             ChecksumAlgo::from_header_name("X-Amz-Checksum-CRC32C"),
             Some(ChecksumAlgo::Crc32c)
         );
-        assert_eq!(ChecksumAlgo::from_header_name("x-amz-checksum-sha1"), None);
+        assert_eq!(
+            ChecksumAlgo::from_header_name("x-amz-checksum-sha1"),
+            Some(ChecksumAlgo::Sha1)
+        );
+        assert_eq!(
+            ChecksumAlgo::from_header_name("x-amz-checksum-crc64nvme"),
+            Some(ChecksumAlgo::Crc64Nvme)
+        );
+        assert_eq!(ChecksumAlgo::from_header_name("x-amz-checksum-md5"), None);
         assert_eq!(ChecksumAlgo::from_header_name("x-amz-checksum"), None);
         assert_eq!(
             ChecksumAlgo::from_algorithm("CRC32"),
@@ -167,5 +348,72 @@ mod tests {
             .verify("AAAAAQ==")
             .unwrap_err();
         assert_eq!((err.code(), err.status()), ("BadDigest", 400));
+        // Malformed values: not base64, or the wrong length for the algorithm.
+        assert_eq!(ChecksumAlgo::Crc32.decode("AAAAAA=="), Some(vec![0; 4]));
+        assert_eq!(ChecksumAlgo::Crc32.decode("not base64!"), None);
+        assert_eq!(ChecksumAlgo::Crc32.decode("AAAAAAAAAAA="), None);
+        assert_eq!(ChecksumAlgo::Sha256.decode("AAAAAA=="), None);
+    }
+
+    #[test]
+    fn combined_crcs_equal_the_crc_of_the_whole() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let data: Vec<u8> = (0..5000).map(|_| rng.gen()).collect();
+        for algo in [
+            ChecksumAlgo::Crc32,
+            ChecksumAlgo::Crc32c,
+            ChecksumAlgo::Crc64Nvme,
+        ] {
+            let whole = ChecksumAlgo::decode(algo, &sum(algo, &data)).unwrap();
+            for _ in 0..50 {
+                // Random cuts, empty parts included.
+                let mut cuts: Vec<usize> = (0..rng.gen_range(0..6))
+                    .map(|_| rng.gen_range(0..=data.len()))
+                    .collect();
+                cuts.push(0);
+                cuts.push(data.len());
+                cuts.sort();
+                let parts: Vec<(Vec<u8>, u64)> = cuts
+                    .windows(2)
+                    .map(|w| (raw(algo, &data[w[0]..w[1]]), (w[1] - w[0]) as u64))
+                    .collect();
+                let combined = combine_parts(algo, true, &parts).unwrap();
+                assert_eq!(
+                    STANDARD.decode(combined).unwrap(),
+                    whole,
+                    "{algo:?} {cuts:?}"
+                );
+            }
+        }
+        // Long parts: x^(8n) by squaring reaches 5 GiB in a few dozen steps.
+        let big = 5u64 << 30;
+        let a = crc_combine(ChecksumAlgo::Crc32, 0x1234_5678, 0, big).unwrap();
+        assert_ne!(a, 0);
+    }
+
+    #[test]
+    fn composite_checksums_hash_the_part_checksums() {
+        let parts = [b"hello ".as_slice(), b"world"];
+        for algo in ChecksumAlgo::ALL {
+            let digests: Vec<(Vec<u8>, u64)> = parts
+                .iter()
+                .map(|p| (raw(algo, p), p.len() as u64))
+                .collect();
+            let composite = combine_parts(algo, false, &digests);
+            if algo == ChecksumAlgo::Crc64Nvme {
+                assert_eq!(composite, None, "CRC64NVME is full-object only");
+                continue;
+            }
+            let concat: Vec<u8> = digests.iter().flat_map(|(d, _)| d.clone()).collect();
+            assert_eq!(
+                composite,
+                Some(format!("{}-2", STANDARD.encode(raw(algo, &concat))))
+            );
+        }
+        let sha = [(raw(ChecksumAlgo::Sha1, b"x"), 1)];
+        assert_eq!(combine_parts(ChecksumAlgo::Sha1, true, &sha), None);
+        assert!(!ChecksumAlgo::Sha256.allows(true));
+        assert!(ChecksumAlgo::Crc32.allows(true) && ChecksumAlgo::Crc32.allows(false));
     }
 }

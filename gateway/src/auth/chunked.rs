@@ -164,6 +164,15 @@ struct Decoder<S> {
     slot: TrailerSlot,
 }
 
+/// A chunk or trailer signature: 64 lowercase hex digits, as signers write them (S3 compares the
+/// text), so that no altered byte of a signed stream is accepted.
+fn signature_hex(s: &str) -> Option<[u8; 32]> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    decode32(s)
+}
+
 fn incomplete(msg: &str) -> AuthError {
     AuthError::IncompleteBody(format!("malformed aws-chunked body: {msg}"))
 }
@@ -267,7 +276,7 @@ impl<S> Decoder<S> {
         let mut sig = None;
         for ext in parts {
             if let Some(v) = ext.trim().strip_prefix("chunk-signature=") {
-                sig = Some(decode32(v).ok_or_else(|| incomplete("invalid chunk signature"))?);
+                sig = Some(signature_hex(v).ok_or_else(|| incomplete("invalid chunk signature"))?);
             }
         }
         self.total = self
@@ -300,7 +309,7 @@ impl<S> Decoder<S> {
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         if name == "x-amz-trailer-signature" {
             self.trailer_sig =
-                Some(decode32(value).ok_or_else(|| incomplete("invalid trailer signature"))?);
+                Some(signature_hex(value).ok_or_else(|| incomplete("invalid trailer signature"))?);
             return Ok(());
         }
         if !self.trailer_ok {

@@ -5,14 +5,18 @@
 //! Typical use: [`verify`] the request head, then depending on
 //! [`Verified::payload`] either check the body with a [`Sha256Check`] or
 //! decode it with [`decode_aws_chunked`] (and check any trailing checksum
-//! from the [`TrailerSlot`] with a [`ChecksumHasher`]).
+//! from the [`TrailerSlot`] with a [`ChecksumHasher`]). Browser form uploads carry a signed
+//! [`policy`] instead.
 
 mod checksum;
 mod chunked;
 mod error;
+pub mod policy;
+#[cfg(test)]
+mod proptests;
 mod sigv4;
 
-pub use checksum::{ChecksumAlgo, ChecksumHasher};
+pub use checksum::{combine_parts, crc_combine, ChecksumAlgo, ChecksumHasher};
 pub use chunked::{decode_aws_chunked, TrailerSlot};
 pub use error::AuthError;
 pub use sigv4::{is_aws_chunked, verify, Payload, Sha256Check, SigningContext, Verified};

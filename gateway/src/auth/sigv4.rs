@@ -135,6 +135,18 @@ pub struct SigningContext {
     pub(super) seed: [u8; 32],
 }
 
+impl SigningContext {
+    /// A context from its parts (the chunk decoder's tests and fuzz targets build their own).
+    pub fn new(key: [u8; 32], datetime: String, scope: String, seed: [u8; 32]) -> Self {
+        SigningContext {
+            key,
+            datetime,
+            scope,
+            seed,
+        }
+    }
+}
+
 impl fmt::Debug for SigningContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningContext")
@@ -419,7 +431,7 @@ fn check_signature(
     })
 }
 
-fn check_algorithm(algorithm: &str) -> Result<(), AuthError> {
+pub(super) fn check_algorithm(algorithm: &str) -> Result<(), AuthError> {
     match algorithm {
         ALGORITHM => Ok(()),
         "AWS4-ECDSA-P256-SHA256" => Err(sigv4a_unsupported()),
@@ -517,7 +529,7 @@ fn push_trimmed(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 /// The path as sent, percent-decoded then re-encoded with the AWS rule (no double encoding).
-fn canonical_uri(path: &str) -> String {
+pub(super) fn canonical_uri(path: &str) -> String {
     let decoded: Vec<u8> = percent_decode_str(path).collect();
     let encoded = percent_encode(&decoded, PATH_SET).to_string();
     if encoded.is_empty() {
@@ -528,7 +540,7 @@ fn canonical_uri(path: &str) -> String {
 }
 
 /// Splits a raw query string into percent-decoded (name, value) pairs; `+` stays literal.
-fn parse_query(raw: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(super) fn parse_query(raw: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     raw.split('&')
         .filter(|s| !s.is_empty())
         .map(|pair| {
@@ -542,7 +554,7 @@ fn parse_query(raw: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Sorted, AWS-encoded `name=value&...`, without `X-Amz-Signature` for presigned requests.
-fn canonical_query(query: &[(Vec<u8>, Vec<u8>)], presigned: bool) -> String {
+pub(super) fn canonical_query(query: &[(Vec<u8>, Vec<u8>)], presigned: bool) -> String {
     let mut pairs: Vec<(String, String)> = query
         .iter()
         .filter(|(k, _)| !(presigned && k == b"X-Amz-Signature"))
@@ -580,7 +592,7 @@ pub(super) fn mac_matches(key: &[u8], data: &[u8], expected: &[u8; 32]) -> bool 
     mac.verify_slice(expected).is_ok()
 }
 
-fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
+pub(super) fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
     let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, b"s3");
@@ -595,7 +607,7 @@ pub(super) fn decode32(s: &str) -> Option<[u8; 32]> {
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ`; rejects impossible dates.
-fn parse_amz_date(s: &str) -> Option<SystemTime> {
+pub(super) fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;

@@ -82,7 +82,7 @@ pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
 /// Reads the (small) body and checks its integrity as S3 does for this operation: it needs
 /// `Content-MD5`, an `x-amz-checksum-*` (header or trailer) or a signed payload, and every one
 /// given must match.
-async fn read_verified_body(req: &mut S3Request) -> S3Result<Vec<u8>> {
+pub(super) async fn read_verified_body(req: &mut S3Request) -> S3Result<Vec<u8>> {
     let content_md5 = match req.header("content-md5") {
         None => None,
         Some(v) => Some(
@@ -159,14 +159,14 @@ async fn read_verified_body(req: &mut S3Request) -> S3Result<Vec<u8>> {
 
 /// An element of a request document: its local name, its text and its child elements.
 #[derive(Debug, Default)]
-struct Node {
-    name: String,
-    text: String,
-    children: Vec<Node>,
+pub(super) struct Node {
+    pub name: String,
+    pub text: String,
+    pub children: Vec<Node>,
 }
 
 /// Reads a document into a tree of elements; anything not well-formed is MalformedXML.
-fn parse_tree(body: &[u8]) -> S3Result<Node> {
+pub(super) fn parse_tree(body: &[u8]) -> S3Result<Node> {
     use quick_xml::events::Event;
     let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml())?;
     let mut reader = quick_xml::Reader::from_str(text);
@@ -231,7 +231,7 @@ fn parse_tree(body: &[u8]) -> S3Result<Node> {
 
 impl Node {
     /// A container's text must be blank (only whitespace between its children).
-    fn check_container(&self) -> S3Result<()> {
+    pub(super) fn check_container(&self) -> S3Result<()> {
         if self.text.trim().is_empty() {
             Ok(())
         } else {
@@ -240,7 +240,7 @@ impl Node {
     }
 
     /// A leaf's text; a leaf with children is MalformedXML.
-    fn leaf(&self) -> S3Result<&str> {
+    pub(super) fn leaf(&self) -> S3Result<&str> {
         if self.children.is_empty() {
             Ok(&self.text)
         } else {
@@ -499,7 +499,7 @@ pub fn parse_midnight(s: &str) -> S3Result<u64> {
 }
 
 /// The configuration document GetBucketLifecycleConfiguration returns.
-fn render(rules: &[LifecycleRule]) -> String {
+pub(crate) fn render(rules: &[LifecycleRule]) -> String {
     let mut out = xml::doc("LifecycleConfiguration");
     for r in rules {
         out.push_str("<Rule>");

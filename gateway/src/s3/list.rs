@@ -15,7 +15,7 @@ use tinydfs_proto::time::iso8601;
 pub const MAX_KEYS: usize = 1000;
 
 /// What `encoding-type=url` leaves alone: unreserved characters and `/`; a space is `%20`.
-const URL_KEEP: &AsciiSet = &NON_ALPHANUMERIC
+pub(super) const URL_KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')

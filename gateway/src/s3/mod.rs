@@ -4,14 +4,25 @@
 //! - [`bucket`]: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
 //! - [`list`]: ListObjects (v1 and v2).
 //! - [`object`]: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects.
-//! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts.
+//! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts, ListMultipartUploads.
+//! - [`copy`]: CopyObject and UploadPartCopy (chunks shared, not copied).
 //! - [`lifecycle`]: Put/GetBucketLifecycleConfiguration, DeleteBucketLifecycle.
+//! - [`tagging`]: Put/Get/DeleteObjectTagging, and `x-amz-tagging` on uploads.
+//! - [`cors`]: Put/Get/DeleteBucketCors, preflights (`OPTIONS`) and CORS headers on answers.
+//! - [`post`]: PostObject (browser uploads from HTML forms, authorized by a signed policy).
+//! - `unsupported`: requests refused with NotImplemented (or S3's own refusal) rather than
+//!   answered with a wrong success.
 
 pub mod bucket;
+pub mod copy;
+pub mod cors;
 pub mod lifecycle;
 pub mod list;
 pub mod multipart;
 pub mod object;
+pub mod post;
+pub mod tagging;
+mod unsupported;
 
 use crate::auth::{self, AuthError, TrailerSlot, Verified};
 use crate::error::{S3Error, S3Result};
@@ -50,6 +61,8 @@ pub struct S3Request {
     /// `Sync`).
     pub body: std::sync::Mutex<Option<Body>>,
     pub request_id: String,
+    /// Longest silence inside the body before it fails with `400 RequestTimeout`.
+    pub body_timeout: std::time::Duration,
 }
 
 impl S3Request {
@@ -106,7 +119,8 @@ impl S3Request {
                 .and_then(|v| v.parse().ok());
             let (stream, slot) =
                 auth::decode_aws_chunked(raw, &payload, &self.auth.signing, decoded_len);
-            return (stream.map(|r| r.map_err(S3Error::from)).boxed(), slot);
+            let stream = stream.map(|r| r.map_err(S3Error::from)).boxed();
+            return (crate::limits::idle_timeout(stream, self.body_timeout), slot);
         }
         let mut check = payload.sha256_check();
         let stream = raw.map(Some).chain(futures_util::stream::iter([None]));
@@ -126,11 +140,24 @@ impl S3Request {
             };
             std::future::ready(out)
         });
-        (stream.boxed(), TrailerSlot::default())
+        let stream = crate::limits::idle_timeout(stream.boxed(), self.body_timeout);
+        (stream, TrailerSlot::default())
     }
 
     /// Reads a small XML body whole (bounded), checking its signature and hash.
     pub async fn read_small_body(&mut self) -> S3Result<Vec<u8>> {
+        // A declared length over the bound is refused before a byte of the body is read.
+        let declared = self
+            .header("x-amz-decoded-content-length")
+            .or_else(|| self.header("content-length"))
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_XML_BODY as u64) {
+            return Err(S3Error::new(
+                "MaxMessageLengthExceeded",
+                400,
+                "Your request was too big.",
+            ));
+        }
         let (mut stream, _) = self.take_body();
         let mut out = Vec::new();
         while let Some(b) = stream.next().await {
@@ -225,10 +252,22 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     // Every log line of the request (chunkservers' included: they get the id) carries its id.
     let op = operation_of(&gw, &req);
     let span = tracing::info_span!("s3", request_id = %request_id, op);
+    // Requests from browsers (with an `Origin`) get their bucket's CORS headers, errors included.
+    let cors = address(&gw, req.headers(), req.uri().path())
+        .ok()
+        .and_then(|(b, _)| cors::actual_request(req.headers(), req.method(), b.as_deref()));
+    // Beyond `max_requests` in flight a request is refused at once rather than queued; the
+    // permit is held until the response body has been sent.
+    let permit = gw.in_flight.clone().try_acquire_owned().ok();
     let req = req.map(|b| gw.metrics.count_received(b));
-    let result = dispatch(gw.clone(), req, request_id.clone())
-        .instrument(span.clone())
-        .await;
+    let result = match permit {
+        Some(_) => {
+            dispatch(gw.clone(), req, request_id.clone())
+                .instrument(span.clone())
+                .await
+        }
+        None => Err(crate::limits::slow_down()),
+    };
     let response = match result {
         Ok(mut r) => {
             if let Ok(v) = request_id.parse() {
@@ -239,6 +278,11 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => e.into_response_for(head, &request_id),
     };
     let mut response = response;
+    if let Some(c) = &cors {
+        cors::decorate(&gw, c, &mut response)
+            .instrument(span.clone())
+            .await;
+    }
     if close_after {
         // The aws CLI (awscli 1.46 with its bundled botocore 1.43) keeps a stale response parser
         // on a pooled connection after an `Expect: 100-continue` request answered without a
@@ -256,7 +300,13 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     });
     gw.metrics
         .observe(op, response.status().as_u16(), started.elapsed());
-    response.map(|b| gw.metrics.count_sent(b))
+    response.map(|b| {
+        let b = gw.metrics.count_sent(b);
+        match permit {
+            Some(p) => Body::new(crate::limits::Held::new(b, p)),
+            None => b,
+        }
+    })
 }
 
 /// The S3 operation `req` asks for, named as in the S3 API reference: the `op` label of the
@@ -284,6 +334,9 @@ fn operation(
     headers: &HeaderMap,
 ) -> &'static str {
     let has = |name: &str| query.iter().any(|(k, _)| k == name);
+    if *m == Method::OPTIONS {
+        return "PreflightRequest";
+    }
     if !bucket {
         return if *m == Method::GET {
             "ListBuckets"
@@ -298,6 +351,10 @@ fn operation(
             Method::GET if has("versioning") => "GetBucketVersioning",
             Method::GET if has("acl") => "GetBucketAcl",
             Method::PUT if has("acl") => "PutBucketAcl",
+            Method::GET if has("uploads") => "ListMultipartUploads",
+            Method::GET if has("cors") => "GetBucketCors",
+            Method::PUT if has("cors") => "PutBucketCors",
+            Method::DELETE if has("cors") => "DeleteBucketCors",
             Method::GET if UNSUPPORTED_BUCKET_SUBRESOURCES.iter().any(|s| has(s)) => "Unsupported",
             Method::GET if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
                 "ListObjectsV2"
@@ -309,6 +366,7 @@ fn operation(
             Method::HEAD => "HeadBucket",
             Method::DELETE if query.is_empty() => "DeleteBucket",
             Method::POST if has("delete") => "DeleteObjects",
+            Method::POST if post::is_form_upload(headers) => "PostObject",
             _ => "Unsupported",
         };
     }
@@ -321,12 +379,13 @@ fn operation(
             }
         }
         Method::PUT if has("uploadId") => "UploadPart",
-        Method::PUT if has("tagging") || has("acl") || has("retention") || has("legal-hold") => {
-            "Unsupported"
-        }
+        Method::PUT if has("tagging") => "PutObjectTagging",
+        Method::GET if has("tagging") => "GetObjectTagging",
+        Method::DELETE if has("tagging") => "DeleteObjectTagging",
+        Method::PUT if has("acl") || has("retention") || has("legal-hold") => "Unsupported",
         Method::PUT => "PutObject",
         Method::GET if has("uploadId") => "ListParts",
-        Method::GET if has("tagging") || has("acl") || has("attributes") => "Unsupported",
+        Method::GET if has("acl") || has("attributes") => "Unsupported",
         Method::GET => "GetObject",
         Method::HEAD => "HeadObject",
         Method::DELETE if has("uploadId") => "AbortMultipartUpload",
@@ -353,6 +412,13 @@ fn expects_continue_without_body(h: &HeaderMap) -> bool {
 
 async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Result<Response> {
     let (parts, body) = req.into_parts();
+    crate::limits::check_head(&parts)?;
+    if parts.method == Method::OPTIONS {
+        // Browsers never sign preflights: they are answered from the bucket's CORS rules alone,
+        // before (and without) authentication, as on AWS.
+        let (bucket, key) = address(&gw, &parts.headers, parts.uri.path())?;
+        return cors::preflight(&gw, &parts.headers, bucket.as_deref(), key.as_deref()).await;
+    }
     let verify = || {
         auth::verify(
             &parts,
@@ -384,6 +450,9 @@ async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Resul
             }
             a
         }
+        // A form upload carries its signature in the form: `post` verifies it and the key's
+        // permission once it has read the fields.
+        Err(AuthError::Missing) if op == "PostObject" => Verified::anonymous(),
         Err(AuthError::Missing) if ANONYMOUS_READS.contains(&op) => {
             let public = match &bucket {
                 Some(b) => bucket::is_public(&gw, b).await?,
@@ -405,11 +474,12 @@ async fn dispatch(gw: Arc<Gateway>, req: Request, request_id: String) -> S3Resul
         auth,
         body: std::sync::Mutex::new(Some(body)),
         request_id,
+        body_timeout: std::time::Duration::from_millis(gw.config.body_timeout_ms),
     };
     route(gw, req).await
 }
 
-fn access_denied() -> S3Error {
+pub(crate) fn access_denied() -> S3Error {
     S3Error::new("AccessDenied", 403, "Access Denied")
 }
 
@@ -431,17 +501,23 @@ fn needed(op: &str) -> Option<Permission> {
         "PutBucketLifecycleConfiguration"
         | "DeleteBucketLifecycle"
         | "DeleteBucket"
-        | "PutBucketAcl" => Some(Permission::Owner),
+        | "PutBucketAcl"
+        | "PutBucketCors"
+        | "DeleteBucketCors" => Some(Permission::Owner),
         "PutObject"
         | "DeleteObject"
         | "DeleteObjects"
+        | "PostObject"
         | "CreateMultipartUpload"
         | "UploadPart"
         | "CompleteMultipartUpload"
         | "AbortMultipartUpload"
         | "CopyObject"
-        | "UploadPartCopy" => Some(Permission::Write),
-        // Reads, and what is answered NotImplemented or refused anyway.
+        | "UploadPartCopy"
+        | "PutObjectTagging"
+        | "DeleteObjectTagging" => Some(Permission::Write),
+        // Reads (GetObjectTagging and GetBucketCors among them), and what is answered
+        // NotImplemented or refused anyway.
         _ => Some(Permission::Read),
     }
 }
@@ -460,7 +536,6 @@ fn authorize(gw: &Gateway, access_key: &str, bucket: Option<&str>, op: &str) -> 
 /// Bucket sub-resources S3 has that tinydfs does not implement yet: answered NotImplemented
 /// rather than mistaken for a listing.
 const UNSUPPORTED_BUCKET_SUBRESOURCES: &[&str] = &[
-    "cors",
     "policy",
     "policyStatus",
     "tagging",
@@ -479,10 +554,10 @@ const UNSUPPORTED_BUCKET_SUBRESOURCES: &[&str] = &[
     "metrics",
     "intelligent-tiering",
     "versions",
-    "uploads",
 ];
 
 async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
+    unsupported::refuse(&req)?;
     let m = req.method.clone();
     if req.bucket.is_none() {
         return match m {
@@ -508,6 +583,12 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
             if req.has("acl") {
                 return bucket::get_acl(&gw, &req).await;
             }
+            if req.has("uploads") {
+                return multipart::list_uploads(&gw, &req).await;
+            }
+            if req.has("cors") {
+                return cors::get(&gw, &req).await;
+            }
             if let Some(sub) = UNSUPPORTED_BUCKET_SUBRESOURCES.iter().find(|s| req.has(s)) {
                 return Err(S3Error::not_implemented(&format!(
                     "the bucket ?{sub} sub-resource"
@@ -520,9 +601,12 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
             Method::PUT if req.has("lifecycle") => lifecycle::put(&gw, req).await,
             Method::PUT if req.has("acl") => bucket::put_acl(&gw, req).await,
             Method::DELETE if req.has("lifecycle") => lifecycle::delete(&gw, &req).await,
+            Method::PUT if req.has("cors") => cors::put(&gw, req).await,
+            Method::DELETE if req.has("cors") => cors::delete(&gw, &req).await,
             Method::HEAD => bucket::head(&gw, &req).await,
             Method::DELETE if req.query.is_empty() => bucket::delete(&gw, &req).await,
             Method::POST if req.has("delete") => object::delete_many(&gw, req).await,
+            Method::POST if post::is_form_upload(&req.headers) => post::post_object(gw, req).await,
             Method::PUT | Method::DELETE | Method::POST => {
                 Err(S3Error::not_implemented("this bucket operation"))
             }
@@ -545,20 +629,22 @@ async fn route(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
     }
     match m {
         Method::PUT if req.headers.contains_key("x-amz-copy-source") => {
-            Err(S3Error::not_implemented("CopyObject and UploadPartCopy"))
+            if req.has("uploadId") {
+                copy::upload_part_copy(gw, req).await
+            } else {
+                copy::copy_object(gw, req).await
+            }
         }
         Method::PUT if req.has("uploadId") => multipart::upload_part(gw, req).await,
-        Method::PUT
-            if req.has("tagging")
-                || req.has("acl")
-                || req.has("retention")
-                || req.has("legal-hold") =>
-        {
+        Method::PUT if req.has("tagging") => tagging::put(&gw, req).await,
+        Method::GET if req.has("tagging") => tagging::get(&gw, &req).await,
+        Method::DELETE if req.has("tagging") => tagging::delete(&gw, &req).await,
+        Method::PUT if req.has("acl") || req.has("retention") || req.has("legal-hold") => {
             Err(S3Error::not_implemented("this object sub-resource"))
         }
         Method::PUT => object::put(gw, req).await,
         Method::GET if req.has("uploadId") => multipart::list_parts(&gw, &req).await,
-        Method::GET if req.has("tagging") || req.has("acl") || req.has("attributes") => {
+        Method::GET if req.has("acl") || req.has("attributes") => {
             Err(S3Error::not_implemented("this object sub-resource"))
         }
         Method::GET | Method::HEAD => object::get(gw, req).await,
@@ -594,7 +680,21 @@ mod tests {
         assert_eq!(op(Method::GET, false, false, ""), "ListBuckets");
         assert_eq!(op(Method::GET, true, false, "list-type=2"), "ListObjectsV2");
         assert_eq!(op(Method::GET, true, false, "prefix=a"), "ListObjects");
-        assert_eq!(op(Method::GET, true, false, "cors"), "Unsupported");
+        assert_eq!(op(Method::GET, true, false, "cors"), "GetBucketCors");
+        assert_eq!(op(Method::GET, true, false, "tagging"), "Unsupported");
+        assert_eq!(op(Method::PUT, true, true, "tagging"), "PutObjectTagging");
+        assert_eq!(op(Method::GET, true, true, "tagging"), "GetObjectTagging");
+        assert_eq!(
+            op(Method::DELETE, true, true, "tagging"),
+            "DeleteObjectTagging"
+        );
+        assert_eq!(op(Method::OPTIONS, true, true, ""), "PreflightRequest");
+        assert_eq!(needed("PutObjectTagging"), Some(Permission::Write));
+        assert_eq!(needed("DeleteObjectTagging"), Some(Permission::Write));
+        assert_eq!(needed("GetObjectTagging"), Some(Permission::Read));
+        assert_eq!(needed("PutBucketCors"), Some(Permission::Owner));
+        assert_eq!(needed("DeleteBucketCors"), Some(Permission::Owner));
+        assert_eq!(needed("GetBucketCors"), Some(Permission::Read));
         assert_eq!(op(Method::PUT, true, false, ""), "CreateBucket");
         assert_eq!(op(Method::POST, true, false, "delete"), "DeleteObjects");
         assert_eq!(op(Method::PUT, true, true, ""), "PutObject");
@@ -617,5 +717,26 @@ mod tests {
             operation(&Method::PUT, true, true, &[], &copy),
             "CopyObject"
         );
+        assert_eq!(
+            operation(
+                &Method::PUT,
+                true,
+                true,
+                &q("partNumber=1&uploadId=u"),
+                &copy
+            ),
+            "UploadPartCopy"
+        );
+        assert_eq!(
+            op(Method::GET, true, false, "uploads"),
+            "ListMultipartUploads"
+        );
+        assert_eq!(
+            op(Method::GET, true, false, "uploads&prefix=a"),
+            "ListMultipartUploads"
+        );
+        assert_eq!(needed("ListMultipartUploads"), Some(Permission::Read));
+        assert_eq!(needed("CopyObject"), Some(Permission::Write));
+        assert_eq!(needed("UploadPartCopy"), Some(Permission::Write));
     }
 }

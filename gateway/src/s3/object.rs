@@ -10,7 +10,9 @@ use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use md5::Digest;
 use std::sync::Arc;
 use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite, WriteCondition};
 use tinydfs_proto::time::http_date;
@@ -74,10 +76,71 @@ pub struct Upload {
 /// Receives a request body into chunks: verifies Content-MD5, the payload hash or chunk
 /// signatures, and any `x-amz-checksum-*` given as a header or a trailer.
 pub async fn receive(gw: &Gateway, req: &mut S3Request) -> S3Result<Upload> {
+    receive_with(gw, req, None).await
+}
+
+/// The `x-amz-checksum-*` a request carries, as a header (with its value) or announced as a
+/// trailer (`None`): at most one, well-formed, agreeing with `x-amz-sdk-checksum-algorithm`,
+/// as AWS requires.
+pub fn sent_checksum(req: &S3Request) -> S3Result<Option<(ChecksumAlgo, Option<String>)>> {
+    let mut sent: Vec<(ChecksumAlgo, Option<String>)> = Vec::new();
+    for (name, value) in &req.headers {
+        let Some(suffix) = name.as_str().strip_prefix("x-amz-checksum-") else {
+            continue;
+        };
+        if matches!(suffix, "mode" | "algorithm" | "type") {
+            continue;
+        }
+        let algo = ChecksumAlgo::from_algorithm(suffix).ok_or_else(|| {
+            S3Error::invalid_request(
+                "The algorithm type you specified in x-amz-checksum- header is invalid.",
+            )
+        })?;
+        let value = header_text(value);
+        let raw = algo.decode(&value).ok_or_else(|| {
+            S3Error::invalid_request(format!(
+                "Value for {} header is invalid.",
+                algo.header_name()
+            ))
+        })?;
+        sent.push((algo, Some(STANDARD.encode(raw))));
+    }
+    if let Some(t) = req.header("x-amz-trailer") {
+        let algo = ChecksumAlgo::from_header_name(t.trim()).ok_or_else(|| {
+            S3Error::invalid_request(
+                "The value specified in the x-amz-trailer header is not supported",
+            )
+        })?;
+        sent.push((algo, None));
+    }
+    if sent.len() > 1 {
+        return Err(S3Error::invalid_request(
+            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
+        ));
+    }
+    let sent = sent.pop();
+    if let (Some(sdk), Some((algo, _))) = (req.header("x-amz-sdk-checksum-algorithm"), &sent) {
+        if ChecksumAlgo::from_algorithm(sdk.trim()) != Some(*algo) {
+            return Err(S3Error::invalid_request(
+                "Value for x-amz-sdk-checksum-algorithm header is invalid.",
+            ));
+        }
+    }
+    Ok(sent)
+}
+
+/// [`receive`], also computing `also` (the checksum algorithm of the multipart upload a part
+/// belongs to) when the client did not send it; a checksum of another algorithm is refused,
+/// as on AWS.
+pub async fn receive_with(
+    gw: &Gateway,
+    req: &mut S3Request,
+    also: Option<ChecksumAlgo>,
+) -> S3Result<Upload> {
     let content_md5 = match req.headers.get("content-md5") {
         None => None,
         Some(v) => {
-            let raw = base64::engine::general_purpose::STANDARD
+            let raw = STANDARD
                 .decode(v.as_bytes())
                 .ok()
                 .filter(|d| d.len() == 16)
@@ -91,41 +154,64 @@ pub async fn receive(gw: &Gateway, req: &mut S3Request) -> S3Result<Upload> {
             Some(raw)
         }
     };
-    let mut header_checks: Vec<(ChecksumHasher, String)> = Vec::new();
-    for (name, value) in &req.headers {
-        if let Some(algo) = ChecksumAlgo::from_header_name(name.as_str()) {
-            header_checks.push((ChecksumHasher::new(algo), header_text(value)));
+    let sent = sent_checksum(req)?;
+    if let (Some(want), Some((got, _))) = (also, &sent) {
+        if want != *got {
+            return Err(S3Error::invalid_request(format!(
+                "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                want.name().to_ascii_lowercase(),
+                got.name().to_ascii_lowercase()
+            )));
         }
     }
-    let trailer_algo = req
-        .header("x-amz-trailer")
-        .and_then(|t| ChecksumAlgo::from_header_name(t.trim()));
-    let mut trailer_hasher = trailer_algo.map(ChecksumHasher::new);
+    let mut hasher = sent
+        .as_ref()
+        .map(|(algo, _)| *algo)
+        .or(also)
+        .map(ChecksumHasher::new);
     let (body, trailers) = req.take_body();
     let stored = data::store(gw, body, &req.request_id, |b| {
-        for (h, _) in header_checks.iter_mut() {
-            h.update(b);
-        }
-        if let Some(h) = trailer_hasher.as_mut() {
+        if let Some(h) = hasher.as_mut() {
             h.update(b);
         }
     })
     .await?;
     let mut checksums = Vec::new();
-    for (h, expected) in header_checks {
-        let name = h.algo().name().to_string();
-        h.verify(&expected)?;
-        checksums.push((name, expected));
-    }
-    if let (Some(algo), Some(h)) = (trailer_algo, trailer_hasher) {
-        let value = trailers.get(algo.header_name()).ok_or_else(|| {
-            S3Error::invalid_request(format!(
-                "the trailer {} was announced but not sent",
-                algo.header_name()
-            ))
-        })?;
-        h.verify(&value)?;
-        checksums.push((algo.name().to_string(), value));
+    if let Some(h) = hasher {
+        let algo = h.algo();
+        let expected = match &sent {
+            None => None,
+            Some((_, Some(header))) => Some(header.clone()),
+            Some((_, None)) => {
+                let value = trailers.get(algo.header_name()).ok_or_else(|| {
+                    S3Error::invalid_request(format!(
+                        "the trailer {} was announced but not sent",
+                        algo.header_name()
+                    ))
+                })?;
+                let raw = algo.decode(&value).ok_or_else(|| {
+                    S3Error::invalid_request(format!(
+                        "Value for {} trailing header is invalid.",
+                        algo.header_name()
+                    ))
+                })?;
+                Some(STANDARD.encode(raw))
+            }
+        };
+        let computed = h.finish();
+        if let Some(expected) = expected {
+            if expected != computed {
+                return Err(S3Error::new(
+                    "BadDigest",
+                    400,
+                    format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        algo.name()
+                    ),
+                ));
+            }
+        }
+        checksums.push((algo.name().to_string(), computed));
     }
     if let Some(want) = content_md5 {
         if want != stored.md5 {
@@ -144,19 +230,66 @@ pub async fn receive(gw: &Gateway, req: &mut S3Request) -> S3Result<Upload> {
     })
 }
 
-/// Adds `x-amz-checksum-*` headers for stored checksums.
-fn checksum_headers(
+/// Checks a small body read whole against its `Content-MD5` and `x-amz-checksum-*` header,
+/// when given (DeleteObjects: current SDKs send a CRC32 and no Content-MD5).
+pub fn check_body_digests(req: &S3Request, body: &[u8]) -> S3Result<()> {
+    if let Some(v) = req.header("content-md5") {
+        let want = STANDARD
+            .decode(v.trim())
+            .ok()
+            .filter(|d| d.len() == 16)
+            .ok_or_else(|| {
+                S3Error::new(
+                    "InvalidDigest",
+                    400,
+                    "The Content-MD5 you specified was invalid.",
+                )
+            })?;
+        if want != md5::Md5::digest(body).as_slice() {
+            return Err(S3Error::new(
+                "BadDigest",
+                400,
+                "The Content-MD5 you specified did not match what we received.",
+            ));
+        }
+    }
+    if let Some((algo, Some(value))) = sent_checksum(req)? {
+        let mut h = ChecksumHasher::new(algo);
+        h.update(body);
+        h.verify(&value)?;
+    }
+    Ok(())
+}
+
+/// Adds `x-amz-checksum-*` headers for stored checksums, and `x-amz-checksum-type`.
+pub(super) fn checksum_headers(
     mut b: axum::http::response::Builder,
     checksums: &[(String, String)],
 ) -> axum::http::response::Builder {
     for (name, value) in checksums {
         b = b.header(format!("x-amz-checksum-{name}"), value);
     }
+    if let Some((_, value)) = checksums.first() {
+        b = b.header("x-amz-checksum-type", checksum_type(value));
+    }
     b
 }
 
+/// `COMPOSITE` for a checksum of part checksums (its value ends in `-<parts>`), else
+/// `FULL_OBJECT` (single PUTs, and multipart uploads with full-object CRCs).
+pub(super) fn checksum_type(value: &str) -> &'static str {
+    let composite = value
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if composite {
+        "COMPOSITE"
+    } else {
+        "FULL_OBJECT"
+    }
+}
+
 /// `If-Match` / `If-None-Match` of a PUT. S3 supports only `*` for If-None-Match on writes.
-fn write_condition(req: &S3Request) -> S3Result<Option<WriteCondition>> {
+pub(super) fn write_condition(req: &S3Request) -> S3Result<Option<WriteCondition>> {
     let if_match = req
         .header("if-match")
         .map(|v| v.trim().trim_matches('"').to_string());
@@ -181,6 +314,7 @@ pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {
     let bucket = req.bucket()?.to_string();
     let key = req.key()?.to_string();
     let condition = write_condition(&req)?;
+    let tags = super::tagging::from_header(&req)?;
     // Fail before reading the body when the bucket is missing (never auto-create), or when a
     // condition already fails.
     match &condition {
@@ -224,6 +358,7 @@ pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {
         last_modified_ms: 0,
         parts: Vec::new(),
         chunks: up.stored.chunks,
+        tags,
     };
     gw.master
         .commit(
@@ -271,14 +406,20 @@ pub fn parse_range(v: &str) -> Option<Range> {
     }
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
+    // Digits only (`u64::from_str` would take a `+` sign, which no range has).
+    let num = |s: &str| -> Option<u64> {
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
     if a.is_empty() {
-        return b.parse().ok().map(Range::Suffix);
+        return num(b).map(Range::Suffix);
     }
-    let start = a.parse().ok()?;
+    let start = num(a)?;
     if b.is_empty() {
         return Some(Range::From(start, None));
     }
-    let end: u64 = b.parse().ok()?;
+    let end: u64 = num(b)?;
     (end >= start).then_some(Range::From(start, Some(end)))
 }
 
@@ -382,6 +523,11 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
     let mut range: Option<(u64, u64)> = None;
     let mut parts_count = None;
     if let Some(pn) = req.q("partNumber") {
+        if req.headers.contains_key("range") {
+            return Err(S3Error::invalid_request(
+                "Cannot specify both Range header and partNumber query parameter",
+            ));
+        }
         let n: u32 = pn
             .parse()
             .ok()
@@ -472,6 +618,9 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
     for (k, v) in &rec.headers {
         b = b.header(k.as_str(), v);
     }
+    if !rec.tags.is_empty() {
+        b = b.header("x-amz-tagging-count", rec.tags.len());
+    }
     let whole =
         range.is_none() || (start == 0 && end == size && !req.headers.contains_key("range"));
     if whole
@@ -523,7 +672,8 @@ pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
 pub async fn delete_many(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
     let bucket = req.bucket()?.to_string();
     let body = req.read_small_body().await?;
-    let doc: xml::Delete = xml::parse(&body)?;
+    check_body_digests(&req, &body)?;
+    let doc = xml::parse_delete(&body)?;
     if doc.objects.is_empty() || doc.objects.len() > MAX_DELETE_KEYS {
         return Err(S3Error::malformed_xml());
     }
@@ -568,6 +718,62 @@ mod tests {
         assert_eq!(resolve_range(&Range::Suffix(0), 5), None);
         let huge = parse_range("bytes=2-18446744073709551615").unwrap();
         assert_eq!(resolve_range(&huge, 5), Some((2, 5)));
+    }
+
+    fn with_headers(headers: &[(&str, &str)]) -> S3Request {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            let name = axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+            h.insert(name, v.parse().unwrap());
+        }
+        S3Request {
+            method: Method::PUT,
+            bucket: Some("b".into()),
+            key: Some("k".into()),
+            query: Vec::new(),
+            headers: h,
+            auth: crate::auth::Verified::anonymous(),
+            body: std::sync::Mutex::new(None),
+            request_id: String::new(),
+            body_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn one_well_formed_checksum_per_request() {
+        let code = |h: &[(&str, &str)]| sent_checksum(&with_headers(h)).err().map(|e| e.code);
+        let crc = ("x-amz-checksum-crc32", "AAAAAA==");
+        assert_eq!(
+            sent_checksum(&with_headers(&[crc, ("x-amz-checksum-mode", "ENABLED")])).unwrap(),
+            Some((ChecksumAlgo::Crc32, Some("AAAAAA==".into())))
+        );
+        let trailer = ("x-amz-trailer", "x-amz-checksum-sha1");
+        assert_eq!(
+            sent_checksum(&with_headers(&[trailer])).unwrap(),
+            Some((ChecksumAlgo::Sha1, None))
+        );
+        let invalid = Some("InvalidRequest");
+        assert_eq!(code(&[crc, ("x-amz-checksum-crc32c", "AAAAAA==")]), invalid);
+        assert_eq!(code(&[crc, trailer]), invalid);
+        assert_eq!(code(&[("x-amz-checksum-crc32", "AAAA")]), invalid);
+        assert_eq!(code(&[("x-amz-checksum-md4", "AAAAAA==")]), invalid);
+        assert_eq!(code(&[("x-amz-trailer", "x-amz-checksum-nope")]), invalid);
+        let sdk = |algo| [crc, ("x-amz-sdk-checksum-algorithm", algo)];
+        assert_eq!(code(&sdk("SHA256")), invalid);
+        assert_eq!(code(&sdk("crc32")), None);
+        // Small bodies read whole (DeleteObjects): a CRC32 alone is checked, and suffices.
+        let body = b"<Delete/>";
+        let good = STANDARD.encode(crc32fast::hash(body).to_be_bytes());
+        let req = with_headers(&[("x-amz-checksum-crc32", &good)]);
+        assert!(check_body_digests(&req, body).is_ok());
+        assert!(check_body_digests(&with_headers(&[]), body).is_ok());
+        let err = check_body_digests(&with_headers(&[crc]), body).unwrap_err();
+        assert_eq!(err.code, "BadDigest");
+        let md5 = STANDARD.encode([0u8; 16]);
+        let err = check_body_digests(&with_headers(&[("content-md5", &md5)]), body).unwrap_err();
+        assert_eq!(err.code, "BadDigest");
+        assert_eq!(checksum_type("AAAAAA==-12"), "COMPOSITE");
+        assert_eq!(checksum_type("ab-c/d+e="), "FULL_OBJECT");
     }
 
     #[test]
