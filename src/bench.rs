@@ -207,8 +207,27 @@ impl S3 {
             )
     }
 
+    /// Sends `rb`, retrying a 503 (SlowDown, or a cluster still settling) a few times with
+    /// backoff as SDKs do; other failures are errors.
     async fn ok(rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let r = rb.send().await?;
+        let mut backoff = Duration::from_millis(100);
+        let mut r = rb
+            .try_clone()
+            .context("request not retryable")?
+            .send()
+            .await?;
+        for _ in 0..4 {
+            if r.status() != 503 {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            r = rb
+                .try_clone()
+                .context("request not retryable")?
+                .send()
+                .await?;
+        }
         if !r.status().is_success() {
             let status = r.status();
             let body = r.text().await.unwrap_or_default();
@@ -479,14 +498,17 @@ fn free_port() -> anyhow::Result<u16> {
 const BENCH_KEY: &str = "TDBENCHACCESSKEY";
 const BENCH_SECRET: &str = "tdbenchsecretkey0123456789abcdef";
 
-/// Waits until the S3 endpoint answers a signed ListBuckets.
+/// Waits until the S3 endpoint stores an object (a listing may work before writes do).
 async fn wait_s3(s3: &S3, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(r) = s3.request(reqwest::Method::GET, "/", &[]).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        let ready = s3.create_bucket("bench-ready").await.is_ok()
+            && s3
+                .put("bench-ready", "probe", Bytes::from_static(b"ready"))
+                .await
+                .is_ok();
+        if ready {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("{what} did not answer S3 requests in time");

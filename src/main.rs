@@ -52,6 +52,10 @@ enum Cmd {
         /// Seconds to wait for an answer.
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
+        /// Ask over HTTPS, trusting only the CA certificates in this PEM file (a node with
+        /// internal TLS).
+        #[arg(long)]
+        internal_ca: Option<PathBuf>,
     },
     /// Measure an S3 endpoint, a local tinydfs cluster and/or a local SeaweedFS cluster.
     Bench(bench::BenchArgs),
@@ -138,6 +142,28 @@ impl SecretArgs {
     }
 }
 
+/// Internal TLS (every role; a gateway takes `--internal-ca` only).
+#[derive(Args, Clone)]
+struct InternalTlsArgs {
+    /// Serve the internal listener over HTTPS with this PEM certificate chain...
+    #[arg(long)]
+    internal_tls_cert: Option<PathBuf>,
+    /// ...and this PEM private key.
+    #[arg(long)]
+    internal_tls_key: Option<PathBuf>,
+    /// Speak HTTPS to other nodes, trusting only the CA certificates in this PEM file.
+    #[arg(long)]
+    internal_ca: Option<PathBuf>,
+}
+
+impl InternalTlsArgs {
+    fn apply(self, c: &mut tinydfs_proto::tls::InternalTls) {
+        set(&mut c.internal_tls_cert, self.internal_tls_cert.map(Some));
+        set(&mut c.internal_tls_key, self.internal_tls_key.map(Some));
+        set(&mut c.internal_ca, self.internal_ca.map(Some));
+    }
+}
+
 #[derive(Args)]
 struct MasterArgs {
     /// TOML file with the master's configuration; flags override it.
@@ -202,6 +228,8 @@ struct MasterArgs {
     restore: Option<PathBuf>,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    internal_tls: InternalTlsArgs,
 }
 
 #[derive(Args)]
@@ -241,6 +269,8 @@ struct ChunkserverArgs {
     heartbeat_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    internal_tls: InternalTlsArgs,
 }
 
 #[derive(Args)]
@@ -266,10 +296,16 @@ struct GatewayArgs {
     replicas: Option<usize>,
     #[arg(long)]
     min_replicas: Option<usize>,
+    /// Serve S3 over HTTPS with this PEM certificate chain (leaf first, then intermediates)...
     #[arg(long)]
     tls_cert: Option<PathBuf>,
+    /// ...and this PEM private key.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Seconds between checks of the certificate files for changes (default 10; 0: on SIGHUP
+    /// only); a changed certificate is served to new connections without a restart.
+    #[arg(long)]
+    tls_reload_secs: Option<f64>,
     /// Root domain for virtual-host-style requests (`bucket.DOMAIN`).
     #[arg(long)]
     domain: Option<String>,
@@ -295,6 +331,8 @@ struct GatewayArgs {
     body_timeout_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    internal_tls: InternalTlsArgs,
 }
 
 fn load<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> anyhow::Result<T> {
@@ -337,6 +375,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.rebalance_threshold, a.rebalance_threshold);
     set(&mut c.restore, a.restore.map(Some));
     c.secret = a.secret.resolve(&c.secret)?;
+    a.internal_tls.apply(&mut c.internal_tls);
     Ok(c)
 }
 
@@ -354,6 +393,7 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     set(&mut c.masters, a.masters);
     set(&mut c.heartbeat_ms, a.heartbeat_ms);
     c.secret = a.secret.resolve(&c.secret)?;
+    a.internal_tls.apply(&mut c.internal_tls);
     Ok(c)
 }
 
@@ -375,7 +415,9 @@ fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     set(&mut c.body_timeout_ms, a.body_timeout_ms);
     set(&mut c.tls_cert, a.tls_cert.map(Some));
     set(&mut c.tls_key, a.tls_key.map(Some));
+    set(&mut c.tls_reload_secs, a.tls_reload_secs);
     c.secret = a.secret.resolve(&c.secret)?;
+    a.internal_tls.apply(&mut c.internal_tls);
     if let Ok(v) = std::env::var("TINYDFS_ACCESS_KEY_ID") {
         c.access_key_id = v;
     }
@@ -425,12 +467,19 @@ fn follow_parent() {
 }
 
 /// `tinydfs health ADDR`: GET the health path and expect 200.
-async fn health(addr: &str, timeout: f64) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
+async fn health(addr: &str, timeout: f64, ca: Option<&Path>) -> anyhow::Result<()> {
+    let mut http = reqwest::Client::builder()
         .timeout(Duration::from_secs_f64(timeout))
-        .no_proxy()
-        .build()?;
-    let url = format!("http://{addr}{}", tinydfs_proto::client::paths::HEALTH_ALT);
+        .no_proxy();
+    if let Some(ca) = ca {
+        http = http.use_preconfigured_tls(tinydfs_proto::tls::client_config(ca)?);
+    }
+    let http = http.build()?;
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://{addr}{}",
+        tinydfs_proto::client::paths::HEALTH_ALT
+    );
     let resp = http
         .get(&url)
         .send()
@@ -470,7 +519,11 @@ fn main() {
                 tinydfs_gateway::run(gateway_config(a)?, shutdown_signal()).await
             }
             Cmd::Server(a) => server::run(a, &cli.log_format).await,
-            Cmd::Health { addr, timeout } => health(&addr, timeout).await,
+            Cmd::Health {
+                addr,
+                timeout,
+                internal_ca,
+            } => health(&addr, timeout, internal_ca.as_deref()).await,
             Cmd::Bench(a) => bench::bench(a).await,
             Cmd::Admin {
                 cmd: AdminCmd::Status(a),

@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Root domain for virtual-host-style addressing.
     #[arg(long)]
     domain: Option<String>,
+    /// HTTPS between the nodes: a CA and a node certificate are made once with openssl in
+    /// `DATA_DIR/internal-tls/`, and every internal listener and client uses them.
+    #[arg(long)]
+    internal_tls: bool,
     /// Chunkserver heartbeat interval in milliseconds.
     #[arg(long)]
     heartbeat_ms: Option<u64>,
@@ -100,6 +104,9 @@ pub struct ClusterFile {
     pub masters: Vec<String>,
     pub server_pid: u32,
     pub nodes: Vec<LocalNode>,
+    /// The CA of the nodes' internal TLS certificates, when they use internal TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_ca: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -214,10 +221,110 @@ fn free_port(host: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{}", l.local_addr()?.port()))
 }
 
-async fn wait_healthy(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()> {
+/// Folder of a local cluster's internal TLS material.
+const INTERNAL_TLS_DIR: &str = "internal-tls";
+/// Life of the generated internal certificates; a local cluster is restarted long before.
+const INTERNAL_TLS_DAYS: &str = "3650";
+
+/// The internal TLS files of a local cluster (CA, node certificate, node key), made once with
+/// openssl: one EC P-256 certificate for 127.0.0.1 and localhost serves every node.
+fn internal_tls_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let tls = dir.join(INTERNAL_TLS_DIR);
+    let files = |d: &Path| (d.join("ca.pem"), d.join("node.pem"), d.join("node.key"));
+    if tls.join("node.key").exists() {
+        return Ok(files(&tls));
+    }
+    let tmp = dir.join(format!("{INTERNAL_TLS_DIR}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&tmp)
+            .output()
+            .context("--internal-tls needs openssl to make the certificates")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509", "-days", INTERNAL_TLS_DAYS];
+    args.extend(ec);
+    args.extend(["-subj", "/CN=tinydfs internal CA", "-keyout", "ca.key"]);
+    args.extend([
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+    ]);
+    args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(&args)?;
+    let mut args = vec!["req", "-new"];
+    args.extend(ec);
+    args.extend([
+        "-subj",
+        "/CN=tinydfs node",
+        "-keyout",
+        "node.key",
+        "-out",
+        "node.csr",
+    ]);
+    openssl(&args)?;
+    std::fs::write(
+        tmp.join("node.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    let serial = format!("0x{}", random_hex(16));
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        &serial,
+        "-days",
+        INTERNAL_TLS_DAYS,
+        "-extfile",
+        "node.ext",
+        "-out",
+        "node.pem",
+    ])?;
+    for key in ["ca.key", "node.key"] {
+        std::fs::set_permissions(tmp.join(key), std::fs::Permissions::from_mode(0o600))?;
+    }
+    for scratch in ["node.csr", "node.ext"] {
+        std::fs::remove_file(tmp.join(scratch))?;
+    }
+    std::fs::rename(&tmp, &tls)?;
+    Ok(files(&tls))
+}
+
+/// Waits until a node answers its health check (over HTTPS trusting `ca` if given).
+async fn wait_healthy(
+    addr: &str,
+    child: &mut Child,
+    name: &str,
+    ca: Option<&Path>,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
     loop {
-        if crate::health(addr, 1.0).await.is_ok() {
+        if crate::health(addr, 1.0, ca).await.is_ok() {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -304,6 +411,27 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, addr)| format!("{}={addr}", i + 1))
         .collect();
+    // Internal TLS: the same flags for every master and chunkserver, the CA for the gateway
+    // and for this process's own master client.
+    let internal = if a.internal_tls {
+        let (ca, cert, key) = internal_tls_files(&dir)?;
+        tinydfs_proto::client::use_internal_tls(&ca)?;
+        Some((ca, cert, key))
+    } else {
+        None
+    };
+    let ca = internal.as_ref().map(|(ca, _, _)| ca.as_path());
+    let node_tls: Vec<String> = match &internal {
+        Some((ca, cert, key)) => vec![
+            "--internal-tls-cert".into(),
+            cert.display().to_string(),
+            "--internal-tls-key".into(),
+            key.display().to_string(),
+            "--internal-ca".into(),
+            ca.display().to_string(),
+        ],
+        None => Vec::new(),
+    };
     let mut children: Vec<Spawned> = Vec::new();
     let mut nodes: Vec<LocalNode> = Vec::new();
     let result = async {
@@ -344,9 +472,10 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             if let Some(n) = a.lifecycle_day_ms {
                 args.extend(["--lifecycle-day-ms".into(), n.to_string()]);
             }
+            args.extend(node_tls.iter().cloned());
             args.extend(a.master_arg.iter().cloned());
             let mut m = spawn(&dir, &name, &args, &secret, log_format, None)?;
-            wait_healthy(addr, &mut m.child, &name).await?;
+            wait_healthy(addr, &mut m.child, &name, ca).await?;
             nodes.push(LocalNode {
                 name,
                 role: "master".into(),
@@ -378,9 +507,10 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 let zone = &a.zones[(i - 1) % a.zones.len()];
                 args.extend(["--zone".into(), zone.clone()]);
             }
+            args.extend(node_tls.iter().cloned());
             args.extend(a.chunkserver_arg.iter().cloned());
             let mut c = spawn(&dir, &name, &args, &secret, log_format, None)?;
-            wait_healthy(&addr, &mut c.child, &name).await?;
+            wait_healthy(&addr, &mut c.child, &name, ca).await?;
             nodes.push(LocalNode {
                 name,
                 role: "chunkserver".into(),
@@ -419,13 +549,16 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 k.display().to_string(),
             ]);
         }
+        if let Some(ca) = ca {
+            args.extend(["--internal-ca".into(), ca.display().to_string()]);
+        }
         args.extend(a.gateway_arg.iter().cloned());
         if let Some(d) = &a.domain {
             args.extend(["--domain".into(), d.clone()]);
         }
         let mut g = spawn(&dir, "gateway-1", &args, &secret, log_format, Some(&creds))?;
         if a.tls_cert.is_none() {
-            wait_healthy(&a.s3_addr, &mut g.child, "gateway-1").await?;
+            wait_healthy(&a.s3_addr, &mut g.child, "gateway-1", None).await?;
         } else {
             wait_listening(&a.s3_addr, &mut g.child).await?;
         }
@@ -453,6 +586,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         masters: master_addrs.clone(),
         server_pid: std::process::id(),
         nodes: nodes.clone(),
+        internal_ca: ca.map(Path::to_path_buf),
     };
     if let Err(e) = result.and_then(|_| write_cluster_file(&dir, &file)) {
         stop_all(children).await;
@@ -474,6 +608,12 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     );
     if let Some(m) = nodes.iter().find(|n| n.role == "master") {
         println!("  status page: http://{}/", m.ops_addr);
+    }
+    if let Some(ca) = ca {
+        println!(
+            "  internal TLS: nodes verify each other against {}",
+            ca.display()
+        );
     }
     if generated {
         println!("  access key id:     {}", creds.access_key_id);
@@ -607,6 +747,10 @@ pub struct Target {
     data_dir: Option<PathBuf>,
     #[arg(long, env = "TINYDFS_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// The CA of the masters' internal TLS certificates (found in the data folder of a local
+    /// cluster started with --internal-tls).
+    #[arg(long, env = "TINYDFS_INTERNAL_CA")]
+    internal_ca: Option<PathBuf>,
 }
 
 impl Target {
@@ -635,6 +779,10 @@ impl Target {
                 .context("no cluster.secret in the data folder")?,
             (None, None) => bail!("set TINYDFS_CLUSTER_SECRET"),
         };
+        let local_ca = local.and_then(|l| l.internal_ca);
+        if let Some(ca) = self.internal_ca.clone().or(local_ca) {
+            tinydfs_proto::client::use_internal_tls(&ca)?;
+        }
         Ok(MasterClient::new(masters, secret))
     }
 }
@@ -669,7 +817,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
             .iter()
             .filter(|n| n.role == "gateway" && !known.contains(&n.addr))
         {
-            let up = crate::health(&n.addr, 2.0).await.is_ok()
+            let up = crate::health(&n.addr, 2.0, None).await.is_ok()
                 || tokio::net::TcpStream::connect(&n.addr).await.is_ok();
             s.nodes.push(tinydfs_proto::meta::NodeStatus {
                 id: 0,
@@ -922,7 +1070,14 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
     let tmp = a.file.with_extension("tmp");
     {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)
+        use std::os::unix::fs::OpenOptionsExt;
+        // It holds the S3 key secrets: readable by this user only.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;

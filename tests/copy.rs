@@ -5,7 +5,6 @@
 
 mod common;
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use common::*;
@@ -14,14 +13,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const MIB: usize = 1024 * 1024;
-
-/// The S3 error code of a failed call, or "ok".
-fn code<T, E: ProvideErrorMetadata>(r: Result<T, E>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(e) => e.code().unwrap_or("unknown").to_string(),
-    }
-}
 
 /// The HTTP status of a failed call (HEAD errors carry no code), 200 on success.
 fn status<T, E>(r: Result<T, aws_sdk_s3::error::SdkError<E>>) -> u16 {
@@ -618,6 +609,11 @@ fn multipart_uploads_list_with_prefix_delimiter_and_pages() {
         assert_eq!(got, want);
         assert_eq!(all.is_truncated(), Some(false));
         assert!(all.uploads().iter().all(|u| u.initiated().is_some()));
+        // The initiator is the key that started each upload.
+        assert!(all
+            .uploads()
+            .iter()
+            .all(|u| u.initiator().and_then(|i| i.id()) == Some(ACCESS_KEY)));
         // Prefix and delimiter.
         let d = c
             .list_multipart_uploads()
@@ -777,19 +773,6 @@ fn head_object_with_part_number() {
             .await;
         assert_eq!(code(both), "InvalidRequest");
     });
-}
-
-/// `admin key create` with `args`; answers (id, secret).
-fn create_key(cluster: &Cluster, args: &[&str]) -> (String, String) {
-    let mut all = vec!["key", "create", "--json"];
-    all.extend_from_slice(args);
-    let (code, out) = cluster.admin(&all);
-    assert_eq!(code, 0, "{out}");
-    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    (
-        v["access_key_id"].as_str().unwrap().to_string(),
-        v["secret_access_key"].as_str().unwrap().to_string(),
-    )
 }
 
 #[test]

@@ -8,29 +8,8 @@ use aws_sdk_s3::types::BucketCannedAcl;
 use common::*;
 use std::time::Duration;
 
-/// `admin key create` with `args`; answers (id, secret).
-fn create_key(cluster: &Cluster, args: &[&str]) -> (String, String) {
-    let mut all = vec!["key", "create", "--json"];
-    all.extend_from_slice(args);
-    let (code, out) = cluster.admin(&all);
-    assert_eq!(code, 0, "{out}");
-    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    (
-        v["access_key_id"].as_str().unwrap().to_string(),
-        v["secret_access_key"].as_str().unwrap().to_string(),
-    )
-}
-
 fn client_for(cluster: &Cluster, id: &str, secret: &str) -> aws_sdk_s3::Client {
     sdk_client(&cluster.endpoint, id, secret, true)
-}
-
-/// The S3 error code of a failed call, or "ok".
-fn code<T, E: aws_sdk_s3::error::ProvideErrorMetadata>(r: Result<T, E>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(e) => e.code().unwrap_or("unknown").to_string(),
-    }
 }
 
 /// Waits until the gateways know a key (they reload keys every `key_refresh_ms`).

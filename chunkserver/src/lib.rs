@@ -62,6 +62,9 @@ pub struct ChunkserverConfig {
     pub zone: String,
     /// Address of the read-only operations listener (health, metrics); empty for none.
     pub ops_listen: String,
+    /// HTTPS on the internal listener and to peers (off unless set).
+    #[serde(flatten)]
+    pub internal_tls: tinydfs_proto::tls::InternalTls,
 }
 
 impl Default for ChunkserverConfig {
@@ -79,6 +82,7 @@ impl Default for ChunkserverConfig {
             heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
             zone: String::new(),
             ops_listen: String::new(),
+            internal_tls: Default::default(),
         }
     }
 }
@@ -141,6 +145,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
     anyhow::ensure!(!config.masters.is_empty(), "no master address given");
+    // Before any internal client is built: they all follow it.
+    let tls = config.internal_tls.apply(true)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", config.data_dir.display()))?;
     let store = Arc::new(store::ChunkStore::open(
@@ -164,12 +170,8 @@ pub async fn run(
         let app = ops::router(store.clone());
         Some(tokio::spawn(async move { axum::serve(l, app).await }))
     };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-    tracing::info!(addr = %config.listen, "chunkserver listening");
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!(addr = %config.listen, tls = tls.is_some(), "chunkserver listening");
     let stop_scrub = Arc::new(AtomicBool::new(false));
     let scrubber = tokio::spawn(scrub::run(
         store.clone(),
@@ -178,9 +180,22 @@ pub async fn run(
         stop_scrub.clone(),
     ));
     let hb = tokio::spawn(heartbeat_loop(config.clone(), store, identity, id_tx));
-    axum::serve(listener, api::router(server))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match tls {
+        Some(tls) => {
+            let listener = tinydfs_proto::tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener, api::router(server))
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, api::router(server))
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     hb.abort();
     if let Some(s) = ops_server {
         s.abort();

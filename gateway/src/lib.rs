@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tinydfs_proto::client::{ChunkClient, MasterClient};
+use tinydfs_proto::tls;
 use tinydfs_proto::NodeId;
 
 /// Configuration of a gateway.
@@ -59,9 +60,13 @@ pub struct GatewayConfig {
     pub replicas: usize,
     /// Copies that must be durable when a pipeline member fails mid-write.
     pub min_replicas: usize,
-    /// PEM certificate chain and key: serve HTTPS when both are set.
+    /// PEM certificate chain (leaf first, then intermediates) and key: serve HTTPS when both
+    /// are set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the certificate files for changes (a changed certificate is
+    /// served to new connections without a restart); 0 reloads on SIGHUP only.
+    pub tls_reload_secs: f64,
     /// Root domain for virtual-host-style addressing (`bucket.<domain>`); path-style always works.
     pub domain: Option<String>,
     /// Seconds between new upload leases (see [`keep_leases`]): the longest the chunks of an
@@ -86,6 +91,10 @@ pub struct GatewayConfig {
     /// and longest a client may read none of its response before its connection is closed
     /// (milliseconds).
     pub body_timeout_ms: u64,
+    /// HTTPS to masters and chunkservers (`internal_ca` only: a gateway serves no internal
+    /// listener).
+    #[serde(flatten)]
+    pub internal_tls: tls::InternalTls,
 }
 
 impl Default for GatewayConfig {
@@ -102,6 +111,7 @@ impl Default for GatewayConfig {
             min_replicas: tinydfs_proto::DEFAULT_MIN_REPLICAS,
             tls_cert: None,
             tls_key: None,
+            tls_reload_secs: tls::DEFAULT_RELOAD_INTERVAL.as_secs_f64(),
             domain: None,
             lease_rotate_secs: DEFAULT_LEASE_ROTATE.as_secs_f64(),
             lease_ttl_secs: 60.0,
@@ -110,6 +120,7 @@ impl Default for GatewayConfig {
             max_requests: limits::DEFAULT_MAX_REQUESTS,
             header_timeout_ms: limits::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
             body_timeout_ms: limits::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
+            internal_tls: Default::default(),
         }
     }
 }
@@ -129,7 +140,9 @@ pub struct Gateway {
     pub leases: Mutex<Leases>,
     pub metrics: ops::S3Metrics,
     /// The cluster's access keys by id, refreshed from the masters every `key_refresh_ms`.
-    pub keys: std::sync::RwLock<HashMap<String, tinydfs_proto::meta::AccessKey>>,
+    pub keys: std::sync::RwLock<KeyCache>,
+    /// Key fetches started so far (see [`KeyCache`]).
+    pub key_fetches: std::sync::atomic::AtomicU64,
     /// When a request last made the keys reload.
     pub keys_reloaded: Mutex<Option<Instant>>,
     /// Permits for requests in flight (`max_requests`); a request that finds none is answered
@@ -137,6 +150,54 @@ pub struct Gateway {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Buckets' CORS rules as recently read, for preflights and `Origin` requests.
     pub cors: s3::cors::CorsCache,
+}
+
+/// The cluster's access keys as this gateway knows them. Fetches overlap (the periodic one,
+/// ones caused by requests), so each is numbered when it starts: an older fetch that answers
+/// late never replaces a newer one (a deleted key would come back), and grants this gateway
+/// made itself (the owner of a bucket it just created) survive fetches that started before them.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    pub keys: HashMap<String, tinydfs_proto::meta::AccessKey>,
+    installed: u64,
+    /// (fetches started when granted, key id, bucket)
+    local: Vec<(u64, String, String)>,
+}
+
+impl KeyCache {
+    /// Installs the keys a fetch numbered `seq` read, unless a newer fetch's are installed.
+    fn install(&mut self, seq: u64, keys: Vec<tinydfs_proto::meta::AccessKey>) {
+        if seq <= self.installed {
+            return;
+        }
+        self.installed = seq;
+        self.keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        // A fetch that started after a local grant has it already.
+        self.local.retain(|(granted, _, _)| *granted >= seq);
+        for (_, id, bucket) in self.local.clone() {
+            self.grant_owner(&id, &bucket);
+        }
+    }
+
+    fn grant_owner(&mut self, id: &str, bucket: &str) {
+        if let Some(k) = self.keys.get_mut(id) {
+            if !k.admin {
+                k.buckets
+                    .insert(bucket.to_string(), tinydfs_proto::meta::Permission::Owner);
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Records that `key` created (so owns) `bucket`, before the next fetch tells it.
+    pub fn granted_owner(&self, key: &str, bucket: &str) {
+        let started = self.key_fetches.load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut c) = self.keys.write() {
+            c.local.push((started, key.to_string(), bucket.to_string()));
+            c.grant_owner(key, bucket);
+        }
+    }
 }
 
 /// An upload lease. Each upload holds an `Arc` of the lease its chunks are named under until it
@@ -186,26 +247,18 @@ impl Gateway {
 
     /// An access key of the cluster.
     pub fn key(&self, access_key: &str) -> Option<tinydfs_proto::meta::AccessKey> {
-        self.keys.read().ok()?.get(access_key).cloned()
+        self.keys.read().ok()?.keys.get(access_key).cloned()
     }
 }
 
-fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+/// The S3 listener's TLS acceptor, serving a certificate that reloads when its files change.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<(tokio_rustls::TlsAcceptor, Arc<tls::ReloadingCert>)> {
+    let cert = Arc::new(tls::ReloadingCert::new(cert, key)?);
+    let config = tls::server_config(cert.clone())?;
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert))
 }
 
 /// How long in-flight S3 requests may run after the gateway is told to stop.
@@ -356,7 +409,22 @@ async fn load_keys(gw: &Gateway) {
     };
     loop {
         match gw.master.write(bootstrap.clone()).await {
-            Ok(_) if fetch_keys(gw).await => return,
+            Ok(_) if fetch_keys(gw).await => {
+                // Only the first start's key is taken: a changed configured pair neither
+                // rotates nor revokes the stored one. Say so, rather than refuse it silently.
+                match gw.key(&gw.config.access_key_id) {
+                    None => tracing::error!(
+                        access_key = %gw.config.access_key_id,
+                        "the configured access key is not one of the cluster's keys and will be refused; manage keys with `tinydfs admin key`"
+                    ),
+                    Some(k) if k.secret != gw.config.secret_access_key => tracing::error!(
+                        access_key = %gw.config.access_key_id,
+                        "the configured secret differs from the cluster's for this key; the cluster's is the one accepted (rotate keys with `tinydfs admin key`)"
+                    ),
+                    Some(_) => {}
+                }
+                return;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach the masters for the access keys yet")
@@ -369,11 +437,14 @@ async fn load_keys(gw: &Gateway) {
 /// Replaces the cached keys by the masters' list; false if no master answered.
 async fn fetch_keys(gw: &Gateway) -> bool {
     use tinydfs_proto::meta::{MetaRead, MetaReply};
+    let seq = gw
+        .key_fetches
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
     match gw.master.read(MetaRead::ListKeys).await {
         Ok(MetaReply::Keys(keys)) => {
-            let map = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
             if let Ok(mut k) = gw.keys.write() {
-                *k = map;
+                k.install(seq, keys);
             }
             true
         }
@@ -437,6 +508,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
     anyhow::ensure!(!config.masters.is_empty(), "no master address given");
+    // Before any internal client is built: they all follow it.
+    config.internal_tls.apply(false)?;
     anyhow::ensure!(
         !config.access_key_id.is_empty() && !config.secret_access_key.is_empty(),
         "no S3 access key configured"
@@ -458,11 +531,22 @@ pub async fn run(
         config.header_timeout_ms >= 100 && config.body_timeout_ms >= 100,
         "the header and body timeouts must be at least 100 ms"
     );
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
-        (None, None) => None,
+    anyhow::ensure!(
+        (0.0..=86400.0).contains(&config.tls_reload_secs),
+        "tls_reload_secs must be between 0 and 86400"
+    );
+    let (tls, cert) = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => {
+            let (acceptor, cert) = tls_acceptor(c, k)?;
+            (Some(acceptor), Some(cert))
+        }
+        (None, None) => (None, None),
         _ => anyhow::bail!("give both a TLS certificate and a key, or neither"),
     };
+    let _cert_watch = cert.map(|cert| {
+        let every = Duration::from_secs_f64(config.tls_reload_secs);
+        AbortOnDrop(tokio::spawn(cert.watch(every)))
+    });
     let mut registry = tinydfs_proto::ops::registry();
     let gw = Arc::new(Gateway {
         metrics: ops::S3Metrics::new(&mut registry),
@@ -470,7 +554,8 @@ pub async fn run(
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
         leases: Mutex::new(Leases::default()),
-        keys: std::sync::RwLock::new(HashMap::new()),
+        keys: std::sync::RwLock::new(KeyCache::default()),
+        key_fetches: std::sync::atomic::AtomicU64::new(0),
         keys_reloaded: Mutex::new(None),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_requests)),
         cors: Default::default(),
@@ -571,5 +656,42 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod key_cache_tests {
+    use super::KeyCache;
+    use tinydfs_proto::meta::{AccessKey, Permission};
+
+    fn key(id: &str) -> AccessKey {
+        AccessKey {
+            id: id.into(),
+            secret: "s".into(),
+            name: String::new(),
+            admin: false,
+            buckets: Default::default(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_late_older_fetch_never_replaces_a_newer_one_and_local_grants_survive() {
+        let mut c = KeyCache::default();
+        // Fetch 2 (after a key was deleted) answers before fetch 1 (from before).
+        c.install(2, vec![key("a")]);
+        c.install(1, vec![key("a"), key("deleted")]);
+        assert!(!c.keys.contains_key("deleted"));
+        // A bucket created when 2 fetches had started: kept over fetch 2's (older) answer...
+        c.local.push((2, "a".into(), "b".into()));
+        c.grant_owner("a", "b");
+        c.install(2, vec![key("a")]); // ignored: not newer
+        c.installed = 1;
+        c.install(2, vec![key("a")]);
+        assert_eq!(c.keys["a"].buckets.get("b"), Some(&Permission::Owner));
+        // ...and dropped once a fetch that started after it answers (it has the grant).
+        c.install(3, vec![key("a")]);
+        assert!(c.keys["a"].buckets.is_empty());
+        assert!(c.local.is_empty());
     }
 }

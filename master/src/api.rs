@@ -316,7 +316,7 @@ async fn health(State(m): State<Shared>) -> Response {
 async fn peer_health(addr: &str) -> Option<MasterHealth> {
     let http = tinydfs_proto::client::http_client();
     let resp = http
-        .get(format!("http://{addr}{}", paths::HEALTH))
+        .get(tinydfs_proto::client::url(addr, paths::HEALTH))
         .timeout(Duration::from_secs(2))
         .send()
         .await
@@ -419,11 +419,17 @@ async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
         }
     }
     let op = match req.write {
-        MetaWrite::CreateUpload { bucket, key, attrs } => Op::CreateUpload {
+        MetaWrite::CreateUpload {
+            bucket,
+            key,
+            attrs,
+            initiator,
+        } => Op::CreateUpload {
             upload_id: format!("{:032x}", rand::random::<u128>()),
             bucket,
             key,
             attrs,
+            initiator,
         },
         // Its day length is the leader's to choose (`lifecycle_day_ms`), not a caller's.
         MetaWrite::LifecycleExpire { .. } => {

@@ -121,6 +121,9 @@ pub struct MasterConfig {
     /// A rebalance stops once the usage (fraction of capacity used) of the fullest and the
     /// emptiest writable chunkserver differ by less than this.
     pub rebalance_threshold: f64,
+    /// HTTPS on the internal listener and to peers (off unless set).
+    #[serde(flatten)]
+    pub internal_tls: tinydfs_proto::tls::InternalTls,
 }
 
 impl Default for MasterConfig {
@@ -148,6 +151,7 @@ impl Default for MasterConfig {
             lifecycle_day_ms: DEFAULT_LIFECYCLE_DAY_MS,
             rebalance_threshold: DEFAULT_REBALANCE_THRESHOLD,
             restore: None,
+            internal_tls: Default::default(),
         }
     }
 }
@@ -248,6 +252,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
+    // Before any internal client is built: they all follow it.
+    let tls = config.internal_tls.apply(true)?;
+    // The log and snapshots hold the S3 key secrets: only this user may read the folder.
+    std::fs::create_dir_all(&config.data_dir)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let log = store::LogStore::open(&config.data_dir.join("raft"))?;
     let sm = store::StateMachine::open(&config.data_dir.join("state"))?;
     let applied = sm.applied.clone();
@@ -328,16 +340,25 @@ pub async fn run(
         let app = ops::router(master.clone());
         Some(tokio::spawn(async move { axum::serve(l, app).await }))
     };
-    // Nagle off: small replies must not wait for the peer's delayed ACK.
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-    tracing::info!(addr = %config.listen, "master listening");
-    axum::serve(listener, api::router(master))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!(addr = %config.listen, tls = tls.is_some(), "master listening");
+    match tls {
+        Some(tls) => {
+            let listener = tinydfs_proto::tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener, api::router(master))
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        // Nagle off: small replies must not wait for the peer's delayed ACK.
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, api::router(master))
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     if let Some(s) = ops_server {
         s.abort();
     }

@@ -379,6 +379,7 @@ mod tests {
                     bucket: "b".into(),
                     key: key.into(),
                     attrs: ObjectAttrs::default(),
+                    initiator: String::new(),
                 },
                 10,
             );

@@ -65,7 +65,7 @@ impl Conn {
     {
         let rb = self
             .http
-            .post(format!("http://{}{path}", self.addr))
+            .post(tinydfs_proto::client::url(&self.addr, path))
             .timeout(option.hard_ttl())
             .json_body(req);
         let rb = tinydfs_proto::client::internal_headers(rb, &self.secret, "");

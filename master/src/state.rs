@@ -109,6 +109,8 @@ pub enum Op {
         bucket: String,
         key: String,
         attrs: ObjectAttrs,
+        #[serde(default)]
+        initiator: String,
     },
     /// Any other metadata write, as the gateway asked for it.
     Meta(MetaWrite),
@@ -211,6 +213,9 @@ pub struct Upload {
     pub initiated_ms: u64,
     pub attrs: ObjectAttrs,
     pub parts: BTreeMap<u32, PartRecord>,
+    /// The access key that started it.
+    #[serde(default)]
+    pub initiator: String,
 }
 
 /// A completed upload, remembered for a while so that a repeated Complete is answered again.
@@ -369,6 +374,7 @@ impl State {
                 bucket,
                 key,
                 attrs,
+                initiator,
             } => {
                 if !self.buckets.contains_key(bucket) {
                     return err(MetaError::NoSuchBucket);
@@ -381,6 +387,7 @@ impl State {
                         initiated_ms: now,
                         attrs: attrs.clone(),
                         parts: BTreeMap::new(),
+                        initiator: initiator.clone(),
                     },
                 );
                 ok(MetaReplyData::UploadCreated {
@@ -1162,6 +1169,11 @@ impl State {
                         key: key.to_string(),
                         upload_id: id.to_string(),
                         initiated_ms: initiated,
+                        initiator: self
+                            .uploads
+                            .get(id)
+                            .map(|u| u.initiator.clone())
+                            .unwrap_or_default(),
                     });
                 }
             }
@@ -1391,6 +1403,7 @@ mod tests {
                 bucket: "b".into(),
                 key: "mp".into(),
                 attrs: ObjectAttrs::default(),
+                initiator: String::new(),
             },
             2,
         ));
@@ -1511,6 +1524,7 @@ mod tests {
                 bucket: "b".into(),
                 key: key.into(),
                 attrs: ObjectAttrs::default(),
+                initiator: String::new(),
             },
             t,
         ));
@@ -2023,6 +2037,7 @@ mod tests {
                 bucket: "b".into(),
                 key: "k".into(),
                 attrs: ObjectAttrs::default(),
+                initiator: String::new(),
             },
             2,
         ));
@@ -2099,6 +2114,7 @@ mod tests {
                 bucket: "b".into(),
                 key: "k".into(),
                 attrs,
+                initiator: String::new(),
             },
             2,
         ));

@@ -5,7 +5,7 @@ use crate::types::*;
 use crate::{CLUSTER_HEADER, REQUEST_ID_HEADER, SECRET_HEADER, VERSION_HEADER, WIRE_VERSION};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// How long a metadata call keeps retrying (leader changes, a restarting master) before giving up.
@@ -44,16 +44,44 @@ pub mod paths {
     pub const CHUNK: &str = "/internal/v1/chunk";
 }
 
-/// Builds the HTTP client every internal caller uses: no proxy, Nagle off, short connect timeout.
+/// The client side of internal TLS, set once when a process starts (see [`use_internal_tls`]).
+static INTERNAL_TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
+
+/// Makes every internal client of this process speak HTTPS, trusting only the CA certificates
+/// in the PEM file `ca`. Call it before the first client is built; later calls change nothing.
+pub fn use_internal_tls(ca: &std::path::Path) -> Result<(), crate::tls::TlsError> {
+    let config = crate::tls::client_config(ca)?;
+    let _ = INTERNAL_TLS.set(config);
+    Ok(())
+}
+
+/// `https` when this process uses internal TLS, else `http`.
+pub fn scheme() -> &'static str {
+    if INTERNAL_TLS.get().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The URL of `path` on the internal listener at `addr`.
+pub fn url(addr: &str, path: &str) -> String {
+    format!("{}://{addr}{path}", scheme())
+}
+
+/// Builds the HTTP client every internal caller uses: no proxy, Nagle off, short connect
+/// timeout; with internal TLS, verifying peers against the cluster's CA only.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .tcp_nodelay(true)
         .tcp_keepalive(TCP_KEEPALIVE)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
+        .no_proxy();
+    if let Some(tls) = INTERNAL_TLS.get() {
+        builder = builder.use_preconfigured_tls(tls.clone()).https_only(true);
+    }
+    builder.build().unwrap_or_default()
 }
 
 /// Adds the headers every internal request carries.
@@ -242,7 +270,7 @@ impl MasterClient {
     ) -> Result<Result<Resp, MetaError>, String> {
         let rb = self
             .http
-            .post(format!("http://{target}{path}"))
+            .post(url(target, path))
             .header("content-type", "application/json")
             .timeout(Duration::from_secs(30))
             .body(body);
@@ -348,7 +376,7 @@ impl ChunkClient {
     ) -> Result<PutChunkReply, String> {
         let rb = self
             .http
-            .put(format!("http://{}{}/{id}", head.addr, paths::CHUNK))
+            .put(url(&head.addr, &format!("{}/{id}", paths::CHUNK)))
             .query(&PutChunkQuery::encode(rest))
             .header(REQUEST_ID_HEADER, request_id)
             .body(body);
@@ -365,10 +393,9 @@ impl ChunkClient {
         let body = serde_json::to_vec(order).map_err(|e| e.to_string())?;
         let rb = self
             .http
-            .post(format!(
-                "http://{}{}/{id}/replicate",
-                target.addr,
-                paths::CHUNK
+            .post(url(
+                &target.addr,
+                &format!("{}/{id}/replicate", paths::CHUNK),
             ))
             .header("content-type", "application/json")
             .body(body);
@@ -407,7 +434,7 @@ impl ChunkClient {
     ) -> Result<reqwest::Response, String> {
         let rb = self
             .http
-            .get(format!("http://{}{}/{id}", node.addr, paths::CHUNK))
+            .get(url(&node.addr, &format!("{}/{id}", paths::CHUNK)))
             .query(&GetChunkQuery {
                 offset,
                 len: Some(len),

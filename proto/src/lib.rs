@@ -8,6 +8,7 @@
 //! - [`client`]: the HTTP clients for the master (following the leader) and for chunkservers.
 //! - [`time`]: wall-clock helpers used to stamp log entries and format S3 dates.
 //! - [`ops`]: the read-only operations listener's paths and metrics helpers.
+//! - [`tls`]: certificates that reload when their files change, and rustls configurations.
 //!
 //! Control messages are small JSON documents; chunk data moves as raw byte streams. Every message
 //! carries [`WIRE_VERSION`], and every internal request carries the cluster secret.
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod meta;
 pub mod ops;
 pub mod time;
+pub mod tls;
 pub mod types;
 
 pub use types::*;

@@ -38,6 +38,9 @@ pub enum MetaWrite {
         bucket: String,
         key: String,
         attrs: ObjectAttrs,
+        /// The access key that starts it (listed as Initiator and Owner).
+        #[serde(default)]
+        initiator: String,
     },
     PutPart {
         bucket: String,
@@ -404,6 +407,8 @@ pub struct UploadEntry {
     pub key: String,
     pub upload_id: String,
     pub initiated_ms: u64,
+    #[serde(default)]
+    pub initiator: String,
 }
 
 /// A page of a listing of multipart uploads, in S3's order: by key, then initiation time.

@@ -21,6 +21,9 @@ pub struct Opts {
     pub chunkservers: usize,
     pub chunk_size: u64,
     pub tls: bool,
+    /// Serve HTTPS with these PEM files (certificate chain, key) instead of a self-signed
+    /// certificate made for the test.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     /// Extra `server` arguments.
     pub extra: Vec<String>,
 }
@@ -31,6 +34,7 @@ impl Default for Opts {
             chunkservers: 3,
             chunk_size: TEST_CHUNK,
             tls: false,
+            tls_files: None,
             extra: Vec::new(),
         }
     }
@@ -118,8 +122,9 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut cert = None;
-        if opts.tls {
-            let (c, k) = self_signed(&dir);
+        let tls = opts.tls || opts.tls_files.is_some();
+        if tls {
+            let (c, k) = opts.tls_files.clone().unwrap_or_else(|| self_signed(&dir));
             cmd.arg("--tls-cert").arg(&c).arg("--tls-key").arg(&k);
             cert = Some(c);
         }
@@ -138,7 +143,7 @@ impl Cluster {
             let log = std::fs::read_to_string(dir.join("logs/master-1.log")).unwrap_or_default();
             panic!("the cluster did not start; master log:\n{log}");
         }
-        let scheme = if opts.tls { "https" } else { "http" };
+        let scheme = if tls { "https" } else { "http" };
         Cluster {
             endpoint: format!("{scheme}://{s3_addr}"),
             dir,
@@ -492,4 +497,25 @@ pub fn signed_headers(
         format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"),
     ));
     out
+}
+
+/// `tinydfs admin key create --json` with `args`; answers (id, secret).
+pub fn create_key(cluster: &Cluster, args: &[&str]) -> (String, String) {
+    let mut all = vec!["key", "create", "--json"];
+    all.extend_from_slice(args);
+    let (code, out) = cluster.admin(&all);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    (
+        v["access_key_id"].as_str().unwrap().to_string(),
+        v["secret_access_key"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The S3 error code of a failed SDK call, or "ok".
+pub fn code<T, E: aws_sdk_s3::error::ProvideErrorMetadata>(r: Result<T, E>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e.code().unwrap_or("unknown").to_string(),
+    }
 }

@@ -119,14 +119,7 @@ pub async fn create(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
     if let MetaReply::Created(true) = reply {
         // The creator owns the bucket (the metadata recorded it): this gateway knows at once,
         // so that the upload that usually follows is not refused until the next key reload.
-        if let Ok(mut keys) = gw.keys.write() {
-            if let Some(k) = keys.get_mut(&req.auth.access_key) {
-                if !k.admin {
-                    k.buckets
-                        .insert(bucket.clone(), tinydfs_proto::meta::Permission::Owner);
-                }
-            }
-        }
+        gw.granted_owner(&req.auth.access_key, &bucket);
     }
     if let MetaReply::Created(false) = reply {
         // us-east-1 answers 200 to re-creating a bucket you own; other regions 409.

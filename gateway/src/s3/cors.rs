@@ -66,7 +66,12 @@ impl CorsCache {
 }
 
 /// The bucket's CORS rules (empty: none), or `None` when the bucket does not exist.
+/// Unauthenticated requests reach this: names that cannot be buckets cost nothing, and buckets
+/// that do not exist are not cached (the cache holds real buckets only).
 async fn rules(gw: &Gateway, bucket: &str) -> S3Result<Option<Arc<Vec<CorsRule>>>> {
+    if !super::bucket::valid_bucket_name(bucket) {
+        return Ok(None);
+    }
     if let Some(r) = gw.cors.get(bucket) {
         return Ok(r);
     }
@@ -79,7 +84,7 @@ async fn rules(gw: &Gateway, bucket: &str) -> S3Result<Option<Arc<Vec<CorsRule>>
     {
         Ok(MetaReply::Cors(r)) => Some(Arc::new(r)),
         Ok(_) => return Err(S3Error::internal("unexpected reply to GetCors")),
-        Err(MetaError::NoSuchBucket) => None,
+        Err(MetaError::NoSuchBucket) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     gw.cors.put(bucket, rules.clone());
@@ -240,6 +245,12 @@ pub async fn decorate(gw: &Gateway, req: &ActualRequest, response: &mut Response
     };
     if let Some(rule) = find_rule(&rules, &req.origin, req.method.as_str(), &[]) {
         allow_headers(rule, &req.origin, response.headers_mut());
+    } else if !rules.is_empty() {
+        // The answer depends on the origin even when none matched: shared caches must not
+        // serve it to another origin.
+        response
+            .headers_mut()
+            .insert("vary", axum::http::HeaderValue::from_static(VARY));
     }
 }
 

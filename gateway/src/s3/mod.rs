@@ -278,7 +278,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => e.into_response_for(head, &request_id),
     };
     let mut response = response;
-    if let Some(c) = &cors {
+    // Refused for overload: no CORS lookup either (it could cost a master read).
+    let served = response.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(c) = cors.as_ref().filter(|_| served) {
         cors::decorate(&gw, c, &mut response)
             .instrument(span.clone())
             .await;

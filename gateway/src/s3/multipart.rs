@@ -112,6 +112,7 @@ pub async fn create(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
             bucket: bucket.clone(),
             key: key.clone(),
             attrs,
+            initiator: req.auth.access_key.clone(),
         })
         .await
         .map_err(|e| S3Error::from(e).with("BucketName", &bucket))?;
@@ -555,8 +556,8 @@ pub async fn list_uploads(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
             out.push('<');
             out.push_str(who);
             out.push('>');
-            elem(&mut out, "ID", &req.auth.access_key);
-            elem(&mut out, "DisplayName", &req.auth.access_key);
+            elem(&mut out, "ID", &u.initiator);
+            elem(&mut out, "DisplayName", &u.initiator);
             out.push_str("</");
             out.push_str(who);
             out.push('>');

@@ -58,19 +58,41 @@ fn malformed() -> S3Error {
     )
 }
 
+fn pre_file_too_large() -> S3Error {
+    S3Error::new(
+        "MaxPostPreDataLengthExceeded",
+        400,
+        "Your POST request fields preceding the upload file were too large.",
+    )
+    .with("MaxPostPreDataLengthBytes", MAX_PRE_FILE.to_string())
+}
+
 /// The form as it is read: the decoder over the request body.
 struct FormReader {
     parser: FormParser,
     body: BoxStream<'static, Result<Bytes, S3Error>>,
+    /// Reading the fields before the file: bytes that produce no event (a preamble before the
+    /// first boundary, one endless field) count against [`MAX_PRE_FILE`] as they arrive.
+    pre_file: bool,
 }
+
+/// Input one call may take without an event while the fields are read: the limit plus a frame.
+const MAX_SILENT_INPUT: u64 = MAX_PRE_FILE + 64 * 1024;
 
 impl FormReader {
     async fn next(&mut self) -> S3Result<Event> {
+        let mut taken = 0u64;
         loop {
             match self.parser.next_event() {
                 Ok(Some(e)) => return Ok(e),
                 Ok(None) => match self.body.next().await {
-                    Some(Ok(b)) => self.parser.push(&b),
+                    Some(Ok(b)) => {
+                        taken += b.len() as u64;
+                        if self.pre_file && taken > MAX_SILENT_INPUT {
+                            return Err(pre_file_too_large());
+                        }
+                        self.parser.push(&b)
+                    }
                     Some(Err(e)) => return Err(e),
                     None => self.parser.finish(),
                 },
@@ -89,12 +111,7 @@ impl FormReader {
         loop {
             let event = self.next().await?;
             if self.parser.consumed() > MAX_PRE_FILE {
-                return Err(S3Error::new(
-                    "MaxPostPreDataLengthExceeded",
-                    400,
-                    "Your POST request fields preceding the upload file were too large.",
-                )
-                .with("MaxPostPreDataLengthBytes", MAX_PRE_FILE.to_string()));
+                return Err(pre_file_too_large());
             }
             match event {
                 Event::Part(head) if head.name.eq_ignore_ascii_case("file") => {
@@ -221,8 +238,21 @@ pub async fn post_object(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Respo
     let mut reader = FormReader {
         parser: FormParser::new(&boundary),
         body,
+        pre_file: true,
     };
-    let (mut fields, file) = reader.fields().await?;
+    // The fields come before any signature is checked: they get the time a request head gets,
+    // however slowly they trickle in.
+    let limit = std::time::Duration::from_millis(gw.config.header_timeout_ms);
+    let (mut fields, file) = tokio::time::timeout(limit, reader.fields())
+        .await
+        .map_err(|_| {
+            S3Error::new(
+                "RequestTimeout",
+                400,
+                "Your socket connection to the server was not read from or written to within the timeout period.",
+            )
+        })??;
+    reader.pre_file = false;
 
     // Authentication: the policy's signature, then the signing key's right to write.
     if !fields.contains_key("policy") && !fields.contains_key("x-amz-signature") {
