@@ -1,13 +1,15 @@
 #!/bin/bash
-# Streams a 2 GiB object up and down through a local cluster and samples the gateway's peak RSS.
-# Usage: scripts/gateway-memory.sh   (needs scripts/setup-test-tools.sh run once, and a debug build)
+# Streams an object (2 GiB by default) up and down through a local cluster with the aws CLI and
+# samples the gateway's peak RSS.
+# Usage: [SIZE_MIB=5120] [PROFILE=release] scripts/gateway-memory.sh
+#   (needs scripts/setup-test-tools.sh run once, and a build of that profile)
 set -e
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 W=$(mktemp -d)
 cd "$W"
-head -c 2147483648 /dev/urandom > big.bin
+head -c $(( ${SIZE_MIB:-2048} * 1024 * 1024 )) /dev/urandom > big.bin
 export TINYDFS_ACCESS_KEY_ID=AKMEM TINYDFS_SECRET_ACCESS_KEY=SKMEM
-"$ROOT/target/debug/tinydfs" server --data-dir "$W/data" --s3-addr 127.0.0.1:9777 > server.out 2>&1 &
+"$ROOT/target/${PROFILE:-debug}/tinydfs" server --data-dir "$W/data" --s3-addr 127.0.0.1:9777 > server.out 2>&1 &
 SP=$!
 for i in $(seq 1 100); do grep -q "tinydfs is running" server.out && break; sleep 0.3; done
 GW=$(python3 -c "import json;print([n['pid'] for n in json.load(open('$W/data/cluster.json'))['nodes'] if n['role']=='gateway'][0])")

@@ -93,6 +93,8 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     errors: usize,
+    /// Resident memory of the system's S3 process after the workload (tinydfs' gateway).
+    rss_mib: Option<f64>,
 }
 
 impl Measured {
@@ -364,11 +366,17 @@ where
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         errors,
+        rss_mib: None,
     }
 }
 
 /// Every selected workload against one endpoint.
-async fn measure(s3: &S3, args: &BenchArgs, round: usize) -> anyhow::Result<Vec<Measured>> {
+async fn measure(
+    s3: &S3,
+    args: &BenchArgs,
+    round: usize,
+    pid: Option<u32>,
+) -> anyhow::Result<Vec<Measured>> {
     let wanted = |n: &str| args.only.is_empty() || args.only.iter().any(|o| o == n);
     let bucket = format!("bench-{round}-{:06x}", rand::random::<u32>() & 0xffffff);
     s3.create_bucket(&bucket).await?;
@@ -398,30 +406,35 @@ async fn measure(s3: &S3, args: &BenchArgs, round: usize) -> anyhow::Result<Vec<
             )
             .await;
             if wanted(&put_name) {
-                out.push(m);
+                out.push(Measured {
+                    rss_mib: pid.and_then(rss_mib),
+                    ..m
+                });
             }
         }
         if wanted(&format!("get{}", w.name)) {
             let (s3c, b, size) = (s3.clone(), bucket.clone(), w.size as u64);
             let prefix = w.name;
-            out.push(
-                run(
-                    &format!("GET {} x {count}", human(w.size)),
-                    count,
-                    w.concurrency,
-                    move |i| {
-                        let (s3c, b) = (s3c.clone(), b.clone());
-                        async move {
-                            let n = s3c.get(&b, &format!("{prefix}/{i:06}")).await?;
-                            if n != size {
-                                bail!("read {n} bytes of {size}");
-                            }
-                            Ok(n)
+            let m = run(
+                &format!("GET {} x {count}", human(w.size)),
+                count,
+                w.concurrency,
+                move |i| {
+                    let (s3c, b) = (s3c.clone(), b.clone());
+                    async move {
+                        let n = s3c.get(&b, &format!("{prefix}/{i:06}")).await?;
+                        if n != size {
+                            bail!("read {n} bytes of {size}");
                         }
-                    },
-                )
-                .await,
-            );
+                        Ok(n)
+                    }
+                },
+            )
+            .await;
+            out.push(Measured {
+                rss_mib: pid.and_then(rss_mib),
+                ..m
+            });
         }
     }
     if wanted("list") {
@@ -452,9 +465,30 @@ async fn measure(s3: &S3, args: &BenchArgs, round: usize) -> anyhow::Result<Vec<
             p50_ms: secs * 1000.0 / pages as f64,
             p99_ms: secs * 1000.0 / pages as f64,
             errors: 0,
+            rss_mib: None,
         });
     }
     Ok(out)
+}
+
+/// Resident memory of process `pid` in MiB (Linux `/proc`).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The gateway's process id in a `tinydfs server` folder's `cluster.json`.
+fn gateway_pid(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("cluster.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["role"] == "gateway")?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
 }
 
 fn human(size: usize) -> String {
@@ -470,6 +504,8 @@ struct Started {
     name: &'static str,
     s3: S3,
     children: Vec<Child>,
+    /// The S3 process whose memory is reported, when known.
+    pid: Option<u32>,
 }
 
 impl Drop for Started {
@@ -544,12 +580,14 @@ async fn start_tinydfs(dir: &Path, region: &str) -> anyhow::Result<Started> {
         BENCH_SECRET,
         region,
     )?;
-    let started = Started {
+    let mut started = Started {
         name: "tinydfs",
         s3,
         children: vec![child],
+        pid: None,
     };
     wait_s3(&started.s3, "tinydfs").await?;
+    started.pid = gateway_pid(&dir.join("tinydfs"));
     Ok(started)
 }
 
@@ -633,6 +671,7 @@ async fn start_seaweedfs(weed: &Path, dir: &Path, region: &str) -> anyhow::Resul
         name: "seaweedfs",
         s3,
         children,
+        pid: None,
     };
     wait_s3(&started.s3, "SeaweedFS").await?;
     Ok(started)
@@ -664,6 +703,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             name: "endpoint",
             s3: S3::new(e, ak, sk, &args.region)?,
             children: Vec::new(),
+            pid: None,
         });
     }
     if systems.is_empty() {
@@ -674,7 +714,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     for round in 0..args.rounds.max(1) {
         for (i, sys) in systems.iter().enumerate() {
             eprintln!("bench: round {} on {}", round + 1, sys.name);
-            let got = measure(&sys.s3, &args, round).await?;
+            let got = measure(&sys.s3, &args, round, sys.pid).await?;
             for m in got {
                 match results[i].iter_mut().find(|r| r.name == m.name) {
                     Some(r) if m.secs < r.secs => *r = m,
@@ -684,19 +724,22 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("| system | workload | MiB/s | ops/s | p50 ms | p99 ms | errors |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| system | workload | MiB/s | ops/s | p50 ms | p99 ms | errors | S3 process RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (sys, rs) in systems.iter().zip(&results) {
         for m in rs {
             println!(
-                "| {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
+                "| {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {} | {} |",
                 sys.name,
                 m.name,
                 m.mib_s(),
                 m.ops_s(),
                 m.p50_ms,
                 m.p99_ms,
-                m.errors
+                m.errors,
+                m.rss_mib.map(|r| format!("{r:.1}")).unwrap_or_default()
             );
         }
     }
