@@ -509,13 +509,7 @@ impl State {
             MetaWrite::SetBucketPublic {
                 bucket,
                 public_read,
-            } => match self.buckets.get_mut(bucket) {
-                Some(b) => {
-                    b.public_read = *public_read;
-                    ok(MetaReplyData::Done)
-                }
-                None => err(MetaError::NoSuchBucket),
-            },
+            } => self.set_bucket(bucket, |b| b.public_read = *public_read),
             MetaWrite::PutObject {
                 bucket,
                 key,
@@ -653,18 +647,10 @@ impl State {
                         rules.len()
                     )));
                 }
-                let Some(b) = self.buckets.get_mut(bucket) else {
-                    return err(MetaError::NoSuchBucket);
-                };
-                b.lifecycle = rules.clone();
-                ok(MetaReplyData::Done)
+                self.set_bucket(bucket, |b| b.lifecycle = rules.clone())
             }
             MetaWrite::DeleteLifecycle { bucket } => {
-                let Some(b) = self.buckets.get_mut(bucket) else {
-                    return err(MetaError::NoSuchBucket);
-                };
-                b.lifecycle.clear();
-                ok(MetaReplyData::Done)
+                self.set_bucket(bucket, |b| b.lifecycle.clear())
             }
             MetaWrite::LifecycleExpire {
                 bucket,
@@ -708,19 +694,9 @@ impl State {
                         rules.len()
                     )));
                 }
-                let Some(b) = self.buckets.get_mut(bucket) else {
-                    return err(MetaError::NoSuchBucket);
-                };
-                b.cors = rules.clone();
-                ok(MetaReplyData::Done)
+                self.set_bucket(bucket, |b| b.cors = rules.clone())
             }
-            MetaWrite::DeleteCors { bucket } => {
-                let Some(b) = self.buckets.get_mut(bucket) else {
-                    return err(MetaError::NoSuchBucket);
-                };
-                b.cors.clear();
-                ok(MetaReplyData::Done)
-            }
+            MetaWrite::DeleteCors { bucket } => self.set_bucket(bucket, |b| b.cors.clear()),
         }
     }
 
@@ -925,6 +901,17 @@ impl State {
             last_modified_ms: now,
             checksums: checksums.to_vec(),
         })
+    }
+
+    /// Changes a setting of an existing bucket (lifecycle, CORS, ACL).
+    fn set_bucket(&mut self, bucket: &str, change: impl FnOnce(&mut Bucket)) -> Reply {
+        match self.buckets.get_mut(bucket) {
+            Some(b) => {
+                change(b);
+                ok(MetaReplyData::Done)
+            }
+            None => err(MetaError::NoSuchBucket),
+        }
     }
 
     /// Puts (or removes, with `None`) an object, releasing the chunks of the one it replaces.
