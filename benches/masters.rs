@@ -3,17 +3,23 @@
 //! master memory per object and restart time with many objects.
 //!
 //! `cargo bench --bench masters` (add `-- --objects N` to change the namespace size, default
-//! 200,000; `-- --quick` for a short run). Masters run as real processes on loopback with the
-//! default Raft timers; commits are 0-byte object records with 40-byte keys, sent through the
-//! internal API the gateways use. Results print as Markdown for docs/BENCHMARKS.md.
+//! 200,000; `-- --quick` for a short run; `-- --memory` for the memory and restart part only).
+//! Masters run as real processes on loopback with the default Raft timers; commits are 0-byte
+//! object records with 40-byte keys, sent through the internal API the gateways use. The memory
+//! part writes objects of one chunk each, committed with three replica locations on chunkservers
+//! the bench registers (and keeps alive with heartbeats), so the master's figure includes the
+//! chunk table and the leader's replica map, as in a real cluster. Results print as Markdown for
+//! docs/BENCHMARKS.md.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tinydfs_proto::client::MasterClient;
-use tinydfs_proto::meta::{MasterHealth, MetaRead, MetaWrite};
-use tinydfs_proto::ObjectRecord;
+use tinydfs_proto::meta::{
+    Heartbeat, MasterHealth, MetaRead, MetaReply, MetaWrite, RegisterRequest,
+};
+use tinydfs_proto::{ChunkId, ChunkMeta, NodeId, ObjectRecord};
 
 const SECRET: &str = "bench-secret";
 
@@ -172,6 +178,89 @@ async fn ready(g: &Group) -> MasterClient {
     }
 }
 
+/// Registers three chunkservers that exist only in the bench (nothing is ever sent to them) and
+/// keeps them alive with heartbeats without chunk reports, so the leader records the replica
+/// locations that commits carry and counts them as live copies.
+async fn fake_chunkservers(c: &Arc<MasterClient>) -> Vec<NodeId> {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let req = RegisterRequest {
+            node_id: None,
+            cluster_id: None,
+            addr: format!("127.0.0.1:{}", 1 + i),
+            capacity: 1 << 50,
+            free: 1 << 49,
+            pid: 0,
+            zone: format!("z{i}"),
+        };
+        let id = loop {
+            match c.register(&req).await {
+                Ok(r) => break r.node_id,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        ids.push(id);
+    }
+    let (c, beats) = (c.clone(), ids.clone());
+    tokio::spawn(async move {
+        loop {
+            for (i, id) in beats.iter().enumerate() {
+                let hb = Heartbeat {
+                    node_id: *id,
+                    addr: format!("127.0.0.1:{}", 1 + i),
+                    capacity: 1 << 50,
+                    free: 1 << 49,
+                    zone: format!("z{i}"),
+                    ..Default::default()
+                };
+                let _ = c.heartbeat(&hb).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    ids
+}
+
+/// An upload lease for the bench's chunks, living long enough for the whole load.
+async fn lease(c: &MasterClient) -> u32 {
+    match c
+        .write(MetaWrite::AcquireLease {
+            holder: "bench".into(),
+            ttl_ms: Some(3_600_000),
+        })
+        .await
+    {
+        Ok(MetaReply::Lease { id, .. }) => id,
+        other => panic!("no lease: {other:?}"),
+    }
+}
+
+/// Commits a 1 MiB object of one chunk stored on `nodes`.
+async fn put_chunked(c: &MasterClient, k: String, lease: u32, nodes: &[NodeId]) -> bool {
+    let id = ChunkId::in_lease(lease);
+    let record = ObjectRecord {
+        size: 1 << 20,
+        etag: "b6d81b360a5672d80c27430f39153e2c".into(),
+        chunks: vec![ChunkMeta {
+            id,
+            len: 1 << 20,
+            crc32c: 0x1234_5678,
+        }],
+        ..Default::default()
+    };
+    c.commit(
+        MetaWrite::PutObject {
+            bucket: "bench".into(),
+            key: k,
+            record,
+            condition: None,
+        },
+        vec![(id, nodes.to_vec())],
+    )
+    .await
+    .is_ok()
+}
+
 /// Commits per second with `writers` concurrent writers for `secs` seconds.
 async fn throughput(c: &Arc<MasterClient>, writers: usize, secs: f64, base: u64) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
@@ -201,6 +290,7 @@ async fn throughput(c: &Arc<MasterClient>, writers: usize, secs: f64, base: u64)
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let memory_only = args.iter().any(|a| a == "--memory");
     let objects: u64 = args
         .iter()
         .position(|a| a == "--objects")
@@ -208,6 +298,13 @@ async fn main() {
         .unwrap_or(if quick { 20_000 } else { 200_000 });
     let secs = if quick { 2.0 } else { 5.0 };
 
+    if !memory_only {
+        commits_and_failover(quick, secs).await;
+    }
+    memory_and_restart(objects).await;
+}
+
+async fn commits_and_failover(quick: bool, secs: f64) {
     println!("| masters | writers | commits/s |\n|---|---|---|");
     for n in [1usize, 3] {
         let g = Group::start(n);
@@ -249,20 +346,23 @@ async fn main() {
         times[times.len() / 2],
         times[times.len() - 1]
     );
-    drop(g);
+}
 
-    // Memory per object and restart time with a large namespace (one master).
+/// Memory per object and restart time with a large namespace (one master).
+async fn memory_and_restart(objects: u64) {
     let mut g = Group::start(1);
     let c = Arc::new(ready(&g).await);
+    let nodes = Arc::new(fake_chunkservers(&c).await);
+    let lease = lease(&c).await;
     let before = g.rss_kib(0);
     let per_writer = objects / 64;
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..64)
         .map(|w| {
-            let c = c.clone();
+            let (c, nodes) = (c.clone(), nodes.clone());
             tokio::spawn(async move {
                 for i in 0..per_writer {
-                    while !put(&c, key(w, i)).await {}
+                    while !put_chunked(&c, key(w, i), lease, &nodes).await {}
                 }
             })
         })
@@ -275,7 +375,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = g.rss_kib(0);
     println!(
-        "\n{total} objects loaded in {load:.1} s ({:.0}/s); master RSS {} MiB → {} MiB: {:.0} bytes per object",
+        "\n{total} objects of one chunk (3 replica locations) loaded in {load:.1} s ({:.0}/s); master RSS {} MiB → {} MiB: {:.0} bytes per object",
         total as f64 / load,
         before / 1024,
         after / 1024,

@@ -477,7 +477,11 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
         }
         MetaRead::GetObject { bucket, key } => {
             let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
-            let record = b.objects.get(&key).ok_or(MetaError::NoSuchKey)?.clone();
+            let record = b
+                .objects
+                .get(key.as_str())
+                .ok_or(MetaError::NoSuchKey)?
+                .to_record();
             let reg = m.registry()?;
             let replicas = record.chunks.iter().map(|c| reg.locations(&c.id)).collect();
             MetaReply::Object(ObjectLocation {
@@ -768,7 +772,7 @@ async fn fsck(State(m): State<Shared>) -> Response {
         for (name, b) in &a.state.buckets {
             for (key, o) in &b.objects {
                 r.objects += 1;
-                check(name, key, None, &o.chunks);
+                check(name, key, None, &o.chunks());
             }
         }
         for (id, u) in &a.state.uploads {

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod lifecycle;
 pub mod network;
+pub mod object;
 pub mod ops;
 pub mod registry;
 pub mod repair;

@@ -158,11 +158,11 @@ pub fn plan(s: &State, cursor: &mut Cursor, now: u64, day_ms: u64) -> Plan {
             None
         };
         let lower = match &from {
-            Some(k) => Bound::Excluded(k),
+            Some(k) => Bound::Excluded(k.as_str()),
             None => Bound::Unbounded,
         };
         let mut last = from.clone();
-        for (key, rec) in b.objects.range::<String, _>((lower, Bound::Unbounded)) {
+        for (key, rec) in b.objects.range::<str, _>((lower, Bound::Unbounded)) {
             if budget < rules.len() || removals >= MAX_REMOVALS_PER_ROUND {
                 *cursor = Cursor {
                     bucket: name.clone(),
@@ -177,10 +177,10 @@ pub fn plan(s: &State, cursor: &mut Cursor, now: u64, day_ms: u64) -> Plan {
                 .any(|r| expires(r, key, rec.last_modified_ms, now, day_ms))
             {
                 let batch = plan.batches.entry(name.clone()).or_default();
-                batch.keys.push(key.clone());
+                batch.keys.push(key.to_string());
                 removals += 1;
             }
-            last = Some(key.clone());
+            last = Some(key.to_string());
         }
     }
     *cursor = Cursor::default();
@@ -437,7 +437,11 @@ mod tests {
         );
         assert_eq!(r.0, Ok(MetaReplyKind::Meta(MetaReplyData::Deleted(2))));
         assert_eq!(
-            s.buckets["b"].objects.keys().collect::<Vec<_>>(),
+            s.buckets["b"]
+                .objects
+                .keys()
+                .map(|k| &**k)
+                .collect::<Vec<_>>(),
             ["data/old"]
         );
         // Deleting the configuration stops everything.

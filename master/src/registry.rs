@@ -17,9 +17,8 @@ pub struct LiveNode {
     pub pid: u32,
     pub zone: String,
     pub last_seen: Instant,
-    pub chunks: HashSet<ChunkId>,
-    /// Chunks recorded from pipeline results lately, with when.
-    pub recent: HashMap<ChunkId, Instant>,
+    /// Replicas the registry counts on this node.
+    pub chunk_count: u64,
     pub disks: Vec<DiskStatus>,
     pub scrubbed: u64,
     pub scrub_corrupt: u64,
@@ -73,13 +72,37 @@ pub const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
 /// How long a replica reported lost (corrupt, failed disk) is remembered for `fsck`.
 const LOST_MEMORY: Duration = Duration::from_secs(3600);
 
+/// Where a chunk's replicas are: up to three holders inline, 0 marking a free slot (node ids
+/// start at 1), in 16 bytes rather than a vector and a set entry per node; holders beyond three,
+/// or with ids beyond 32 bits, go to [`Registry::more_holders`] (a chunk there always has an
+/// entry here too). `learnt` is when a pipeline or
+/// a copy last reported a holder (seconds since the registry started, plus one; 0: never), so
+/// that a full report taken just before it does not erase the new replica.
+#[derive(Clone, Copy, Debug, Default)]
+struct Replicas {
+    ids: [u32; 3],
+    learnt: u32,
+}
+
+/// Whether a replica `learnt` (see [`Replicas::learnt`]) was reported by a pipeline or a copy
+/// less than [`REPORT_GRACE`] before `now`.
+fn recent(learnt: u32, now: u32) -> bool {
+    learnt != 0 && u64::from(now.saturating_sub(learnt)) < REPORT_GRACE.as_secs()
+}
+
 /// Liveness, space and replica locations, and the deletions waiting for a node's next heartbeat.
 #[derive(Debug)]
 pub struct Registry {
     nodes: HashMap<NodeId, LiveNode>,
     /// Gateways by S3 address: pid and last report.
     gateways: HashMap<String, (u32, Instant)>,
-    replicas: HashMap<ChunkId, Vec<NodeId>>,
+    /// Replica locations by chunk: one entry per chunk (the soft state that grows with the data).
+    replicas: HashMap<ChunkId, Replicas>,
+    /// Holders that do not fit a chunk's inline slots (rare: a fourth copy while a surplus is
+    /// removed, or a node id beyond 32 bits).
+    more_holders: HashMap<ChunkId, Vec<NodeId>>,
+    /// Start of the registry's clock for [`Replicas::learnt`].
+    epoch: Instant,
     dead_after: Duration,
     reserve: u64,
     /// Nodes being decommissioned (a copy of the durable flags, refreshed by the repair worker).
@@ -108,6 +131,8 @@ impl Registry {
             nodes: HashMap::new(),
             gateways: HashMap::new(),
             replicas: HashMap::new(),
+            more_holders: HashMap::new(),
+            epoch: Instant::now(),
             dead_after,
             reserve,
             draining: HashSet::new(),
@@ -141,7 +166,6 @@ impl Registry {
         zone: String,
     ) {
         // The full report that follows the registration says what the node holds.
-        let chunks = HashSet::new();
         self.forget_node(id);
         self.nodes.insert(
             id,
@@ -152,8 +176,7 @@ impl Registry {
                 pid,
                 zone,
                 last_seen: Instant::now(),
-                chunks,
-                recent: HashMap::new(),
+                chunk_count: 0,
                 disks: Vec::new(),
                 scrubbed: 0,
                 scrub_corrupt: 0,
@@ -168,6 +191,7 @@ impl Registry {
     pub fn reset(&mut self, term: u64) {
         self.nodes.clear();
         self.replicas.clear();
+        self.more_holders.clear();
         self.pending_delete.clear();
         self.recently_deleted.clear();
         self.rebalancing = false;
@@ -269,67 +293,123 @@ impl Registry {
     }
 
     /// Replaces what is known of a node's chunks by a full report (`dropped`: chunks of the
-    /// report being deleted now, which must not survive as recent either).
+    /// report being deleted now, which must not survive as recent either). Walks the whole
+    /// replica map, as the repair worker does every second: no per-node chunk set is kept.
     fn full_report(
         &mut self,
         node: NodeId,
         report: impl Iterator<Item = ChunkId>,
         dropped: &HashSet<ChunkId>,
     ) {
-        let mut new: HashSet<ChunkId> = report.collect();
-        let Some(n) = self.nodes.get_mut(&node) else {
-            return;
-        };
+        let new: HashSet<ChunkId> = report.collect();
+        let now = self.now_s();
         // A chunk stored after the node took this report (it may have been retried for a
         // while) is not in it: keep replicas recorded recently.
-        n.recent
-            .retain(|id, at| at.elapsed() < REPORT_GRACE && !dropped.contains(id));
-        new.extend(n.recent.keys().copied());
-        let old = std::mem::replace(&mut n.chunks, new.clone());
-        for gone in old.difference(&new) {
-            if let Some(r) = self.replicas.get_mut(gone) {
-                r.retain(|n| *n != node);
-                if r.is_empty() {
-                    self.replicas.remove(gone);
+        let gone: Vec<ChunkId> = self
+            .replicas
+            .iter()
+            .filter(|(id, r)| !new.contains(id) && (!recent(r.learnt, now) || dropped.contains(id)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.remove_holder(&id, node);
+        }
+        for c in new {
+            self.add_holder(c, node);
+        }
+    }
+
+    /// Seconds on the registry's clock, plus one (see [`Replicas::learnt`]).
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs())
+            .unwrap_or(u32::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// Records that `node` holds `chunk`; true if it was not known to.
+    fn add_holder(&mut self, chunk: ChunkId, node: NodeId) -> bool {
+        let r = self.replicas.entry(chunk).or_default();
+        let small = u32::try_from(node).ok().filter(|n| *n != 0);
+        if small.is_some_and(|n| r.ids.contains(&n))
+            || self
+                .more_holders
+                .get(&chunk)
+                .is_some_and(|m| m.contains(&node))
+        {
+            return false;
+        }
+        match (small, r.ids.iter_mut().find(|slot| **slot == 0)) {
+            (Some(n), Some(slot)) => *slot = n,
+            _ => self.more_holders.entry(chunk).or_default().push(node),
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.chunk_count += 1;
+        }
+        true
+    }
+
+    /// Forgets that `node` holds `chunk`.
+    fn remove_holder(&mut self, chunk: &ChunkId, node: NodeId) {
+        let mut removed = false;
+        if let Some(r) = self.replicas.get_mut(chunk) {
+            for slot in r.ids.iter_mut() {
+                if u64::from(*slot) == node && node != 0 {
+                    *slot = 0;
+                    removed = true;
                 }
             }
         }
-        for c in new.difference(&old) {
-            let r = self.replicas.entry(*c).or_default();
-            if !r.contains(&node) {
-                r.push(node);
+        if let Some(m) = self.more_holders.get_mut(chunk) {
+            let before = m.len();
+            m.retain(|n| *n != node);
+            removed |= m.len() < before;
+            if m.is_empty() {
+                self.more_holders.remove(chunk);
+            }
+        }
+        let empty = self
+            .replicas
+            .get(chunk)
+            .is_some_and(|r| r.ids == [0; 3] && !self.more_holders.contains_key(chunk));
+        if empty {
+            self.replicas.remove(chunk);
+        }
+        if removed {
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.chunk_count = n.chunk_count.saturating_sub(1);
             }
         }
     }
 
+    /// Every holder of `chunk`, live or not.
+    fn all_holders(&self, chunk: &ChunkId) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas
+            .get(chunk)
+            .into_iter()
+            .flat_map(|r| r.ids.iter().filter(|n| **n != 0).map(|n| u64::from(*n)))
+            .chain(self.more_holders.get(chunk).into_iter().flatten().copied())
+    }
+
     /// Forgets every replica of `node` (it registers again).
     fn forget_node(&mut self, node: NodeId) {
-        let Some(n) = self.nodes.remove(&node) else {
+        if self.nodes.remove(&node).is_none() {
             return;
-        };
-        for c in n.chunks {
-            if let Some(r) = self.replicas.get_mut(&c) {
-                r.retain(|x| *x != node);
-                if r.is_empty() {
-                    self.replicas.remove(&c);
-                }
-            }
+        }
+        let held: Vec<ChunkId> = self
+            .replicas
+            .keys()
+            .filter(|c| self.all_holders(c).any(|n| n == node))
+            .copied()
+            .collect();
+        for c in held {
+            self.remove_holder(&c, node);
         }
         self.pending_delete.remove(&node);
     }
 
     /// Forgets that `node` holds `chunk`.
     fn forget_replica(&mut self, node: NodeId, chunk: &ChunkId) {
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.chunks.remove(chunk);
-            n.recent.remove(chunk);
-        }
-        if let Some(r) = self.replicas.get_mut(chunk) {
-            r.retain(|n| *n != node);
-            if r.is_empty() {
-                self.replicas.remove(chunk);
-            }
-        }
+        self.remove_holder(chunk, node);
     }
 
     /// Orders `node` to delete its copy of `chunk` at its next heartbeat, and stops counting it.
@@ -340,15 +420,12 @@ impl Registry {
 
     /// Records that `nodes` now hold `chunk` (a pipeline or a repair just stored it).
     pub fn add_replicas(&mut self, chunk: ChunkId, nodes: &[NodeId]) {
-        let r = self.replicas.entry(chunk).or_default();
         for n in nodes {
-            if !r.contains(n) {
-                r.push(*n);
-            }
-            if let Some(live) = self.nodes.get_mut(n) {
-                live.chunks.insert(chunk);
-                live.recent.insert(chunk, Instant::now());
-            }
+            self.add_holder(chunk, *n);
+        }
+        let now = self.now_s();
+        if let Some(r) = self.replicas.get_mut(&chunk) {
+            r.learnt = now;
         }
     }
 
@@ -373,12 +450,8 @@ impl Registry {
 
     /// Ids of the live chunkservers holding `chunk`.
     pub fn holders(&self, chunk: &ChunkId) -> Vec<NodeId> {
-        self.replicas
-            .get(chunk)
-            .into_iter()
-            .flatten()
+        self.all_holders(chunk)
             .filter(|id| self.nodes.get(id).is_some_and(|n| self.alive(n)))
-            .copied()
             .collect()
     }
 
@@ -433,10 +506,14 @@ impl Registry {
 
     /// Chunks `node` holds, as last reported.
     pub fn chunks_of(&self, node: NodeId) -> Vec<ChunkId> {
-        self.nodes
-            .get(&node)
-            .map(|n| n.chunks.iter().copied().collect())
-            .unwrap_or_default()
+        if !self.nodes.contains_key(&node) {
+            return Vec::new();
+        }
+        self.replicas
+            .keys()
+            .filter(|c| self.all_holders(c).any(|n| n == node))
+            .copied()
+            .collect()
     }
 
     /// A live chunkserver with room that is not in `exclude`, weighted by free space, in a zone
@@ -570,14 +647,14 @@ impl Registry {
                 state: match (self.alive(n), self.draining.contains(id)) {
                     (false, _) => "dead",
                     (true, false) => "alive",
-                    (true, true) if n.chunks.is_empty() => "drained",
+                    (true, true) if n.chunk_count == 0 => "drained",
                     (true, true) => "draining",
                 }
                 .into(),
                 pid: Some(n.pid),
                 capacity: n.capacity,
                 free: n.free,
-                chunks: n.chunks.len() as u64,
+                chunks: n.chunk_count,
                 zone: n.zone.clone(),
                 disks: n.disks.clone(),
                 scrubbed: n.scrubbed,

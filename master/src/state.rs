@@ -4,6 +4,7 @@
 //! ids before proposing it, so [`State::apply`] reads no clock and draws no random number: every
 //! member that applies the same log reaches the same state.
 
+use crate::object::Object;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -12,8 +13,15 @@ use tinydfs_proto::*;
 
 /// Version of [`Command`]s written to the log; applying a newer version is refused.
 pub const COMMAND_VERSION: u16 = 1;
-/// How long a request id is remembered so that a retried write is applied once.
-pub const REQUEST_ID_TTL_MS: u64 = 15 * 60 * 1000;
+/// How long a request id is remembered so that a retried write is applied once: three times
+/// the window in which a client retries one write ([`MASTER_RETRY_WINDOW`], 20 s, which covers a
+/// leader change), leaving room for clock differences between successive leaders. Each
+/// remembered write costs memory (about 100 bytes) for this long, so at 5,000 writes/s the table
+/// holds 300,000 answers rather than the 4.5 million a 15-minute memory held.
+///
+/// [`MASTER_RETRY_WINDOW`]: tinydfs_proto::client::MASTER_RETRY_WINDOW
+pub const REQUEST_ID_TTL_MS: u64 =
+    3 * tinydfs_proto::client::MASTER_RETRY_WINDOW.as_millis() as u64;
 /// How long a completed multipart upload is remembered so that a repeated Complete succeeds.
 pub const COMPLETED_UPLOAD_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Minimum size of every part but the last, as on AWS S3.
@@ -188,12 +196,66 @@ impl From<MetaReplyData> for MetaReply {
     }
 }
 
+/// A write's answer as the request-id table keeps it: the frequent answers in 32 bytes without
+/// heap memory (a commit's ETag as its MD5), any other as the whole reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    Done,
+    Created(bool),
+    /// `Committed` with an ETag of 32 lowercase hex digits.
+    Committed {
+        md5: [u8; 16],
+        ms: u64,
+    },
+    Deleted(u64),
+    Other(Box<Reply>),
+}
+
+impl Answer {
+    fn of(reply: &Reply) -> Answer {
+        match &reply.0 {
+            Ok(MetaReplyKind::Meta(MetaReplyData::Done)) => Answer::Done,
+            Ok(MetaReplyKind::Meta(MetaReplyData::Created(c))) => Answer::Created(*c),
+            Ok(MetaReplyKind::Meta(MetaReplyData::Deleted(n))) => Answer::Deleted(*n),
+            Ok(MetaReplyKind::Meta(MetaReplyData::Committed {
+                etag,
+                last_modified_ms,
+            })) if etag.len() == 32 && !etag.bytes().any(|b| b.is_ascii_uppercase()) => {
+                let mut md5 = [0u8; 16];
+                match hex::decode_to_slice(etag, &mut md5) {
+                    Ok(()) => Answer::Committed {
+                        md5,
+                        ms: *last_modified_ms,
+                    },
+                    Err(_) => Answer::Other(Box::new(reply.clone())),
+                }
+            }
+            _ => Answer::Other(Box::new(reply.clone())),
+        }
+    }
+
+    fn reply(&self) -> Reply {
+        match self {
+            Answer::Done => ok(MetaReplyData::Done),
+            Answer::Created(c) => ok(MetaReplyData::Created(*c)),
+            Answer::Deleted(n) => ok(MetaReplyData::Deleted(*n)),
+            Answer::Committed { md5, ms } => ok(MetaReplyData::Committed {
+                etag: hex::encode(md5),
+                last_modified_ms: *ms,
+            }),
+            Answer::Other(r) => (**r).clone(),
+        }
+    }
+}
+
 /// A bucket and its objects, keys in UTF-8 byte order (the order S3 lists them in).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Bucket {
     pub created_ms: u64,
     pub owner: String,
-    pub objects: BTreeMap<String, ObjectRecord>,
+    /// Objects in their compact form, stored as [`ObjectRecord`]s in snapshots and backups.
+    #[serde(with = "crate::object::as_records")]
+    pub objects: BTreeMap<Box<str>, Box<Object>>,
     /// The bucket's lifecycle rules (none: no lifecycle configuration).
     #[serde(default)]
     pub lifecycle: Vec<LifecycleRule>,
@@ -260,10 +322,11 @@ pub struct State {
     pub chunks: HashMap<ChunkId, ChunkEntry>,
     pub nodes: BTreeMap<NodeId, NodeIdentity>,
     pub next_node_id: NodeId,
-    /// Recent request ids with their answers, and the time they were applied.
-    /// (Named apart from the hex-keyed `requests` of earlier snapshots, which are ignored.)
+    /// Recent request ids with their answers, in compact form. (Named apart from the
+    /// `recent_requests` and hex-keyed `requests` of earlier snapshots, which are ignored: a
+    /// retry racing an upgrade is applied again.)
     #[serde(default)]
-    pub recent_requests: HashMap<u128, (u64, Reply)>,
+    pub request_answers: HashMap<u128, Answer>,
     /// The same ids in the order they were applied, so expiry pops from the front.
     #[serde(default)]
     pub recent_order: std::collections::VecDeque<(u64, u128)>,
@@ -311,15 +374,14 @@ impl State {
         self.expire(cmd.time_ms);
         let rid = cmd.request_id;
         if let Some(rid) = &rid {
-            if let Some((_, reply)) = self.recent_requests.get(rid) {
-                return reply.clone();
+            if let Some(answer) = self.request_answers.get(rid) {
+                return answer.reply();
             }
         }
         let reply = self.apply_op(&cmd.op, cmd.time_ms);
         if let Some(rid) = rid {
             self.recent_order.push_back((cmd.time_ms, rid));
-            self.recent_requests
-                .insert(rid, (cmd.time_ms, reply.clone()));
+            self.request_answers.insert(rid, Answer::of(&reply));
         }
         reply
     }
@@ -331,7 +393,7 @@ impl State {
             if now.saturating_sub(*t) < REQUEST_ID_TTL_MS {
                 break;
             }
-            self.recent_requests.remove(id);
+            self.request_answers.remove(id);
             self.recent_order.pop_front();
         }
         while let Some((t, id)) = self.completed_order.front() {
@@ -520,7 +582,8 @@ impl State {
                     return err(MetaError::NoSuchBucket);
                 };
                 if let Some(c) = condition {
-                    if let Err(e) = c.check(b.objects.get(key)) {
+                    let current = b.objects.get(key.as_str()).map(|o| o.etag());
+                    if let Err(e) = c.check_etag(current.as_deref()) {
                         return err(e);
                     }
                 }
@@ -530,9 +593,10 @@ impl State {
                 let mut record = record.clone();
                 record.last_modified_ms = now;
                 self.add_refs(&record.chunks);
-                self.replace_object(bucket, key, Some(record.clone()));
+                let etag = record.etag.clone();
+                self.replace_object(bucket, key, Some(Object::from_record(record)));
                 ok(MetaReplyData::Committed {
-                    etag: record.etag,
+                    etag,
                     last_modified_ms: now,
                 })
             }
@@ -681,10 +745,10 @@ impl State {
                 let Some(b) = self.buckets.get_mut(bucket) else {
                     return err(MetaError::NoSuchBucket);
                 };
-                let Some(o) = b.objects.get_mut(key) else {
+                let Some(o) = b.objects.get_mut(key.as_str()) else {
                     return err(MetaError::NoSuchKey);
                 };
-                o.tags = tags.clone();
+                o.set_tags(tags.clone());
                 ok(MetaReplyData::Done)
             }
             MetaWrite::PutCors { bucket, rules } => {
@@ -717,16 +781,18 @@ impl State {
         let Some(source) = src.objects.get(src_key) else {
             return err(MetaError::NoSuchKey);
         };
-        if let Some(Err(e)) = source_condition.map(|c| c.check(source)) {
+        let source = source.to_record();
+        if let Some(Err(e)) = source_condition.map(|c| c.check(&source)) {
             return err(e);
         }
         let Some(dst) = self.buckets.get(dst_bucket) else {
             return err(MetaError::NoSuchBucket);
         };
-        if let Some(Err(e)) = condition.map(|c| c.check(dst.objects.get(dst_key))) {
+        let current = dst.objects.get(dst_key).map(|o| o.etag());
+        if let Some(Err(e)) = condition.map(|c| c.check_etag(current.as_deref())) {
             return err(e);
         }
-        let mut record = source.clone();
+        let mut record = source;
         if let Some(a) = changes.attrs {
             record.content_type = a.content_type.clone();
             record.user_meta = a.user_meta.clone();
@@ -738,7 +804,7 @@ impl State {
         record.last_modified_ms = now;
         let etag = record.etag.clone();
         self.add_refs(&record.chunks);
-        self.replace_object(dst_bucket, dst_key, Some(record));
+        self.replace_object(dst_bucket, dst_key, Some(Object::from_record(record)));
         ok(MetaReplyData::Committed {
             etag,
             last_modified_ms: now,
@@ -764,7 +830,7 @@ impl State {
             let due = self
                 .buckets
                 .get(bucket)
-                .and_then(|b| b.objects.get(key))
+                .and_then(|b| b.objects.get(key.as_str()))
                 .is_some_and(|r| {
                     crate::lifecycle::object_due(&rules, key, r.last_modified_ms, now, day_ms)
                 });
@@ -818,7 +884,8 @@ impl State {
         let Some(b) = self.buckets.get(bucket) else {
             return err(MetaError::NoSuchBucket);
         };
-        if let Some(Err(e)) = condition.map(|c| c.check(b.objects.get(key))) {
+        let current = b.objects.get(key).map(|o| o.etag());
+        if let Some(Err(e)) = condition.map(|c| c.check_etag(current.as_deref())) {
             return err(e);
         }
         if parts.is_empty() {
@@ -883,7 +950,7 @@ impl State {
                 self.drop_refs(&p.chunks);
             }
         }
-        self.replace_object(bucket, key, Some(record));
+        self.replace_object(bucket, key, Some(Object::from_record(record)));
         self.completed_order.push_back((now, upload_id.to_string()));
         self.completed_uploads.insert(
             upload_id.to_string(),
@@ -916,16 +983,16 @@ impl State {
 
     /// Puts (or removes, with `None`) an object, releasing the chunks of the one it replaces.
     /// The new record's chunk references must already have been added.
-    fn replace_object(&mut self, bucket: &str, key: &str, record: Option<ObjectRecord>) {
+    fn replace_object(&mut self, bucket: &str, key: &str, object: Option<Object>) {
         let Some(b) = self.buckets.get_mut(bucket) else {
             return;
         };
-        let old = match record {
-            Some(r) => b.objects.insert(key.to_string(), r),
+        let old = match object {
+            Some(o) => b.objects.insert(key.into(), Box::new(o)),
             None => b.objects.remove(key),
         };
         if let Some(old) = old {
-            self.drop_refs(&old.chunks);
+            self.drop_refs(&old.chunks());
         }
     }
 
@@ -1040,7 +1107,11 @@ impl State {
             Some(a) if a.as_str() >= q.prefix.as_str() => Bound::Excluded(a.clone()),
             _ => Bound::Included(q.prefix.clone()),
         };
-        while let Some((key, rec)) = b.objects.range((cursor.clone(), Bound::Unbounded)).next() {
+        while let Some((key, rec)) = b
+            .objects
+            .range::<str, _>((cursor.as_ref().map(String::as_str), Bound::Unbounded))
+            .next()
+        {
             if !key.starts_with(&q.prefix) {
                 break;
             }
@@ -1061,13 +1132,13 @@ impl State {
                 }
                 None => {
                     page.entries.push(ListEntry {
-                        key: key.clone(),
+                        key: key.to_string(),
                         size: rec.size,
-                        etag: rec.etag.clone(),
+                        etag: rec.etag(),
                         last_modified_ms: rec.last_modified_ms,
                     });
-                    page.next_after = Some(key.clone());
-                    cursor = Bound::Excluded(key.clone());
+                    page.next_after = Some(key.to_string());
+                    cursor = Bound::Excluded(key.to_string());
                 }
             }
         }
@@ -1313,8 +1384,8 @@ mod tests {
             .0
             .is_ok());
         assert_eq!(refs(&s, 10), 3, "one chunk, three records");
-        let dst = &s.buckets["b"].objects["dst"];
-        assert_eq!(dst.chunks, s.buckets["b"].objects["src"].chunks);
+        let dst = &s.buckets["b"].objects["dst"].to_record();
+        assert_eq!(dst.chunks, s.buckets["b"].objects["src"].to_record().chunks);
         assert_eq!((dst.etag.as_str(), dst.last_modified_ms), ("e", 20));
         // The source goes; the copies keep the chunk.
         s.apply(&cmd(
@@ -1371,7 +1442,7 @@ mod tests {
             1,
             "references added before the old ones are dropped"
         );
-        let rec = &s.buckets["b"].objects["k"];
+        let rec = &s.buckets["b"].objects["k"].to_record();
         assert_eq!(rec.content_type.as_deref(), Some("text/plain"));
         assert_eq!(
             rec.user_meta,
@@ -1434,7 +1505,10 @@ mod tests {
             .apply(&cmd(meta(copy(("b", "mp"), ("b", "cp"))), 5))
             .0
             .is_ok());
-        let (src, dst) = (&s.buckets["b"].objects["mp"], &s.buckets["b"].objects["cp"]);
+        let (src, dst) = (
+            &s.buckets["b"].objects["mp"].to_record(),
+            &s.buckets["b"].objects["cp"].to_record(),
+        );
         assert!(dst.etag.ends_with("-2"));
         assert_eq!(
             (&dst.etag, &dst.parts, dst.size),
@@ -2082,7 +2156,7 @@ mod tests {
                 checksums: checksums.clone(),
             }))
         );
-        let rec = &s.buckets["b"].objects["k"];
+        let rec = &s.buckets["b"].objects["k"].to_record();
         assert_eq!(rec.size, MIN_PART_SIZE + 3);
         assert_eq!(rec.chunks.len(), 2);
         assert_eq!(rec.checksums, checksums);
@@ -2163,8 +2237,11 @@ mod tests {
         assert_eq!(r.0, Err(MetaError::NoSuchKey));
         let r = s.apply(&complete_with("u1", &e1, none_match.clone()));
         assert!(r.0.is_ok(), "{r:?}");
-        let etag1 = s.buckets["b"].objects["k"].etag.clone();
-        assert_eq!(s.buckets["b"].objects["k"].tags, [("t".into(), "1".into())]);
+        let etag1 = s.buckets["b"].objects["k"].to_record().etag.clone();
+        assert_eq!(
+            s.buckets["b"].objects["k"].to_record().tags,
+            [("t".into(), "1".into())]
+        );
         // The key exists now: If-None-Match fails and the upload stays, If-Match decides.
         let e2 = one_part_upload(&mut s, "u2", 2);
         let r = s.apply(&complete_with("u2", &e2, none_match.clone()));
@@ -2186,7 +2263,7 @@ mod tests {
     fn tags_and_cors_are_replaced_and_removed() {
         let mut s = bucket();
         put(&mut s, "k", 10);
-        let etag = s.buckets["b"].objects["k"].etag.clone();
+        let etag = s.buckets["b"].objects["k"].to_record().etag.clone();
         let tags = vec![("a".to_string(), "1".to_string())];
         let put_tags = |key: &str, tags: &[(String, String)]| {
             cmd(
@@ -2199,10 +2276,10 @@ mod tests {
             )
         };
         assert!(s.apply(&put_tags("k", &tags)).0.is_ok());
-        let rec = &s.buckets["b"].objects["k"];
+        let rec = &s.buckets["b"].objects["k"].to_record();
         assert_eq!((&rec.tags, &rec.etag), (&tags, &etag));
         assert!(s.apply(&put_tags("k", &[])).0.is_ok());
-        assert!(s.buckets["b"].objects["k"].tags.is_empty());
+        assert!(s.buckets["b"].objects["k"].to_record().tags.is_empty());
         assert_eq!(
             s.apply(&put_tags("missing", &tags)).0,
             Err(MetaError::NoSuchKey)

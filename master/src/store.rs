@@ -21,11 +21,12 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Read, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -72,8 +73,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+fn encode_record(rec: &LogRecord) -> io::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(rec)?)
+}
+
+fn decode_record(body: &[u8]) -> io::Result<LogRecord> {
+    serde_json::from_slice(body).map_err(io_err)
+}
+
 fn frame(rec: &LogRecord) -> io::Result<Vec<u8>> {
-    let body = serde_json::to_vec(rec)?;
+    let body = encode_record(rec)?;
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -81,37 +90,144 @@ fn frame(rec: &LogRecord) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Newest entries kept decoded in memory: openraft reads an entry back right after appending it
+/// (to apply it, and to send it to followers), so these serve nearly every read; older entries,
+/// needed only by a follower that lags, are read from the file. Bounds the log's memory whatever
+/// the interval between snapshots.
+const CACHED_ENTRIES: usize = 4096;
+
 struct LogInner {
+    /// The log file, open for appending and for reading back older entries.
     file: File,
     path: PathBuf,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// Length of the file: where the next record goes.
+    end: u64,
+    /// Log index of the entry at `offsets[0]` (Raft indexes are contiguous).
+    first: u64,
+    /// File offset of each live entry's record, in index order: 8 bytes per entry instead of the
+    /// entry itself.
+    offsets: VecDeque<u64>,
+    /// The newest entries, at most [`CACHED_ENTRIES`], ending with the last one.
+    recent: VecDeque<Entry<TypeConfig>>,
+    /// Id of the last live entry.
+    last: Option<LogId<NodeId>>,
     last_purged: Option<LogId<NodeId>>,
     vote_path: PathBuf,
     vote: Option<Vote<NodeId>>,
 }
 
 impl LogInner {
-    fn append_records(&mut self, recs: &[LogRecord]) -> io::Result<()> {
+    /// Index after the last live entry.
+    fn next_index(&self) -> u64 {
+        self.first + self.offsets.len() as u64
+    }
+
+    fn append_records(&mut self, recs: &[LogRecord]) -> io::Result<Vec<u64>> {
         let mut buf = Vec::new();
+        let mut starts = Vec::with_capacity(recs.len());
         for r in recs {
+            starts.push(self.end + buf.len() as u64);
             buf.extend(frame(r)?);
         }
         self.file.write_all(&buf)?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.end += buf.len() as u64;
+        Ok(starts)
     }
 
-    /// Rewrites the log file with only the live entries (after a purge).
+    /// Records `entry`, written at file offset `at`, as the newest live entry.
+    fn push(&mut self, entry: Entry<TypeConfig>, at: u64) {
+        let index = entry.log_id.index;
+        if index < self.next_index() {
+            self.forget_from(index); // openraft truncates first; be safe all the same
+        }
+        if self.offsets.is_empty() {
+            self.first = index;
+        }
+        self.offsets.push_back(at);
+        self.last = Some(entry.log_id);
+        self.recent.push_back(entry);
+        if self.recent.len() > CACHED_ENTRIES {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Forgets the entries from `index` on.
+    fn forget_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.first) as usize;
+        self.offsets.truncate(keep);
+        while self.recent.back().is_some_and(|e| e.log_id.index >= index) {
+            self.recent.pop_back();
+        }
+        self.last = match self.offsets.len() {
+            0 => None,
+            _ => self.entry(self.next_index() - 1).ok().map(|e| e.log_id),
+        };
+    }
+
+    /// Forgets the entries up to and including `index`.
+    fn forget_until(&mut self, index: u64) {
+        while !self.offsets.is_empty() && self.first <= index {
+            self.offsets.pop_front();
+            self.first += 1;
+        }
+        if self.offsets.is_empty() {
+            self.first = self.first.max(index + 1);
+            self.last = None;
+        }
+        while self.recent.front().is_some_and(|e| e.log_id.index <= index) {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The live entry at `index`, from memory or from the file.
+    fn entry(&self, index: u64) -> io::Result<Entry<TypeConfig>> {
+        if let Some(front) = self.recent.front() {
+            if index >= front.log_id.index {
+                if let Some(e) = self.recent.get((index - front.log_id.index) as usize) {
+                    return Ok(e.clone());
+                }
+            }
+        }
+        let at = index
+            .checked_sub(self.first)
+            .and_then(|i| self.offsets.get(i as usize))
+            .ok_or_else(|| io_err(format!("log entry {index} is not in the log")))?;
+        let mut head = [0u8; 8];
+        self.file.read_exact_at(&mut head, *at)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_RECORD {
+            return Err(io_err(format!("log record at offset {at} is corrupt")));
+        }
+        let mut body = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut body, at + 8)?;
+        if crc32c::crc32c(&body) != crc {
+            return Err(io_err(format!("log record at offset {at} is corrupt")));
+        }
+        match decode_record(&body)? {
+            LogRecord::Entry(e) if e.log_id.index == index => Ok(e),
+            _ => Err(io_err(format!(
+                "log record at offset {at} is not entry {index}"
+            ))),
+        }
+    }
+
+    /// Rewrites the log file with only the live entries (after a purge): their records are
+    /// copied as they are, after a header and the purge record.
     fn compact(&mut self) -> io::Result<()> {
         let tmp = self.path.with_extension("compact");
+        let start = self.offsets.front().copied().unwrap_or(self.end);
+        let mut live = vec![0u8; (self.end - start) as usize];
+        self.file.read_exact_at(&mut live, start)?;
+        let mut buf = log_header();
+        if let Some(p) = self.last_purged {
+            buf.extend(frame(&LogRecord::Purge(p))?);
+        }
+        let new_start = buf.len() as u64;
+        buf.extend_from_slice(&live);
         {
             let mut f = File::create(&tmp)?;
-            let mut buf = log_header();
-            if let Some(p) = self.last_purged {
-                buf.extend(frame(&LogRecord::Purge(p))?);
-            }
-            for e in self.entries.values() {
-                buf.extend(frame(&LogRecord::Entry(e.clone()))?);
-            }
             f.write_all(&buf)?;
             f.sync_all()?;
         }
@@ -119,7 +235,14 @@ impl LogInner {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        for o in self.offsets.iter_mut() {
+            *o = *o - start + new_start;
+        }
+        self.end = buf.len() as u64;
         Ok(())
     }
 }
@@ -140,8 +263,11 @@ impl LogStore {
         fs::create_dir_all(dir)?;
         let path = dir.join("raft.log");
         let vote_path = dir.join("vote.json");
-        let mut entries = BTreeMap::new();
-        let mut last_purged = None;
+        // Where each entry's record starts, by index (replayed in order: truncations and purges
+        // apply to what came before them).
+        let mut offsets: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut recent: VecDeque<Entry<TypeConfig>> = VecDeque::new();
+        let mut last_purged: Option<LogId<NodeId>> = None;
         let mut valid_len = 0u64;
         let mut data = Vec::new();
         if path.exists() {
@@ -190,16 +316,30 @@ impl LogStore {
                     );
                     break;
                 }
-                let rec: LogRecord = serde_json::from_slice(&data[pos + 8..end]).map_err(io_err)?;
-                match rec {
+                match decode_record(&data[pos + 8..end])? {
                     LogRecord::Entry(e) => {
-                        entries.insert(e.log_id.index, e);
+                        let index = e.log_id.index;
+                        offsets.split_off(&index);
+                        offsets.insert(index, pos as u64);
+                        while recent.back().is_some_and(|r| r.log_id.index >= index) {
+                            recent.pop_back();
+                        }
+                        recent.push_back(e);
+                        if recent.len() > CACHED_ENTRIES {
+                            recent.pop_front();
+                        }
                     }
                     LogRecord::Truncate(i) => {
-                        entries.split_off(&i);
+                        offsets.split_off(&i);
+                        while recent.back().is_some_and(|r| r.log_id.index >= i) {
+                            recent.pop_back();
+                        }
                     }
                     LogRecord::Purge(id) => {
-                        entries = entries.split_off(&(id.index + 1));
+                        offsets = offsets.split_off(&(id.index + 1));
+                        while recent.front().is_some_and(|r| r.log_id.index <= id.index) {
+                            recent.pop_front();
+                        }
                         last_purged = Some(id);
                     }
                 }
@@ -207,27 +347,53 @@ impl LogStore {
                 valid_len = pos as u64;
             }
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        drop(data);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
         file.set_len(valid_len)?;
+        let mut end = valid_len;
         if valid_len == 0 {
-            file.write_all(&log_header())?;
+            let header = log_header();
+            file.write_all(&header)?;
             file.sync_all()?;
             // The new file's name must survive a crash too.
             File::open(dir)?.sync_all()?;
+            end = header.len() as u64;
         }
+        let first = offsets
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or_else(|| last_purged.map_or(0, |p| p.index + 1));
+        // Entries cut off by a later truncation are gone from `offsets`; the cache holds only
+        // entries that are still live.
+        recent.retain(|e| offsets.contains_key(&e.log_id.index));
         let vote = match fs::read(&vote_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(io_err)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
         Ok(LogStore {
-            inner: Arc::new(Mutex::new(LogInner {
-                file,
-                path,
-                entries,
-                last_purged,
-                vote_path,
-                vote,
+            inner: Arc::new(Mutex::new({
+                let mut inner = LogInner {
+                    file,
+                    path,
+                    end,
+                    first,
+                    offsets: offsets.into_values().collect(),
+                    recent,
+                    last: None,
+                    last_purged,
+                    vote_path,
+                    vote,
+                };
+                if !inner.offsets.is_empty() {
+                    inner.last = Some(inner.entry(inner.next_index() - 1)?.log_id);
+                }
+                inner
             })),
         })
     }
@@ -244,8 +410,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        use std::ops::Bound;
         let inner = self.lock()?;
-        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        }
+        .max(inner.first);
+        let end = match range.end_bound() {
+            Bound::Included(i) => i + 1,
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        }
+        .min(inner.next_index());
+        (start..end)
+            .map(|i| inner.entry(i))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| StorageIOError::read_logs(&e).into())
     }
 }
 
@@ -254,11 +436,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let inner = self.lock()?;
-        let last = inner
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id)
-            .or(inner.last_purged);
+        let last = inner.last.or(inner.last_purged);
         Ok(LogState {
             last_purged_log_id: inner.last_purged,
             last_log_id: last,
@@ -293,12 +471,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut inner = self.lock()?;
         let entries: Vec<_> = entries.into_iter().collect();
         let recs: Vec<_> = entries.iter().cloned().map(LogRecord::Entry).collect();
-        let res = inner.append_records(&recs);
-        if res.is_ok() {
-            for e in entries {
-                inner.entries.insert(e.log_id.index, e);
+        let res = inner.append_records(&recs).map(|starts| {
+            for (e, at) in entries.into_iter().zip(starts) {
+                inner.push(e, at);
             }
-        }
+        });
         let failed = res.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(res);
         match failed {
@@ -312,13 +489,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner
             .append_records(&[LogRecord::Truncate(log_id.index)])
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        inner.entries.split_off(&log_id.index);
+        inner.forget_from(log_id.index);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut inner = self.lock()?;
-        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.forget_until(log_id.index);
         inner.last_purged = Some(log_id);
         inner
             .compact()
@@ -576,6 +753,35 @@ mod tests {
     }
 
     #[test]
+    fn entries_beyond_the_cache_are_read_back_from_the_file() {
+        let dir = tempdir("reread");
+        write_log(&dir, 5);
+        let store = LogStore::open(&dir).unwrap();
+        let mut inner = store.inner.lock().unwrap();
+        inner.recent.clear();
+        assert_eq!(inner.entry(3).unwrap().log_id.index, 3);
+        assert_eq!(inner.last.map(|l| l.index), Some(5));
+        // A purge keeps the later entries readable in the rewritten file.
+        inner.forget_until(2);
+        inner.last_purged = Some(entry(2).log_id);
+        inner.compact().unwrap();
+        assert_eq!(inner.entry(4).unwrap().log_id.index, 4);
+        assert!(inner.entry(2).is_err());
+        // So does a truncation.
+        inner.append_records(&[LogRecord::Truncate(5)]).unwrap();
+        inner.forget_from(5);
+        assert_eq!(inner.last.map(|l| l.index), Some(4));
+        drop(inner);
+        let store = LogStore::open(&dir).unwrap();
+        let inner = store.inner.lock().unwrap();
+        assert_eq!((inner.first, inner.next_index()), (3, 5));
+        assert_eq!(inner.last.map(|l| l.index), Some(4));
+        assert_eq!(inner.entry(3).unwrap().log_id.index, 3);
+        drop(inner);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_torn_tail_is_cut_but_corruption_before_good_records_is_refused() {
         let dir = tempdir("torn");
         let ends = write_log(&dir, 3);
@@ -587,10 +793,8 @@ mod tests {
         f.set_len(ends[2] as u64 - 5).unwrap();
         let store = LogStore::open(&dir).unwrap();
         let inner = store.inner.lock().unwrap();
-        assert_eq!(
-            inner.entries.keys().copied().collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!((inner.first, inner.next_index()), (1, 3));
+        assert_eq!(inner.entry(2).unwrap().log_id.index, 2);
         drop(inner);
         // The cut file takes new records after the second one.
         assert_eq!(

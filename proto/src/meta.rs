@@ -234,6 +234,11 @@ impl WriteCondition {
     /// Checks the condition against the object the write would replace. An `If-Match` on a
     /// missing key is NoSuchKey (the key's absence wins over the precondition, as on S3).
     pub fn check(&self, current: Option<&ObjectRecord>) -> Result<(), MetaError> {
+        self.check_etag(current.map(|r| r.etag.as_str()))
+    }
+
+    /// [`WriteCondition::check`] given only the current object's ETag (`None`: no object).
+    pub fn check_etag(&self, current: Option<&str>) -> Result<(), MetaError> {
         if self.if_none_match && current.is_some() {
             return Err(MetaError::PreconditionFailed);
         }
@@ -241,7 +246,7 @@ impl WriteCondition {
             let Some(cur) = current else {
                 return Err(MetaError::NoSuchKey);
             };
-            if want != "*" && *want != cur.etag {
+            if want != "*" && want != cur {
                 return Err(MetaError::PreconditionFailed);
             }
         }
@@ -268,13 +273,18 @@ impl CopyCondition {
     /// overrides a failing `if-unmodified-since`, and an `if-none-match` (holding or not)
     /// decides alone over `if-modified-since`. Times compare in whole seconds, as HTTP dates.
     pub fn check(&self, source: &ObjectRecord) -> Result<(), MetaError> {
-        let modified = source.last_modified_ms / 1000;
+        self.check_etag(&source.etag, source.last_modified_ms)
+    }
+
+    /// [`CopyCondition::check`] given the source's ETag and modification time.
+    pub fn check_etag(&self, etag: &str, last_modified_ms: u64) -> Result<(), MetaError> {
+        let modified = last_modified_ms / 1000;
         let held = match (&self.if_match, self.if_unmodified_since) {
-            (Some(list), _) => etag_in_list(list, &source.etag),
+            (Some(list), _) => etag_in_list(list, etag),
             (None, Some(t)) => modified <= t,
             (None, None) => true,
         } && match (&self.if_none_match, self.if_modified_since) {
-            (Some(list), _) => !etag_in_list(list, &source.etag),
+            (Some(list), _) => !etag_in_list(list, etag),
             (None, Some(t)) => modified > t,
             (None, None) => true,
         };
