@@ -3,7 +3,8 @@
 //! master memory per object and restart time with many objects.
 //!
 //! `cargo bench --bench masters` (add `-- --objects N` to change the namespace size, default
-//! 200,000; `-- --quick` for a short run; `-- --memory` for the memory and restart part only).
+//! 200,000; `-- --quick` for a short run; `-- --memory` for the memory and restart part only;
+//! `TINYDFS_BIN=target/release/tinydfs` to measure a release build from a dev-profile bench).
 //! Masters run as real processes on loopback with the default Raft timers; commits are 0-byte
 //! object records with 40-byte keys, sent through the internal API the gateways use. The memory
 //! part writes objects of one chunk each, committed with three replica locations on chunkservers
@@ -63,7 +64,9 @@ impl Group {
             .enumerate()
             .map(|(j, a)| format!("{}={a}", j + 1))
             .collect();
-        Command::new(env!("CARGO_BIN_EXE_tinydfs"))
+        // `TINYDFS_BIN` runs another build of the binary (a release one from a dev-profile bench).
+        let bin = std::env::var("TINYDFS_BIN").unwrap_or(env!("CARGO_BIN_EXE_tinydfs").into());
+        Command::new(bin)
             .args([
                 "master",
                 "--id",

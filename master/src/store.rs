@@ -6,6 +6,8 @@
 //! fsync (group commit). At start the file is replayed; a torn last record (a crash mid-append) is
 //! cut off. When entries are purged behind a snapshot the file is rewritten with what remains, so
 //! restart time follows the size of the state, not the number of writes ever made.
+//! In memory the log keeps each live entry's file offset and only the newest entries decoded
+//! ([`CACHED_ENTRIES`]): a follower that lags further is served from the file.
 //!
 //! Snapshots are the checkpoints: the whole [`State`] as a versioned JSON document, written to a
 //! temporary file, fsynced and renamed into place.
