@@ -259,6 +259,13 @@ struct ChunkserverArgs {
     /// Seconds between the end of a scrub pass and the next.
     #[arg(long = "scrub-interval", value_name = "SECS")]
     scrub_interval: Option<u64>,
+    /// Chunks of at most this many bytes are packed into append-only files with group commit
+    /// (0: every chunk its own file; at most 16 MiB).
+    #[arg(long = "pack-max", value_name = "BYTES")]
+    pack_max: Option<u64>,
+    /// Seconds between two looks for pack files worth compacting.
+    #[arg(long = "compact-interval", value_name = "SECS")]
+    compact_interval: Option<u64>,
     /// Failure-domain label (rack, room) for replica placement.
     #[arg(long)]
     zone: Option<String>,
@@ -389,6 +396,8 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     set(&mut c.capacity, a.capacity);
     set(&mut c.scrub_bytes_per_sec, a.scrub_rate);
     set(&mut c.scrub_interval_secs, a.scrub_interval);
+    set(&mut c.pack_max, a.pack_max);
+    set(&mut c.compact_interval_secs, a.compact_interval);
     set(&mut c.zone, a.zone);
     set(&mut c.masters, a.masters);
     set(&mut c.heartbeat_ms, a.heartbeat_ms);

@@ -241,13 +241,13 @@ fn a_killed_chunkserver_is_repaired_around_and_its_surplus_copies_go_when_it_ret
     });
     // While it is down, one of its copies is swapped for a different chunk's file: a stale
     // replica (its length and CRC differ from the committed chunk's).
+    let path_of = |chunk: &str| chunk_path(&cluster, victim, chunk);
     let mine: Vec<String> = cluster
         .chunk_files()
         .into_iter()
-        .filter(|(n, _)| n == victim)
+        .filter(|(n, c)| n == victim && path_of(c).exists())
         .map(|(_, c)| c)
         .collect();
-    let path_of = |chunk: &str| chunk_path(&cluster, victim, chunk);
     let stale = path_of(&mine[0]);
     let other = std::fs::read(path_of(&mine[1])).unwrap();
     assert_ne!(std::fs::read(&stale).unwrap(), other);
@@ -725,4 +725,96 @@ fn chunk_path_in(disk: &std::path::Path, chunk: &str) -> std::path::PathBuf {
         .join(&chunk[..2])
         .join(&chunk[2..4])
         .join(chunk)
+}
+
+#[test]
+fn small_objects_live_in_pack_files_and_deleted_ones_are_compacted_away() {
+    let mut extra: Vec<String> = SHORT_LEASES.iter().map(|s| s.to_string()).collect();
+    extra.push("--chunkserver-arg=--scrub-interval=1".into());
+    let cluster = Cluster::start(Opts {
+        extra,
+        ..Default::default()
+    });
+    let c = cluster.client();
+    let objects: Vec<Vec<u8>> = (0..30).map(|i| data(4096, 600 + i)).collect();
+    // All at once: they travel down the pipelines in batches.
+    rt().block_on(async {
+        c.create_bucket().bucket("small").send().await.unwrap();
+        let keys: Vec<String> = (0..objects.len()).map(|i| format!("o{i}")).collect();
+        let puts = keys
+            .iter()
+            .zip(&objects)
+            .map(|(k, o)| put(&c, "small", k, o.clone()));
+        for r in futures_util::future::join_all(puts).await {
+            r.unwrap();
+        }
+        for (i, o) in objects.iter().enumerate() {
+            assert_eq!(&get(&c, "small", &format!("o{i}")).await.unwrap(), o);
+        }
+    });
+    wait_until("3 copies", || exactly_replicated(&cluster, 3));
+    let packs = |node: &str| cluster.dir.join(node).join("packs");
+    let packed: usize = ["chunkserver-1", "chunkserver-2", "chunkserver-3"]
+        .iter()
+        .map(|n| packed_chunks(&packs(n)).len())
+        .sum();
+    assert_eq!(packed, 30 * 3, "every copy of a small object is packed");
+    // Deleted objects: their chunks are collected, which appends tombstones.
+    rt().block_on(async {
+        for i in 5..30 {
+            let key = format!("o{i}");
+            c.delete_object()
+                .bucket("small")
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    wait_until("the deleted objects' chunks to be collected", || {
+        cluster.chunk_files().len() == 5 * 3
+    });
+    // A restarted chunkserver replays its pack file and starts a new one; the old one, mostly
+    // dead, is compacted away.
+    let victim = "chunkserver-1";
+    let addr = cluster.addr(victim);
+    cluster.kill(victim);
+    let _back = cluster.spawn_chunkserver(victim, &addr, &["--compact-interval", "1"]);
+    wait_until("the sparse pack file to be compacted away", || {
+        !packs(victim).join("00000001.pack").exists()
+    });
+    assert_eq!(packed_chunks(&packs(victim)).len(), 5);
+    assert!(exactly_replicated(&cluster, 3));
+    // A flipped byte in a packed copy is found by the scrubber and the copy replaced.
+    let (chunk, file, at) = packed_locations(&packs("chunkserver-2"))[0].clone();
+    // In place: the chunkserver has the file open for appending.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at as u64 + 100).unwrap();
+        f.write_all_at(&[b[0] ^ 0x5a], at as u64 + 100).unwrap();
+    }
+    wait_until("the corrupt packed copy to be replaced", || {
+        let s = cluster.status();
+        let corrupt: u64 = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["scrub_corrupt"].as_u64())
+            .sum();
+        corrupt == 1 && s["under_replicated"] == 0 && exactly_replicated(&cluster, 3)
+    });
+    assert!(packed_chunks(&packs("chunkserver-2")).contains(&chunk));
+    assert!(healthy(&cluster), "{}", fsck(&cluster).1);
+    rt().block_on(async {
+        for (i, o) in objects.iter().enumerate().take(5) {
+            assert_eq!(&get(&c, "small", &format!("o{i}")).await.unwrap(), o);
+        }
+        assert!(get(&c, "small", "o5").await.is_err());
+    });
 }

@@ -25,11 +25,12 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use tinydfs_proto::batch::{self, PutBatchReply, MAX_BATCH_BYTES};
 use tinydfs_proto::client::{
     paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply, ReplicateOrder,
     STREAM_IDLE_TIMEOUT,
 };
-use tinydfs_proto::frame::{footer, FooterSplitter};
+use tinydfs_proto::frame::{footer, FooterSplitter, FOOTER_LEN};
 use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -56,6 +57,7 @@ pub fn router(cs: Shared) -> Router {
             &format!("{}/{{id}}", paths::CHUNK),
             get(get_chunk).put(put_chunk).delete(delete_chunk),
         )
+        .route(paths::BATCH, axum::routing::put(put_batch))
         .route(
             &format!("{}/{{id}}/replicate", paths::CHUNK),
             axum::routing::post(replicate),
@@ -164,7 +166,17 @@ async fn put_chunk(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
-    match receive(&cs, me, id, &rest, body, &rid).await {
+    // A small chunk sent whole (its length known) is taken whole: one write per hop.
+    let whole = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n <= cs.store.pack_max() + FOOTER_LEN as u64);
+    let received = match whole {
+        Some(n) => receive_whole(&cs, me, id, &rest, body, n, &rid).await,
+        None => receive(&cs, me, id, &rest, body, &rid).await,
+    };
+    match received {
         Ok(reply) => match serde_json::to_vec(&reply) {
             Ok(b) => ([("content-type", "application/json")], b).into_response(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -174,6 +186,112 @@ async fn put_chunk(
             error(status, msg)
         }
     }
+}
+
+async fn put_batch(
+    State(cs): State<Shared>,
+    Query(q): Query<PutChunkQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let rest = match q.decode() {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(me) = *cs.node_id.borrow() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with a master yet",
+        );
+    };
+    let rid = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    match receive_batch(&cs, me, &rest, body, &rid).await {
+        Ok(reply) => reply_json(&reply),
+        Err((status, msg)) => {
+            tracing::warn!(request_id = %rid, error = %msg, "chunk batch write failed");
+            error(status, msg)
+        }
+    }
+}
+
+/// Receives a batch of small chunks: checks every entry, sends the body on to the next member
+/// as it came, writes the chunks locally with one sync, and answers which members hold them
+/// all. A failed next member is recovered around by sending the batch to the one after it.
+async fn receive_batch(
+    cs: &Chunkserver,
+    me: u64,
+    rest: &[NodeAddr],
+    body: Body,
+    rid: &str,
+) -> Result<PutBatchReply, (StatusCode, String)> {
+    let read = timeout(
+        STREAM_IDLE_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BATCH_BYTES),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("batch body failed or is over {MAX_BATCH_BYTES} bytes: {e}"),
+            ))
+        }
+        Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "upstream went silent".into())),
+    };
+    let entries = batch::decode(&bytes).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let count = entries.len() as u32;
+    let send = |to: &[NodeAddr]| {
+        let (next, after) = to.split_first()?;
+        let client = cs.client.clone();
+        let (next, after, rid, body) =
+            (next.clone(), after.to_vec(), rid.to_string(), bytes.clone());
+        Some(tokio::spawn(async move {
+            client.put_batch(&next, &after, body, &rid).await
+        }))
+    };
+    let downstream = send(rest);
+    let store = cs.store.clone();
+    let span = tracing::Span::current();
+    let written = tokio::task::spawn_blocking(move || span.in_scope(|| store.write_batch(entries)))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e.to_string()))));
+    if let Err(e) = written {
+        if let Some(d) = downstream {
+            d.abort();
+        }
+        return Err((write_status(&e), format!("local write: {e}")));
+    }
+    let mut stored = vec![me];
+    let Some(down) = downstream else {
+        return Ok(PutBatchReply { stored, count });
+    };
+    let answer = |joined: Result<Result<Result<PutBatchReply, String>, _>, _>| match joined {
+        Ok(Ok(Ok(r))) if r.count == count => Ok(r.stored),
+        Ok(Ok(Ok(r))) => Err(format!("the next member counted {} chunks", r.count)),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(e)) => Err(format!("{e}")),
+        Err(_) => Err("the next member did not answer in time".to_string()),
+    };
+    match answer(timeout(STREAM_IDLE_TIMEOUT, down).await) {
+        Ok(more) => stored.extend(more),
+        Err(e) => {
+            tracing::warn!(request_id = %rid, error = %e, "batch pipeline member failed; recovering");
+            if let Some(again) = send(&rest[1..]) {
+                match answer(timeout(STREAM_IDLE_TIMEOUT, again).await) {
+                    Ok(more) => stored.extend(more),
+                    Err(e) => {
+                        tracing::warn!(request_id = %rid, error = %e, "batch recovery failed")
+                    }
+                }
+            }
+        }
+    }
+    Ok(PutBatchReply { stored, count })
 }
 
 /// Receives a chunk, writing it locally and forwarding it down the pipeline.
@@ -270,10 +388,86 @@ async fn receive(
     let _ = local_tx.send(WriteMsg::Finish { len, crc32c }).await;
     drop(local_tx);
     drop(down_tx);
-    let (len, crc) = match writer.await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err((write_status(&e), format!("local write: {e}"))),
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    gather(cs, me, id, rest, writer, downstream, rid).await
+}
+
+/// Receives a small chunk sent whole (`size` bytes with its footer): it is read at once, sent on
+/// to the next member in one body and written locally.
+async fn receive_whole(
+    cs: &Chunkserver,
+    me: u64,
+    id: ChunkId,
+    rest: &[NodeAddr],
+    body: Body,
+    size: u64,
+    rid: &str,
+) -> Result<PutChunkReply, (StatusCode, String)> {
+    let bytes = match timeout(
+        STREAM_IDLE_TIMEOUT,
+        axum::body::to_bytes(body, size as usize),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("upstream body failed: {e}"),
+            ))
+        }
+        Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "upstream went silent".into())),
+    };
+    let mut splitter = FooterSplitter::default();
+    let data: Vec<Bytes> = splitter.push(bytes.clone());
+    let Some((len, crc32c)) = splitter.finish() else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "chunk stream ended without its footer".into(),
+        ));
+    };
+    let data = data.into_iter().next().unwrap_or_default();
+    let downstream = rest.split_first().map(|(next, after)| {
+        let client = cs.client.clone();
+        let (next, after, rid) = (next.clone(), after.to_vec(), rid.to_string());
+        tokio::spawn(async move {
+            client
+                .put(&next, &after, id, reqwest::Body::from(bytes), &rid)
+                .await
+        })
+    });
+    let store = cs.store.clone();
+    let span = tracing::Span::current();
+    let writer = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| store.write_whole(id, data, len, crc32c))
+    });
+    gather(cs, me, id, rest, writer, downstream, rid).await
+}
+
+/// Waits for the local write and the rest of the pipeline, and answers which members have the
+/// chunk; a failed next member is recovered around from the local copy.
+async fn gather(
+    cs: &Chunkserver,
+    me: u64,
+    id: ChunkId,
+    rest: &[NodeAddr],
+    writer: tokio::task::JoinHandle<Result<(u64, u32), StoreError>>,
+    downstream: Option<tokio::task::JoinHandle<Result<PutChunkReply, String>>>,
+    rid: &str,
+) -> Result<PutChunkReply, (StatusCode, String)> {
+    let written = match writer.await {
+        Ok(Ok((len, crc))) => Ok((len, crc)),
+        Ok(Err(e)) => Err((write_status(&e), format!("local write: {e}"))),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    let (len, crc) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            // The write failed here: the rest of the pipeline need not finish its copies.
+            if let Some(d) = downstream {
+                d.abort();
+            }
+            return Err(e);
+        }
     };
     let mut stored = vec![me];
     if let Some(down) = downstream {

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod ops;
+pub mod pack;
 pub mod scrub;
 pub mod store;
 
@@ -32,6 +33,8 @@ use tokio::sync::watch;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Heartbeats between two full chunk reports, so the master's soft state heals from drift.
 pub const FULL_REPORT_EVERY: u32 = 20;
+/// How often pack files are looked at for compaction.
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 /// Version of the identity file.
 const IDENTITY_VERSION: u16 = 1;
 
@@ -54,6 +57,11 @@ pub struct ChunkserverConfig {
     pub scrub_bytes_per_sec: u64,
     /// Seconds between the end of a scrub pass and the start of the next.
     pub scrub_interval_secs: u64,
+    /// Chunks of at most this many bytes are appended to pack files with group commit instead
+    /// of each being a file (0: every chunk a file; at most 16 MiB).
+    pub pack_max: u64,
+    /// Seconds between two looks for pack files worth compacting.
+    pub compact_interval_secs: u64,
     /// Internal addresses of the masters.
     pub masters: Vec<String>,
     pub secret: String,
@@ -77,6 +85,8 @@ impl Default for ChunkserverConfig {
             capacity: 0,
             scrub_bytes_per_sec: scrub::DEFAULT_SCRUB_RATE,
             scrub_interval_secs: scrub::DEFAULT_SCRUB_INTERVAL.as_secs(),
+            pack_max: store::DEFAULT_PACK_MAX,
+            compact_interval_secs: COMPACT_INTERVAL.as_secs(),
             masters: vec!["127.0.0.1:9100".into()],
             secret: String::new(),
             heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
@@ -149,9 +159,14 @@ pub async fn run(
     let tls = config.internal_tls.apply(true)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", config.data_dir.display()))?;
-    let store = Arc::new(store::ChunkStore::open(
+    let packing = store::PackConfig {
+        max_chunk: config.pack_max,
+        ..Default::default()
+    };
+    let store = Arc::new(store::ChunkStore::open_with(
         &config.chunk_dirs(),
         config.capacity,
+        packing,
     )?);
     let identity = Identity::load(&config.data_dir)?;
     let (id_tx, id_rx) = watch::channel(identity.node_id);
@@ -179,6 +194,10 @@ pub async fn run(
         Duration::from_secs(config.scrub_interval_secs),
         stop_scrub.clone(),
     ));
+    let compactor = tokio::spawn(compact_loop(
+        store.clone(),
+        Duration::from_secs(config.compact_interval_secs.max(1)),
+    ));
     let hb = tokio::spawn(heartbeat_loop(config.clone(), store, identity, id_tx));
     match tls {
         Some(tls) => {
@@ -197,12 +216,24 @@ pub async fn run(
         }
     }
     hb.abort();
+    compactor.abort();
     if let Some(s) = ops_server {
         s.abort();
     }
     stop_scrub.store(true, Ordering::Relaxed);
     scrubber.abort();
     Ok(())
+}
+
+/// Compacts sparse pack files every `interval`, on a blocking thread.
+async fn compact_loop(store: Arc<store::ChunkStore>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let s = store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || s.compact()).await {
+            tracing::warn!(error = %e, "pack compaction failed");
+        }
+    }
 }
 
 async fn heartbeat_loop(

@@ -13,8 +13,12 @@
 //! and its folder fsynced: a chunk file either is complete or does not exist. Every read verifies
 //! the CRC of each block it touches and fails rather than serve wrong bytes.
 //!
-//! The store keeps an index (chunk id → disk, length, CRC32C) of the chunks it holds; only
-//! finished chunks are in it, so a write in flight is never mistaken for a stored chunk.
+//! Small chunks (up to [`PackConfig::max_chunk`]) are not files of their own: they are appended
+//! to the disk's pack files, whose records hold the same image, and made durable with one fsync
+//! shared by concurrent writers ([`crate::pack`]).
+//!
+//! The store keeps an index (chunk id → disk, length, CRC32C, pack slot) of the chunks it holds;
+//! only finished chunks are in it, so a write in flight is never mistaken for a stored chunk.
 //!
 //! **Failures.** An I/O error on a disk (other than running out of space) takes the whole disk out
 //! of service for the life of the process: a disk that fails once is not trusted again. Its
@@ -23,6 +27,7 @@
 //! scrubber) is deleted and queued as lost the same way. Running out of space — the file system's
 //! or the configured capacity — only fails the write at hand.
 
+use crate::pack::{self, Packs, Replayed, Slot, RECORD_HEADER_LEN};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -31,8 +36,9 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tinydfs_proto::batch::BatchEntry;
 use tinydfs_proto::meta::DiskStatus;
 use tinydfs_proto::{ChunkId, ChunkMeta, BLOCK_SIZE};
 use tokio::sync::mpsc;
@@ -50,6 +56,32 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// Longest a throttled scrub sleeps before looking at its stop flag again, so that shutdown
 /// (which waits for blocking threads) is not held up by a slow scrub rate.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+/// Default largest chunk kept in a pack file rather than a file of its own.
+pub const DEFAULT_PACK_MAX: u64 = 1 << 20;
+/// Largest pack limit accepted: a packed chunk is read whole to serve any range of it.
+pub const PACK_MAX_LIMIT: u64 = 16 << 20;
+/// How long a disk health check serves small writes.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+/// Bytes of moved records appended between two syncs while compacting.
+const COMPACT_BATCH: u64 = 8 << 20;
+
+/// How small chunks are packed ([`crate::pack`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PackConfig {
+    /// Chunks of at most this many bytes go to pack files; 0 keeps every chunk in a file.
+    pub max_chunk: u64,
+    /// Size at which a pack file is sealed and the next one begun.
+    pub file_size: u64,
+}
+
+impl Default for PackConfig {
+    fn default() -> Self {
+        PackConfig {
+            max_chunk: DEFAULT_PACK_MAX,
+            file_size: pack::DEFAULT_FILE_SIZE,
+        }
+    }
+}
 
 /// A message to a chunk writer: data, or the end of a chunk with the length and CRC32C its
 /// sender announced (the writer keeps the chunk only if they match what it wrote).
@@ -93,6 +125,8 @@ struct Entry {
     disk: usize,
     len: u64,
     crc: u32,
+    /// Where the record is, for a chunk kept in a pack file.
+    pack: Option<Slot>,
 }
 
 /// What the store knows of one disk.
@@ -167,9 +201,15 @@ pub enum ScrubOutcome {
 /// The chunks of this chunkserver's data folders.
 pub struct ChunkStore {
     disks: Vec<PathBuf>,
+    /// Each disk's pack files (none for a disk that failed at start).
+    packs: Vec<Option<Packs>>,
+    packing: PackConfig,
     /// Bytes of chunk data this store may hold (0: no limit but the disks').
     capacity: u64,
     state: Mutex<State>,
+    /// The last health check of the disks and when it ran: small writes reuse it for a moment
+    /// rather than pay five system calls each.
+    probed: Mutex<Option<(Instant, Vec<Probe>)>>,
     /// Signalled when an id leaves `committing`.
     committed: Condvar,
     scrubbed: AtomicU64,
@@ -184,6 +224,7 @@ fn le32(b: &[u8]) -> u32 {
 }
 
 /// A disk that passed its health check, with its file system's space.
+#[derive(Clone)]
 struct Probe {
     disk: usize,
     dev: u64,
@@ -211,33 +252,58 @@ fn pick_disk(candidates: &[Candidate]) -> Option<usize> {
 }
 
 impl ChunkStore {
-    /// Opens the store over `disks`, listing the chunks already there and clearing leftovers of
-    /// interrupted writes. A disk that cannot be opened or listed is marked failed; it is an
-    /// error only if none works. `capacity` caps the chunk bytes held (0: no cap).
+    /// Opens the store over `disks` with the default packing, listing the chunks already there
+    /// and clearing leftovers of interrupted writes. A disk that cannot be opened or listed is
+    /// marked failed; it is an error only if none works. `capacity` caps the chunk bytes held
+    /// (0: no cap).
     pub fn open(disks: &[PathBuf], capacity: u64) -> Result<ChunkStore, StoreError> {
+        Self::open_with(disks, capacity, PackConfig::default())
+    }
+
+    /// [`ChunkStore::open`] with the given packing of small chunks.
+    pub fn open_with(
+        disks: &[PathBuf],
+        capacity: u64,
+        packing: PackConfig,
+    ) -> Result<ChunkStore, StoreError> {
+        let packing = PackConfig {
+            max_chunk: packing.max_chunk.min(PACK_MAX_LIMIT),
+            ..packing
+        };
         let mut state = State {
             disks: vec![DiskUse::default(); disks.len()],
             ..State::default()
         };
+        let mut all_packs = Vec::with_capacity(disks.len());
         for (d, root) in disks.iter().enumerate() {
-            let found = match open_disk(root) {
+            let opened = open_disk(root).and_then(|files| {
+                let (packs, replayed) = Packs::open(&root.join("packs"), packing.file_size)
+                    .map_err(|e| format!("opening the pack files of {}: {e}", root.display()))?;
+                Ok((files, packs, replayed))
+            });
+            let (files, packs, replayed) = match opened {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::error!(disk = %root.display(), error = %e, "data folder unusable; marked failed");
                     state.disks[d].failed = true;
+                    all_packs.push(None);
                     continue;
                 }
             };
-            for (id, len, crc) in found {
+            for (id, e) in disk_chunks(d, files, replayed) {
                 if let Some(other) = state.index.get(&id) {
                     tracing::warn!(chunk = %id, disk = %root.display(),
                         kept = %disks[other.disk].display(), "chunk found on two disks; ignoring this copy");
                     continue;
                 }
-                state.index.insert(id, Entry { disk: d, len, crc });
-                state.disks[d].held += len;
+                if let Some(slot) = e.pack {
+                    packs.add_live(slot.file, pack::record_len(e.len) as i64);
+                }
+                state.index.insert(id, e);
+                state.disks[d].held += e.len;
                 state.disks[d].chunks += 1;
             }
+            all_packs.push(Some(packs));
             tracing::info!(disk = %root.display(), chunks = state.disks[d].chunks, "data folder opened");
         }
         if state.disks.iter().all(|d| d.failed) {
@@ -245,8 +311,11 @@ impl ChunkStore {
         }
         Ok(ChunkStore {
             disks: disks.to_vec(),
+            packs: all_packs,
+            packing,
             capacity,
             state: Mutex::new(state),
+            probed: Mutex::new(None),
             committed: Condvar::new(),
             scrubbed: AtomicU64::new(0),
             scrub_corrupt: AtomicU64::new(0),
@@ -272,6 +341,22 @@ impl ChunkStore {
 
     fn entry(&self, id: ChunkId) -> Option<Entry> {
         self.state().index.get(&id).copied()
+    }
+
+    /// The entry of a chunk and, for a packed one, its open pack file: taken together, so that
+    /// compaction cannot remove the file in between.
+    fn locate(&self, id: ChunkId) -> Option<(Entry, Option<Arc<File>>)> {
+        let st = self.state();
+        let e = *st.index.get(&id)?;
+        let file = e
+            .pack
+            .and_then(|slot| self.packs[e.disk].as_ref()?.file(slot.file));
+        Some((e, file))
+    }
+
+    /// The pack files of `disk` (which opened, since it holds or takes packed chunks).
+    fn packs(&self, disk: usize) -> Result<&Packs, StoreError> {
+        self.packs[disk].as_ref().ok_or(StoreError::NoDisk)
     }
 
     /// The data folders, in configuration order.
@@ -309,9 +394,17 @@ impl ChunkStore {
         self.entry(id).map(|e| (e.len, e.crc))
     }
 
-    /// The file of a chunk held here (tests corrupt it; operators look at it).
-    pub fn data_path(&self, id: ChunkId) -> Option<PathBuf> {
-        self.entry(id).map(|e| self.path(e.disk, id))
+    /// The file holding a chunk, and the offset of the chunk's first data byte in it (tests
+    /// corrupt it; operators look at it).
+    pub fn data_location(&self, id: ChunkId) -> Option<(PathBuf, u64)> {
+        let e = self.entry(id)?;
+        Some(match e.pack {
+            Some(slot) => (
+                self.packs[e.disk].as_ref()?.path(slot.file),
+                slot.at + RECORD_HEADER_LEN as u64 + HEADER_LEN,
+            ),
+            None => (self.path(e.disk, id), HEADER_LEN),
+        })
     }
 
     /// Whether data folder `disk` has been taken out of service.
@@ -400,15 +493,17 @@ impl ChunkStore {
     /// file when `remove_file`. False if the index no longer held that replica (deleted or
     /// dropped meanwhile).
     fn drop_replica(&self, id: ChunkId, disk: usize, remove_file: bool) -> bool {
-        {
+        let dropped = {
             let mut st = self.state();
             if st.index.get(&id).map(|e| e.disk) != Some(disk) {
                 return false;
             }
-            st.remove(id);
             st.queue_lost(id);
-        }
-        if remove_file {
+            st.remove(id)
+        };
+        if let Some(e) = dropped.filter(|e| e.pack.is_some()) {
+            self.forget_packed(id, e);
+        } else if remove_file {
             match fs::remove_file(self.path(disk, id)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -418,6 +513,18 @@ impl ChunkStore {
             }
         }
         true
+    }
+
+    /// Cancels the pack record of a chunk that left the index: a tombstone, so that the next
+    /// start does not bring it back, and its bytes no longer counted live.
+    fn forget_packed(&self, id: ChunkId, e: Entry) {
+        let (Some(slot), Some(packs)) = (e.pack, self.packs[e.disk].as_ref()) else {
+            return;
+        };
+        packs.add_live(slot.file, -(pack::record_len(e.len) as i64));
+        if let Err(err) = packs.append_tombstone(id) {
+            tracing::warn!(chunk = %id, error = %err, "cannot record a packed chunk's deletion");
+        }
     }
 
     /// Turns an I/O error of a write on `disk` into the store's error: running out of space
@@ -544,9 +651,26 @@ impl ChunkStore {
         }
     }
 
-    /// The disk a new chunk goes to: in service, with the most effective free space.
-    fn choose_disk(&self) -> Result<usize, StoreError> {
-        let probes = self.probe();
+    /// The disk a new chunk goes to: in service, with the most effective free space. A small
+    /// chunk (`recent_ok`) may go by a health check up to [`PROBE_REUSE`] old.
+    fn choose_disk(&self, recent_ok: bool) -> Result<usize, StoreError> {
+        let recent = recent_ok
+            .then(|| {
+                let p = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+                p.as_ref()
+                    .filter(|(at, _)| at.elapsed() < PROBE_REUSE)
+                    .map(|(_, probes)| probes.clone())
+            })
+            .flatten();
+        let probes = match recent {
+            Some(p) => p,
+            None => {
+                let p = self.probe();
+                *self.probed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), p.clone()));
+                p
+            }
+        };
         let st = self.state();
         let remaining = st.remaining(self.capacity);
         let candidates: Vec<Candidate> = probes
@@ -566,7 +690,7 @@ impl ChunkStore {
     /// the sender yet, so the write goes on elsewhere.
     fn create_temp(&self, id: ChunkId) -> Result<(usize, PathBuf, File), StoreError> {
         loop {
-            let disk = self.choose_disk()?;
+            let disk = self.choose_disk(false)?;
             let tmp = self.disks[disk]
                 .join("tmp")
                 .join(format!("{id}.{:08x}", rand::random::<u32>()));
@@ -598,20 +722,42 @@ impl ChunkStore {
     }
 
     /// Writes a chunk from the messages on `rx` (blocking: run it on a blocking thread). Returns
-    /// the length and CRC32C once the chunk is durable under its final name. If `rx` closes
-    /// before [`WriteMsg::Finish`], or the write fails, nothing is kept.
+    /// the length and CRC32C once the chunk is durable: in a pack file if it is small enough
+    /// (the data is held until its end shows that), in a file of its own under its final name
+    /// otherwise. If `rx` closes before [`WriteMsg::Finish`], or the write fails, nothing is
+    /// kept.
     pub fn write(
         &self,
         id: ChunkId,
         mut rx: mpsc::Receiver<WriteMsg>,
     ) -> Result<(u64, u32), StoreError> {
+        let mut held = Vec::new();
+        let mut size = 0u64;
+        if self.packing.max_chunk > 0 {
+            loop {
+                match rx.blocking_recv() {
+                    Some(WriteMsg::Data(data)) => {
+                        size += data.len() as u64;
+                        held.push(data);
+                        if size > self.packing.max_chunk {
+                            break; // too large for a pack
+                        }
+                    }
+                    Some(WriteMsg::Finish { len, crc32c }) => {
+                        let result = self.write_packed(id, &held, len, crc32c);
+                        if let Ok((len, _)) = &result {
+                            self.bytes_written.fetch_add(*len, Ordering::Relaxed);
+                        }
+                        return result;
+                    }
+                    None => return Err(StoreError::Aborted),
+                }
+            }
+        }
         let (disk, tmp, file) = self.create_temp(id)?;
         let mut reserved = 0u64;
-        let result = self.write_to(disk, file, &tmp, id, &mut rx, &mut reserved);
-        if reserved > 0 {
-            let mut st = self.state();
-            st.disks[disk].pending = st.disks[disk].pending.saturating_sub(reserved);
-        }
+        let result = self.write_to(disk, file, &tmp, id, held, &mut rx, &mut reserved);
+        self.release(disk, reserved);
         match &result {
             Ok((len, _)) => {
                 self.bytes_written.fetch_add(*len, Ordering::Relaxed);
@@ -623,88 +769,237 @@ impl ChunkStore {
         result
     }
 
+    /// [`ChunkStore::write`] of a chunk whose data is all here already (blocking).
+    pub fn write_whole(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        len: u64,
+        crc32c: u32,
+    ) -> Result<(u64, u32), StoreError> {
+        let (tx, rx) = mpsc::channel(2);
+        let _ = tx.try_send(WriteMsg::Data(data));
+        let _ = tx.try_send(WriteMsg::Finish { len, crc32c });
+        drop(tx);
+        self.write(id, rx)
+    }
+
+    /// The largest chunk kept in a pack file (0: none is).
+    pub fn pack_max(&self) -> u64 {
+        self.packing.max_chunk
+    }
+
+    /// Gives back capacity reserved by a write that did not keep it.
+    fn release(&self, disk: usize, reserved: u64) {
+        if reserved > 0 {
+            let mut st = self.state();
+            st.disks[disk].pending = st.disks[disk].pending.saturating_sub(reserved);
+        }
+    }
+
+    /// Writes a small chunk, whose data is all in `pieces`, as a pack record.
+    fn write_packed(
+        &self,
+        id: ChunkId,
+        pieces: &[Bytes],
+        want_len: u64,
+        want_crc: u32,
+    ) -> Result<(u64, u32), StoreError> {
+        let record = PackRecord::build(id, pieces, want_len, want_crc)?;
+        let done = (record.len, record.crc);
+        self.write_records(vec![record])?;
+        Ok(done)
+    }
+
+    /// Writes a batch of chunks whose data is all here (blocking): the small ones as pack
+    /// records appended together and made durable by one sync, any larger one as a file. Every
+    /// chunk is durable when it returns, or the batch failed.
+    pub fn write_batch(&self, entries: Vec<BatchEntry>) -> Result<(), StoreError> {
+        let mut records = Vec::with_capacity(entries.len());
+        for e in entries {
+            let len = e.data.len() as u64;
+            if len <= self.packing.max_chunk {
+                records.push(PackRecord::build(e.id, &[e.data], len, e.crc32c)?);
+            } else {
+                self.write_whole(e.id, e.data, len, e.crc32c)?;
+            }
+        }
+        let bytes: u64 = records.iter().map(|r| r.len).sum();
+        self.write_records(records)?;
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends pack records to one disk with one write and one (shared) sync, and indexes them.
+    /// A chunk already held with the same length and CRC is left as it is (a retried copy);
+    /// one held with different contents fails the whole batch.
+    fn write_records(&self, mut records: Vec<PackRecord>) -> Result<(), StoreError> {
+        let disk = self.choose_disk(true)?;
+        let mut reserved = 0u64;
+        let total: u64 = records.iter().map(|r| r.len).sum();
+        self.reserve(disk, total, &mut reserved)?;
+        // Claim the ids, so that no other write of them commits meanwhile.
+        let claimed = {
+            let mut st = self.state();
+            loop {
+                if st.disks[disk].failed {
+                    drop(st);
+                    self.release(disk, reserved);
+                    return Err(self.fail_disk(disk, "failed while a chunk was being written"));
+                }
+                if !records.iter().any(|r| st.committing.contains(&r.id)) {
+                    break;
+                }
+                st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let mut different = None;
+            records.retain(|r| match st.index.get(&r.id) {
+                Some(e) if (e.len, e.crc) == (r.len, r.crc) => false,
+                Some(_) => {
+                    different = Some(r.id);
+                    false
+                }
+                None => true,
+            });
+            if let Some(id) = different {
+                drop(st);
+                self.release(disk, reserved);
+                return Err(StoreError::Corrupt(
+                    id,
+                    "a different chunk with this id exists".into(),
+                ));
+            }
+            for r in &records {
+                st.committing.insert(r.id);
+            }
+            records.iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
+        let mut offsets = Vec::with_capacity(records.len());
+        for r in &records {
+            offsets.push(buf.len() as u64);
+            buf.extend_from_slice(&r.bytes);
+        }
+        let appended = match (records.is_empty(), self.packs(disk)) {
+            (true, _) => Ok(None),
+            (false, Ok(packs)) => packs
+                .append(&buf)
+                .and_then(|(slot, seq)| packs.wait_synced(seq).map(|()| Some(slot)))
+                .map_err(|e| self.write_error(disk, "appending to a pack file", e)),
+            (false, Err(e)) => Err(e),
+        };
+        {
+            let mut st = self.state();
+            for id in &claimed {
+                st.committing.remove(id);
+            }
+            if let Ok(Some(start)) = &appended {
+                if !st.disks[disk].failed {
+                    for (r, off) in records.iter().zip(&offsets) {
+                        let slot = Slot {
+                            file: start.file,
+                            at: start.at + off,
+                        };
+                        let e = Entry {
+                            disk,
+                            len: r.len,
+                            crc: r.crc,
+                            pack: Some(slot),
+                        };
+                        st.index.insert(r.id, e);
+                        let d = &mut st.disks[disk];
+                        d.held += r.len;
+                        d.chunks += 1;
+                        d.pending = d.pending.saturating_sub(r.len);
+                        reserved = reserved.saturating_sub(r.len);
+                        st.lost.retain(|(_, l)| *l != r.id);
+                        if let Some(packs) = &self.packs[disk] {
+                            packs.add_live(slot.file, pack::record_len(r.len) as i64);
+                        }
+                    }
+                }
+            }
+        }
+        self.committed.notify_all();
+        self.release(disk, reserved);
+        appended?;
+        if self.is_failed(disk) {
+            return Err(self.fail_disk(disk, "failed while a chunk was being written"));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn write_to(
         &self,
         disk: usize,
         file: File,
         tmp: &Path,
         id: ChunkId,
+        first: Vec<Bytes>,
         rx: &mut mpsc::Receiver<WriteMsg>,
         reserved: &mut u64,
     ) -> Result<(u64, u32), StoreError> {
         let werr = |e: io::Error| self.write_error(disk, "writing a chunk", e);
         let mut f = BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut header = Vec::with_capacity(HEADER_LEN as usize);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&CHUNK_FORMAT_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        f.write_all(&header).map_err(werr)?;
+        f.write_all(&image_header()).map_err(werr)?;
         let mut len = 0u64;
-        let mut whole = 0u32;
-        let mut block_crc = 0u32;
-        let mut in_block = 0usize;
-        let mut crcs: Vec<u32> = Vec::new();
+        let mut crcs = Crcs::default();
+        let mut first = first.into_iter();
         loop {
-            match rx.blocking_recv() {
-                Some(WriteMsg::Data(mut data)) => {
+            let msg = match first.next() {
+                Some(data) => Some(WriteMsg::Data(data)),
+                None => rx.blocking_recv(),
+            };
+            match msg {
+                Some(WriteMsg::Data(data)) => {
                     self.reserve(disk, data.len() as u64, reserved)?;
                     f.write_all(&data).map_err(werr)?;
                     len += data.len() as u64;
-                    whole = crc32c::crc32c_append(whole, &data);
-                    while !data.is_empty() {
-                        let take = (BLOCK_SIZE - in_block).min(data.len());
-                        block_crc = crc32c::crc32c_append(block_crc, &data[..take]);
-                        in_block += take;
-                        data = data.slice(take..);
-                        if in_block == BLOCK_SIZE {
-                            crcs.push(block_crc);
-                            block_crc = 0;
-                            in_block = 0;
-                        }
-                    }
+                    crcs.update(&data);
                 }
                 Some(WriteMsg::Finish {
                     len: want_len,
                     crc32c,
                 }) => {
-                    if want_len != len || crc32c != whole {
-                        return Err(StoreError::Corrupt(
-                            id,
-                            format!("received {len} bytes crc {whole:08x}, sender announced {want_len} bytes crc {crc32c:08x}"),
-                        ));
-                    }
+                    check_announced(id, len, crcs.whole, want_len, crc32c)?;
                     break;
                 }
                 None => return Err(StoreError::Aborted),
             }
         }
-        if in_block > 0 {
-            crcs.push(block_crc);
-        }
-        let mut table = Vec::with_capacity(crcs.len() * 4 + FOOTER_LEN as usize);
-        for c in &crcs {
-            table.extend_from_slice(&c.to_le_bytes());
-        }
-        table.extend_from_slice(&len.to_le_bytes());
-        table.extend_from_slice(&whole.to_le_bytes());
-        table.extend_from_slice(FOOTER_MAGIC);
-        f.write_all(&table).map_err(werr)?;
+        let (blocks, whole) = crcs.finish();
+        f.write_all(&trailer(&blocks, len, whole)).map_err(werr)?;
         let file = f.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all()
             .map_err(|e| self.write_error(disk, "fsyncing a chunk", e))?;
-        self.commit(disk, tmp, id, len, whole, reserved)
+        let dest = self.path(disk, id);
+        self.commit(
+            disk,
+            id,
+            len,
+            whole,
+            reserved,
+            || self.place(disk, tmp, &dest).map(|()| None),
+            || {
+                let _ = fs::remove_file(tmp);
+            },
+        )
     }
 
-    /// Renames a finished temporary file into place and records the chunk. Only one write of an
-    /// id commits at a time; a second one waits and then finds the first's chunk.
+    /// Makes a finished chunk durable with `persist` (which answers its pack slot, if packed)
+    /// and records it. Only one write of an id commits at a time; a second one waits and then
+    /// finds the first's chunk, and `discard`s its own.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         disk: usize,
-        tmp: &Path,
         id: ChunkId,
         len: u64,
         crc: u32,
         reserved: &mut u64,
+        persist: impl FnOnce() -> Result<Option<Slot>, StoreError>,
+        discard: impl FnOnce(),
     ) -> Result<(u64, u32), StoreError> {
         {
             let mut st = self.state();
@@ -717,7 +1012,7 @@ impl ChunkStore {
                     drop(st);
                     // Chunk ids are random: the same id again is a retried copy of the same
                     // chunk. Keep the durable one; refuse a different one rather than overwrite.
-                    let _ = fs::remove_file(tmp);
+                    discard();
                     if (existing.len, existing.crc) == (len, crc) {
                         return Ok((len, crc));
                     }
@@ -732,20 +1027,33 @@ impl ChunkStore {
                 st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        let dest = self.path(disk, id);
-        let placed = self.place(disk, tmp, &dest);
+        let placed = persist();
         {
             let mut st = self.state();
             st.committing.remove(&id);
-            if placed.is_ok() && !st.disks[disk].failed {
-                st.index.insert(id, Entry { disk, len, crc });
-                let d = &mut st.disks[disk];
-                d.held += len;
-                d.chunks += 1;
-                d.pending = d.pending.saturating_sub(*reserved);
-                *reserved = 0;
-                // Copied here again (re-replication): no longer lost.
-                st.lost.retain(|(_, l)| *l != id);
+            if let Ok(slot) = &placed {
+                if !st.disks[disk].failed {
+                    let pack = *slot;
+                    st.index.insert(
+                        id,
+                        Entry {
+                            disk,
+                            len,
+                            crc,
+                            pack,
+                        },
+                    );
+                    let d = &mut st.disks[disk];
+                    d.held += len;
+                    d.chunks += 1;
+                    d.pending = d.pending.saturating_sub(*reserved);
+                    *reserved = 0;
+                    // Copied here again (re-replication): no longer lost.
+                    st.lost.retain(|(_, l)| *l != id);
+                    if let (Some(slot), Some(packs)) = (pack, &self.packs[disk]) {
+                        packs.add_live(slot.file, pack::record_len(len) as i64);
+                    }
+                }
             }
         }
         self.committed.notify_all();
@@ -793,8 +1101,12 @@ impl ChunkStore {
         len: Option<u64>,
         tx: &mpsc::Sender<Result<Bytes, io::Error>>,
     ) -> Result<(), StoreError> {
-        let entry = self.entry(id).ok_or(StoreError::NotFound(id))?;
+        let (entry, packed) = self.locate(id).ok_or(StoreError::NotFound(id))?;
         let fault = |f: Fault| self.read_fault(id, entry.disk, f);
+        if let Some(slot) = entry.pack {
+            let file = packed.ok_or(Fault::Missing).map_err(fault)?;
+            return self.read_packed(id, entry, &file, slot, offset, len, tx);
+        }
         let (size, file, table) = open_checked(&self.path(entry.disk, id), entry).map_err(fault)?;
         let len = len.unwrap_or(size.saturating_sub(offset));
         if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -828,15 +1140,64 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// [`ChunkStore::read_to`] of a packed chunk: its record is read at once, and each block
+    /// sent is checked first.
+    #[allow(clippy::too_many_arguments)]
+    fn read_packed(
+        &self,
+        id: ChunkId,
+        entry: Entry,
+        file: &File,
+        slot: Slot,
+        offset: u64,
+        len: Option<u64>,
+        tx: &mpsc::Sender<Result<Bytes, io::Error>>,
+    ) -> Result<(), StoreError> {
+        let size = entry.len;
+        let len = len.unwrap_or(size.saturating_sub(offset));
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::BadRange {
+                id,
+                offset,
+                len,
+                size,
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let fault = |f: Fault| self.read_fault(id, entry.disk, f);
+        let image = read_image(file, slot, entry).map_err(fault)?;
+        let block = BLOCK_SIZE as u64;
+        for b in offset / block..=(offset + len - 1) / block {
+            let start = b * block;
+            let data = image_block(&image, size, b).map_err(fault)?;
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((offset + len).min(start + data.len() as u64) - start) as usize;
+            let bytes = data.slice(from..to);
+            let n = bytes.len() as u64;
+            if tx.blocking_send(Ok(bytes)).is_err() {
+                break;
+            }
+            self.bytes_read.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Re-reads a whole chunk at no more than `rate` bytes per second (0: unthrottled) and
     /// checks every block and the whole-chunk CRC32C against the footer (blocking). A corrupt
     /// replica is deleted and queued as lost. Gives up, unjudged, once `stop` is set.
     pub fn scrub_chunk(&self, id: ChunkId, rate: u64, stop: &AtomicBool) -> ScrubOutcome {
-        let Some(entry) = self.entry(id) else {
+        let Some((entry, packed)) = self.locate(id) else {
             return ScrubOutcome::Skipped;
         };
         let mut throttle = Throttle::new(rate, stop);
-        match verify(&self.path(entry.disk, id), entry, &mut throttle) {
+        let checked = match (entry.pack, packed) {
+            (None, _) => verify(&self.path(entry.disk, id), entry, &mut throttle),
+            (Some(slot), Some(file)) => verify_packed(&file, slot, entry, &mut throttle),
+            (Some(_), None) => Err(Fault::Missing),
+        };
+        match checked {
             Ok(false) => ScrubOutcome::Skipped,
             Ok(true) => {
                 self.scrubbed.fetch_add(1, Ordering::Relaxed);
@@ -861,11 +1222,127 @@ impl ChunkStore {
     /// races with the deletion either has the file open already or finds nothing.
     pub fn delete(&self, id: ChunkId) -> Result<(), StoreError> {
         let entry = self.state().remove(id).ok_or(StoreError::NotFound(id))?;
+        if entry.pack.is_some() {
+            self.forget_packed(id, entry);
+            return Ok(());
+        }
         match fs::remove_file(self.path(entry.disk, id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.fail_disk(entry.disk, &format!("deleting chunk {id}: {e}"))),
         }
+    }
+
+    /// Reclaims the space of deleted packed chunks (blocking): the live records of every sealed
+    /// pack file less than half live are appended anew, and the file is removed. Answers the
+    /// number of records moved.
+    pub fn compact(&self) -> usize {
+        let mut moved = 0;
+        for (disk, packs) in self.packs.iter().enumerate() {
+            let Some(packs) = packs else { continue };
+            for n in packs.sparse() {
+                if self.is_failed(disk) {
+                    break;
+                }
+                match self.compact_file(disk, packs, n) {
+                    Ok(m) => {
+                        moved += m;
+                        if let Err(e) = packs.retire(n) {
+                            tracing::warn!(pack = %packs.path(n).display(), error = %e,
+                                "cannot remove a compacted pack file");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pack = %packs.path(n).display(), error = %e,
+                            "compaction stopped");
+                        break;
+                    }
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::info!(moved, "pack files compacted");
+        }
+        moved
+    }
+
+    /// Moves the live records of pack file `n` of `disk` to the current pack file, in batches
+    /// that are each made durable before the index points at them.
+    fn compact_file(&self, disk: usize, packs: &Packs, n: u32) -> Result<usize, StoreError> {
+        let live: Vec<(ChunkId, Entry)> = {
+            let st = self.state();
+            st.index
+                .iter()
+                .filter(|(_, e)| e.disk == disk && e.pack.is_some_and(|s| s.file == n))
+                .map(|(id, e)| (*id, *e))
+                .collect()
+        };
+        let Some(file) = packs.file(n) else {
+            return Ok(0);
+        };
+        let werr = |e: io::Error| self.write_error(disk, "compacting a pack file", e);
+        let mut moved = 0;
+        let mut batch: Vec<(ChunkId, Entry, Slot)> = Vec::new();
+        let mut batch_bytes = 0u64;
+        let mut last = 0u64;
+        for (i, (id, e)) in live.iter().enumerate() {
+            let slot = e.pack.expect("a packed entry");
+            match read_image(&file, slot, *e).and_then(|image| {
+                check_whole(&image, *e)?;
+                Ok(image)
+            }) {
+                Ok(image) => {
+                    let mut record = pack::record_header(false, *id, e.len as u32, e.crc).to_vec();
+                    record.extend_from_slice(&image);
+                    let (to, seq) = packs.append(&record).map_err(werr)?;
+                    batch.push((*id, *e, to));
+                    batch_bytes += record.len() as u64;
+                    last = seq;
+                }
+                Err(Fault::Io(err)) => {
+                    return Err(self.fail_disk(disk, &format!("reading pack {n}: {err}")))
+                }
+                Err(fault) => {
+                    self.read_fault(*id, disk, fault);
+                }
+            }
+            if batch_bytes >= COMPACT_BATCH || i + 1 == live.len() {
+                packs.wait_synced(last).map_err(werr)?;
+                moved += self.repoint(packs, std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Points the index at durable copies of packed chunks, where it still points at the
+    /// records they were copied from. A chunk deleted meanwhile gets a tombstone after its copy.
+    fn repoint(&self, packs: &Packs, moves: Vec<(ChunkId, Entry, Slot)>) -> usize {
+        let mut moved = 0;
+        let mut gone = Vec::new();
+        {
+            let mut st = self.state();
+            for (id, was, to) in moves {
+                let bytes = pack::record_len(was.len) as i64;
+                match st.index.get_mut(&id) {
+                    Some(e) if *e == was => {
+                        e.pack = Some(to);
+                        let from = was.pack.expect("a packed entry").file;
+                        packs.add_live(from, -bytes);
+                        packs.add_live(to.file, bytes);
+                        moved += 1;
+                    }
+                    Some(_) => {} // written again meanwhile: the copy is a harmless duplicate
+                    None => gone.push(id),
+                }
+            }
+        }
+        for id in gone {
+            if let Err(e) = packs.append_tombstone(id) {
+                tracing::warn!(chunk = %id, error = %e, "cannot record a packed chunk's deletion");
+            }
+        }
+        moved
     }
 
     /// Deletes each chunk of `ids` that is here; answers how many were.
@@ -924,10 +1401,245 @@ fn open_disk(root: &Path) -> Result<Vec<(ChunkId, u64, u32)>, String> {
     Ok(found)
 }
 
+/// The chunks of one disk: its chunk files, then its pack records replayed in order (the last
+/// record of an id decides; a tombstone cancels a packed chunk, never a chunk file).
+fn disk_chunks(
+    disk: usize,
+    files: Vec<(ChunkId, u64, u32)>,
+    replayed: Vec<Replayed>,
+) -> HashMap<ChunkId, Entry> {
+    let mut here: HashMap<ChunkId, Entry> = files
+        .into_iter()
+        .map(|(id, len, crc)| {
+            let e = Entry {
+                disk,
+                len,
+                crc,
+                pack: None,
+            };
+            (id, e)
+        })
+        .collect();
+    for r in replayed {
+        match r {
+            Replayed::Chunk { id, len, crc, slot } => {
+                if here.get(&id).is_some_and(|e| e.pack.is_none()) {
+                    continue;
+                }
+                let e = Entry {
+                    disk,
+                    len,
+                    crc,
+                    pack: Some(slot),
+                };
+                here.insert(id, e);
+            }
+            Replayed::Tombstone(id) => {
+                if here.get(&id).is_some_and(|e| e.pack.is_some()) {
+                    here.remove(&id);
+                }
+            }
+        }
+    }
+    here
+}
+
+/// The first bytes of a chunk image (a chunk file, or a pack record after its header).
+fn image_header() -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&CHUNK_FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// The bytes of a chunk image after its data: the block CRC table and the footer.
+fn trailer(blocks: &[u32], len: u64, crc: u32) -> Vec<u8> {
+    let mut t = Vec::with_capacity(blocks.len() * 4 + FOOTER_LEN as usize);
+    for c in blocks {
+        t.extend_from_slice(&c.to_le_bytes());
+    }
+    t.extend_from_slice(&len.to_le_bytes());
+    t.extend_from_slice(&crc.to_le_bytes());
+    t.extend_from_slice(FOOTER_MAGIC);
+    t
+}
+
+/// Bytes of the image of a chunk of `len` data bytes.
+pub fn image_len(len: u64) -> u64 {
+    HEADER_LEN + len + len.div_ceil(BLOCK_SIZE as u64) * 4 + FOOTER_LEN
+}
+
+/// The image of a chunk holding `data`, whose CRC32C is `crc`.
+#[cfg(test)]
+pub(crate) fn image(data: &[u8], crc: u32) -> Vec<u8> {
+    let mut crcs = Crcs::default();
+    crcs.update(data);
+    let (blocks, _) = crcs.finish();
+    let mut img = image_header().to_vec();
+    img.extend_from_slice(data);
+    img.extend_from_slice(&trailer(&blocks, data.len() as u64, crc));
+    img
+}
+
+/// The CRC32C of each block of a chunk and of the whole, computed as its data goes by.
+#[derive(Default)]
+struct Crcs {
+    whole: u32,
+    block: u32,
+    in_block: usize,
+    blocks: Vec<u32>,
+}
+
+impl Crcs {
+    fn update(&mut self, mut data: &[u8]) {
+        self.whole = crc32c::crc32c_append(self.whole, data);
+        while !data.is_empty() {
+            let take = (BLOCK_SIZE - self.in_block).min(data.len());
+            self.block = crc32c::crc32c_append(self.block, &data[..take]);
+            self.in_block += take;
+            data = &data[take..];
+            if self.in_block == BLOCK_SIZE {
+                self.blocks.push(self.block);
+                self.block = 0;
+                self.in_block = 0;
+            }
+        }
+    }
+
+    /// The block CRCs and the whole-chunk CRC.
+    fn finish(mut self) -> (Vec<u32>, u32) {
+        if self.in_block > 0 {
+            self.blocks.push(self.block);
+        }
+        (self.blocks, self.whole)
+    }
+}
+
+/// A chunk's pack record, built and checked before it is written.
+struct PackRecord {
+    id: ChunkId,
+    len: u64,
+    crc: u32,
+    bytes: Vec<u8>,
+}
+
+impl PackRecord {
+    /// The record of chunk `id` holding `pieces`, which must match what the sender announced.
+    fn build(
+        id: ChunkId,
+        pieces: &[Bytes],
+        want_len: u64,
+        want_crc: u32,
+    ) -> Result<PackRecord, StoreError> {
+        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        let mut bytes = Vec::with_capacity(pack::record_len(len) as usize);
+        bytes.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+        bytes.extend_from_slice(&image_header());
+        let mut crcs = Crcs::default();
+        for p in pieces {
+            crcs.update(p);
+            bytes.extend_from_slice(p);
+        }
+        let (blocks, crc) = crcs.finish();
+        check_announced(id, len, crc, want_len, want_crc)?;
+        bytes.extend_from_slice(&trailer(&blocks, len, crc));
+        let header = pack::record_header(false, id, len as u32, crc);
+        bytes[..RECORD_HEADER_LEN].copy_from_slice(&header);
+        Ok(PackRecord {
+            id,
+            len,
+            crc,
+            bytes,
+        })
+    }
+}
+
+/// Refuses a chunk whose received length or CRC differs from what its sender announced.
+fn check_announced(
+    id: ChunkId,
+    len: u64,
+    crc: u32,
+    want_len: u64,
+    want_crc: u32,
+) -> Result<(), StoreError> {
+    if (len, crc) == (want_len, want_crc) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(
+        id,
+        format!("received {len} bytes crc {crc:08x}, sender announced {want_len} bytes crc {want_crc:08x}"),
+    ))
+}
+
+/// Reads the image of a packed chunk and checks its header and footer against the index.
+fn read_image(file: &File, slot: Slot, entry: Entry) -> Result<Bytes, Fault> {
+    let mut buf = vec![0u8; image_len(entry.len) as usize];
+    file.read_exact_at(&mut buf, slot.at + RECORD_HEADER_LEN as u64)?;
+    if &buf[..8] != MAGIC {
+        return Err(Fault::Corrupt("pack record holds no chunk image".into()));
+    }
+    let footer = &buf[buf.len() - FOOTER_LEN as usize..];
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&footer[..8]);
+    let (len, crc) = (u64::from_le_bytes(len), le32(&footer[8..]));
+    if &footer[12..] != FOOTER_MAGIC || (len, crc) != (entry.len, entry.crc) {
+        return Err(Fault::Corrupt(format!(
+            "pack record footer says {len} bytes crc {crc:08x}, the chunk was stored as {} bytes crc {:08x}",
+            entry.len, entry.crc
+        )));
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The data of block `b` of a chunk image of `len` data bytes, checked against its CRC.
+fn image_block(image: &Bytes, len: u64, b: u64) -> Result<Bytes, Fault> {
+    let block = BLOCK_SIZE as u64;
+    let start = HEADER_LEN + b * block;
+    let blen = block.min(len - b * block);
+    let data = image.slice(start as usize..(start + blen) as usize);
+    let at = (HEADER_LEN + len + b * 4) as usize;
+    if crc32c::crc32c(&data) != le32(&image[at..at + 4]) {
+        return Err(Fault::Corrupt(format!("block {b} fails its checksum")));
+    }
+    Ok(data)
+}
+
+/// Checks every block of a packed chunk's image and its whole-chunk CRC32C.
+fn check_whole(image: &Bytes, entry: Entry) -> Result<(), Fault> {
+    let mut whole = 0u32;
+    for b in 0..entry.len.div_ceil(BLOCK_SIZE as u64) {
+        whole = crc32c::crc32c_append(whole, &image_block(image, entry.len, b)?);
+    }
+    if whole != entry.crc {
+        return Err(Fault::Corrupt(format!(
+            "whole-chunk checksum {whole:08x} differs from the footer's {:08x}",
+            entry.crc
+        )));
+    }
+    Ok(())
+}
+
+/// [`verify`] for a packed chunk.
+fn verify_packed(
+    file: &File,
+    slot: Slot,
+    entry: Entry,
+    throttle: &mut Throttle,
+) -> Result<bool, Fault> {
+    let image = read_image(file, slot, entry)?;
+    check_whole(&image, entry)?;
+    Ok(throttle.consume(entry.len))
+}
+
 /// Why a data folder is unusable, if it is: its root, `chunks/` or `tmp/` is gone or not a
 /// folder (an unmounted or replaced disk).
 fn disk_problem(root: &Path) -> Option<String> {
-    for p in [root.to_path_buf(), root.join("chunks"), root.join("tmp")] {
+    for p in [
+        root.to_path_buf(),
+        root.join("chunks"),
+        root.join("tmp"),
+        root.join("packs"),
+    ] {
         match fs::metadata(&p) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Some(format!("{} is not a folder", p.display())),
@@ -1131,6 +1843,19 @@ mod tests {
         p
     }
 
+    /// A store that keeps every chunk in a file of its own (the tests below packing's).
+    fn open_files(disks: &[PathBuf], capacity: u64) -> Result<ChunkStore, StoreError> {
+        let files_only = PackConfig {
+            max_chunk: 0,
+            ..PackConfig::default()
+        };
+        ChunkStore::open_with(disks, capacity, files_only)
+    }
+
+    fn data_path(store: &ChunkStore, id: ChunkId) -> Option<PathBuf> {
+        store.data_location(id).map(|(path, _)| path)
+    }
+
     fn pattern(n: usize, seed: u32) -> Vec<u8> {
         (0..n as u32)
             .map(|i| (i.wrapping_mul(7).wrapping_add(seed) % 251) as u8)
@@ -1173,7 +1898,7 @@ mod tests {
 
     /// Which of `disks` holds chunk `id`.
     fn disk_of(store: &ChunkStore, disks: &[PathBuf], id: ChunkId) -> Option<usize> {
-        let path = store.data_path(id)?;
+        let path = data_path(store, id)?;
         disks.iter().position(|d| path.starts_with(d))
     }
 
@@ -1190,7 +1915,7 @@ mod tests {
     #[test]
     fn writes_reads_ranges_and_detects_corruption() {
         let dir = tempdir("rw");
-        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let store = open_files(std::slice::from_ref(&dir), 0).unwrap();
         let data = pattern(200_000, 0);
         let id = ChunkId(42);
         let (len, crc) = write(&store, id, &data, true).unwrap();
@@ -1215,12 +1940,12 @@ mod tests {
             Err(StoreError::Aborted)
         ));
         assert_eq!(temp_files(&dir), 0);
-        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let store = open_files(std::slice::from_ref(&dir), 0).unwrap();
         assert_eq!(store.meta(id), Some((len, crc)));
         assert_eq!(store.meta(ChunkId(43)), None);
         // Flip one byte in the second block: reads of the first block still work; a read of the
         // second fails, and the replica is dropped and reported lost (the master copies it again).
-        let path = store.data_path(id).unwrap();
+        let path = data_path(&store, id).unwrap();
         flip(&path, HEADER_LEN + 70_000);
         assert_eq!(read(&store, id, 0, 100).unwrap(), &data[..100]);
         assert!(store.lost().1.is_empty());
@@ -1248,7 +1973,7 @@ mod tests {
     fn spreads_chunks_over_disks_and_reports_them() {
         let (a, b) = (tempdir("spread-a"), tempdir("spread-b"));
         let disks = vec![a.clone(), b.clone()];
-        let store = ChunkStore::open(&disks, 0).unwrap();
+        let store = open_files(&disks, 0).unwrap();
         write(&store, ChunkId(1), &pattern(300_000, 1), true).unwrap();
         assert_eq!(disk_of(&store, &disks, ChunkId(1)), Some(0));
         // Same file system, same free space: the folder holding less gets the next chunks
@@ -1267,7 +1992,7 @@ mod tests {
         assert_eq!(usage.capacity, usage.disks[0].capacity);
         // A reopened store finds every chunk on its disk.
         drop(store);
-        let store = ChunkStore::open(&disks, 0).unwrap();
+        let store = open_files(&disks, 0).unwrap();
         assert_eq!(store.count(), 4);
         assert_eq!(disk_of(&store, &disks, ChunkId(2)), Some(1));
         assert_eq!(
@@ -1282,7 +2007,7 @@ mod tests {
     fn a_replaced_disk_folder_fails_and_writes_go_to_the_other_disk() {
         let (a, b) = (tempdir("fail-a"), tempdir("fail-b"));
         let disks = vec![a.clone(), b.clone()];
-        let store = ChunkStore::open(&disks, 0).unwrap();
+        let store = open_files(&disks, 0).unwrap();
         let x = pattern(100_000, 5);
         write(&store, ChunkId(1), &x, true).unwrap();
         write(&store, ChunkId(2), &pattern(150_000, 6), true).unwrap();
@@ -1327,7 +2052,7 @@ mod tests {
         let go = AtomicBool::new(false);
         let (a, b) = (tempdir("gone-a"), tempdir("gone-b"));
         let disks = vec![a.clone(), b.clone()];
-        let store = ChunkStore::open(&disks, 0).unwrap();
+        let store = open_files(&disks, 0).unwrap();
         write(&store, ChunkId(1), &pattern(1000, 1), true).unwrap();
         write(&store, ChunkId(2), &pattern(1000, 2), true).unwrap();
         assert_eq!(disk_of(&store, &disks, ChunkId(2)), Some(1));
@@ -1355,16 +2080,16 @@ mod tests {
     fn a_vanished_chunk_file_is_lost_but_its_disk_is_fine() {
         let go = AtomicBool::new(false);
         let dir = tempdir("vanished");
-        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let store = open_files(std::slice::from_ref(&dir), 0).unwrap();
         write(&store, ChunkId(1), &pattern(1000, 1), true).unwrap();
         write(&store, ChunkId(2), &pattern(1000, 2), true).unwrap();
-        fs::remove_file(store.data_path(ChunkId(1)).unwrap()).unwrap();
+        fs::remove_file(data_path(&store, ChunkId(1)).unwrap()).unwrap();
         assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Lost);
         assert!(!store.is_failed(0));
         let (mark, lost) = store.lost();
         assert_eq!(lost, vec![ChunkId(1)]);
         // A loss after the heartbeat was built stays queued when that heartbeat is acknowledged.
-        fs::remove_file(store.data_path(ChunkId(2)).unwrap()).unwrap();
+        fs::remove_file(data_path(&store, ChunkId(2)).unwrap()).unwrap();
         assert!(read(&store, ChunkId(2), 0, 1).is_err());
         store.ack_lost(mark);
         assert_eq!(store.lost().1, vec![ChunkId(2)]);
@@ -1377,7 +2102,7 @@ mod tests {
     #[test]
     fn the_capacity_refuses_a_write_cleanly() {
         let dir = tempdir("capacity");
-        let store = ChunkStore::open(std::slice::from_ref(&dir), 300_000).unwrap();
+        let store = open_files(std::slice::from_ref(&dir), 300_000).unwrap();
         let first = pattern(200_000, 1);
         write(&store, ChunkId(1), &first, true).unwrap();
         let usage = store.usage();
@@ -1416,17 +2141,17 @@ mod tests {
     fn the_scrubber_finds_corruption_and_drops_the_replica() {
         let go = AtomicBool::new(false);
         let dir = tempdir("scrub");
-        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let store = open_files(std::slice::from_ref(&dir), 0).unwrap();
         let data = pattern(200_000, 9);
         for id in 1..=3 {
             write(&store, ChunkId(id), &data, true).unwrap();
         }
         // Chunk 1: one flipped data byte.
-        let p1 = store.data_path(ChunkId(1)).unwrap();
+        let p1 = data_path(&store, ChunkId(1)).unwrap();
         flip(&p1, HEADER_LEN + 130_000);
         // Chunk 2: a flipped byte whose block CRC was fixed up, so only the whole-chunk CRC
         // (in the footer) can tell.
-        let p2 = store.data_path(ChunkId(2)).unwrap();
+        let p2 = data_path(&store, ChunkId(2)).unwrap();
         let mut bytes = fs::read(&p2).unwrap();
         bytes[(HEADER_LEN + 5) as usize] ^= 1;
         let block0 =
@@ -1469,7 +2194,7 @@ mod tests {
     fn concurrent_writes_of_one_id_keep_one_chunk() {
         let (a, b) = (tempdir("twice-a"), tempdir("twice-b"));
         let disks = vec![a.clone(), b.clone()];
-        let store = ChunkStore::open(&disks, 0).unwrap();
+        let store = open_files(&disks, 0).unwrap();
         let data = pattern(300_000, 4);
         let results: Vec<_> = std::thread::scope(|s| {
             let w: Vec<_> = (0..4)
@@ -1500,7 +2225,7 @@ mod tests {
     #[test]
     fn a_chunk_deleted_while_read_streams_to_the_end() {
         let dir = tempdir("delete-read");
-        let store = ChunkStore::open(std::slice::from_ref(&dir), 0).unwrap();
+        let store = open_files(std::slice::from_ref(&dir), 0).unwrap();
         let data = pattern(300_000, 3);
         write(&store, ChunkId(1), &data, true).unwrap();
         let (tx, mut rx) = mpsc::channel(1);
@@ -1531,16 +2256,210 @@ mod tests {
         let broken = tempdir("start-b").join("file");
         fs::write(&broken, b"not a folder").unwrap();
         let disks = vec![broken.clone(), a.clone()];
-        let store = ChunkStore::open(&disks, 0).unwrap();
+        let store = open_files(&disks, 0).unwrap();
         assert!(store.is_failed(0));
         write(&store, ChunkId(1), b"abc", true).unwrap();
         assert_eq!(disk_of(&store, &disks, ChunkId(1)), Some(1));
         assert!(store.usage().disks[0].failed);
         assert!(matches!(
-            ChunkStore::open(std::slice::from_ref(&broken), 0),
+            open_files(std::slice::from_ref(&broken), 0),
             Err(StoreError::NoDisk)
         ));
         fs::remove_dir_all(a).unwrap();
         fs::remove_dir_all(broken.parent().unwrap()).unwrap();
+    }
+
+    fn packing(max_chunk: u64, file_size: u64) -> PackConfig {
+        PackConfig {
+            max_chunk,
+            file_size,
+        }
+    }
+
+    #[test]
+    fn small_chunks_are_packed_read_verified_and_survive_a_restart() {
+        let dir = tempdir("packed");
+        let disks = std::slice::from_ref(&dir);
+        let cfg = packing(100_000, pack::DEFAULT_FILE_SIZE);
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        let small = pattern(4096, 1);
+        let two_blocks = pattern(90_000, 2);
+        let large = pattern(150_000, 3);
+        write(&store, ChunkId(1), &small, true).unwrap();
+        write(&store, ChunkId(2), &two_blocks, true).unwrap();
+        write(&store, ChunkId(3), &large, true).unwrap();
+        write(&store, ChunkId(4), &pattern(10, 4), true).unwrap();
+        // Unfinished writes leave nothing.
+        assert!(matches!(
+            write(&store, ChunkId(5), &pattern(100, 5), false),
+            Err(StoreError::Aborted)
+        ));
+        let in_pack = |store: &ChunkStore, id| {
+            data_path(store, ChunkId(id)).is_some_and(|p| p.starts_with(dir.join("packs")))
+        };
+        assert!(in_pack(&store, 1) && in_pack(&store, 2) && !in_pack(&store, 3));
+        assert_eq!(read(&store, ChunkId(2), 0, 90_000).unwrap(), two_blocks);
+        assert_eq!(
+            read(&store, ChunkId(2), 65_000, 1_000).unwrap(),
+            &two_blocks[65_000..66_000]
+        );
+        assert!(read(&store, ChunkId(2), 89_000, 2_000).is_err());
+        assert_eq!(store.count(), 4);
+        // A retried copy of a packed chunk is the chunk already there.
+        write(&store, ChunkId(1), &small, true).unwrap();
+        store.delete(ChunkId(4)).unwrap();
+        assert_eq!(store.bytes_held(), 4096 + 90_000 + 150_000);
+        drop(store);
+
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        assert_eq!(store.count(), 3, "the deleted chunk stays deleted");
+        assert_eq!(store.meta(ChunkId(4)), None);
+        assert_eq!(read(&store, ChunkId(1), 0, 4096).unwrap(), small);
+        assert_eq!(read(&store, ChunkId(3), 0, 150_000).unwrap(), large);
+        assert_eq!(store.bytes_held(), 4096 + 90_000 + 150_000);
+        // A flipped byte in a packed chunk: the read fails, the replica is dropped and lost.
+        let (path, at) = store.data_location(ChunkId(2)).unwrap();
+        flip(&path, at + 70_000);
+        assert!(read(&store, ChunkId(2), 0, 10).is_ok(), "block 0 is intact");
+        assert!(read(&store, ChunkId(2), 0, 90_000).is_err());
+        assert_eq!(store.meta(ChunkId(2)), None);
+        assert_eq!(store.lost().1, vec![ChunkId(2)]);
+        assert!(!store.is_failed(0));
+        // The scrubber checks packed chunks too.
+        let go = AtomicBool::new(false);
+        assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Good);
+        let (path, at) = store.data_location(ChunkId(1)).unwrap();
+        flip(&path, at + 4095);
+        assert_eq!(store.scrub_chunk(ChunkId(1), 0, &go), ScrubOutcome::Corrupt);
+        drop(store);
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        assert_eq!(
+            store.chunk_ids(),
+            vec![ChunkId(3)],
+            "dropped replicas stay dropped"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_reclaims_deleted_packed_chunks_and_keeps_the_rest() {
+        let dir = tempdir("compact");
+        let disks = std::slice::from_ref(&dir);
+        let cfg = packing(100_000, 64 * 1024);
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        let data = |i: u128| pattern(10_000, i as u32);
+        for i in 1..=30u128 {
+            write(&store, ChunkId(i), &data(i), true).unwrap();
+        }
+        let pack_files = || fs::read_dir(dir.join("packs")).unwrap().count();
+        let before = pack_files();
+        assert!(before >= 5, "{before} pack files");
+        // Nothing deleted: nothing worth compacting.
+        assert_eq!(store.compact(), 0);
+        assert_eq!(pack_files(), before);
+        for i in (1..=30u128).filter(|i| i % 5 != 0) {
+            store.delete(ChunkId(i)).unwrap();
+        }
+        let moved = store.compact();
+        assert!((1..=6).contains(&moved), "{moved} records moved");
+        assert!(
+            pack_files() < before,
+            "{} of {before} pack files left",
+            pack_files()
+        );
+        let check = |store: &ChunkStore| {
+            assert_eq!(store.count(), 6);
+            for i in (5..=30u128).step_by(5) {
+                assert_eq!(read(store, ChunkId(i), 0, 10_000).unwrap(), data(i));
+            }
+        };
+        check(&store);
+        drop(store);
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        check(&store);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_small_writes_all_land() {
+        let dir = tempdir("concurrent-packed");
+        let disks = std::slice::from_ref(&dir);
+        let store = Arc::new(ChunkStore::open(disks, 0).unwrap());
+        let writers: Vec<_> = (0..8u128)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25u128 {
+                        let id = ChunkId(t * 1000 + i);
+                        write(&store, id, &pattern(4096, id.0 as u32), true).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        drop(store);
+        let store = ChunkStore::open(disks, 0).unwrap();
+        assert_eq!(store.count(), 200);
+        let id = ChunkId(7024);
+        assert_eq!(
+            read(&store, id, 0, 4096).unwrap(),
+            pattern(4096, id.0 as u32)
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn entry(id: u128, data: &[u8]) -> BatchEntry {
+        BatchEntry {
+            id: ChunkId(id),
+            data: Bytes::copy_from_slice(data),
+            crc32c: crc32c::crc32c(data),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_kept_whole_or_not_at_all() {
+        let dir = tempdir("batch");
+        let disks = std::slice::from_ref(&dir);
+        let cfg = packing(100_000, pack::DEFAULT_FILE_SIZE);
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        let big = pattern(150_000, 7);
+        let batch = vec![
+            entry(1, &pattern(4096, 1)),
+            entry(2, b""),
+            entry(3, &big),
+            entry(4, &pattern(100, 4)),
+        ];
+        store.write_batch(batch.clone()).unwrap();
+        assert_eq!(store.count(), 4);
+        let in_pack = |id| {
+            data_path(&store, ChunkId(id))
+                .unwrap()
+                .starts_with(dir.join("packs"))
+        };
+        assert!(in_pack(1) && in_pack(2) && in_pack(4) && !in_pack(3));
+        assert_eq!(read(&store, ChunkId(3), 0, 150_000).unwrap(), big);
+        assert_eq!(read(&store, ChunkId(4), 0, 100).unwrap(), pattern(100, 4));
+        assert_eq!(store.meta(ChunkId(2)), Some((0, 0)));
+        // Sent again (a retry): nothing changes.
+        store.write_batch(batch).unwrap();
+        assert_eq!(store.count(), 4);
+        // A batch naming a held id with other contents is refused whole.
+        let err = store
+            .write_batch(vec![entry(5, b"five"), entry(1, b"not chunk one")])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(..)), "{err}");
+        assert_eq!(store.meta(ChunkId(5)), None);
+        // An entry whose data does not match its CRC is refused whole.
+        let mut bad = entry(6, b"six");
+        bad.crc32c ^= 1;
+        assert!(store.write_batch(vec![entry(7, b"seven"), bad]).is_err());
+        assert_eq!(store.meta(ChunkId(7)), None);
+        drop(store);
+        let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+        assert_eq!(store.count(), 4);
+        assert_eq!(read(&store, ChunkId(1), 0, 4096).unwrap(), pattern(4096, 1));
+        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use std::sync::Arc;
 use std::time::Duration;
+use tinydfs_proto::batch::BatchEntry;
 use tinydfs_proto::client::{PutChunkReply, STREAM_IDLE_TIMEOUT};
 use tinydfs_proto::frame::footer;
 use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
@@ -65,6 +66,63 @@ impl Drop for OpenChunk {
     }
 }
 
+/// Objects up to this size (or the chunk size, if smaller) are held whole and sent to their
+/// pipeline as one body: a small PUT then costs one write per hop instead of a stream of frames.
+pub const SMALL_OBJECT: u64 = 256 * 1024;
+/// Pipelines asked of the master at once.
+const PIPELINES_AHEAD: usize = 32;
+/// How long pipelines placed ahead stay usable: the master's view of free space and live
+/// chunkservers moves on, and a dead node in a cached pipeline costs a retry.
+const PIPELINES_FRESH: Duration = Duration::from_secs(1);
+
+/// Pipelines placed by the master ahead of need.
+#[derive(Default)]
+pub struct PipelineCache {
+    ready: Vec<Vec<NodeAddr>>,
+    fetched: Option<std::time::Instant>,
+}
+
+impl PipelineCache {
+    /// A fresh pipeline that avoids `suspects`, if one is left.
+    fn take(&mut self, suspects: &[NodeId]) -> Option<Vec<NodeAddr>> {
+        if self.fetched.is_none_or(|at| at.elapsed() > PIPELINES_FRESH) {
+            self.ready.clear();
+            return None;
+        }
+        while let Some(p) = self.ready.pop() {
+            if !p.iter().any(|n| suspects.contains(&n.id)) {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+/// A pipeline for a new chunk: from those placed ahead, or a new batch from the master.
+async fn pipeline(gw: &Gateway) -> S3Result<Vec<NodeAddr>> {
+    let suspects = gw.suspects();
+    if let Some(p) = gw.pipelines.lock().ok().and_then(|mut c| c.take(&suspects)) {
+        return Ok(p);
+    }
+    let placement = gw
+        .master
+        .placement(PIPELINES_AHEAD, gw.config.replicas, suspects)
+        .await?;
+    let mut pipelines: Vec<Vec<NodeAddr>> = placement
+        .pipelines
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    let first = pipelines
+        .pop()
+        .ok_or_else(|| S3Error::unavailable("the master returned no pipeline"))?;
+    if let Ok(mut c) = gw.pipelines.lock() {
+        c.ready = pipelines;
+        c.fetched = Some(std::time::Instant::now());
+    }
+    Ok(first)
+}
+
 /// Streams `body` into new chunks; `observe` sees every byte (checksums). Returns what was stored;
 /// on any error, the chunk in flight is aborted and nothing is committed by the caller.
 pub async fn store<S>(
@@ -88,7 +146,9 @@ where
         lease,
     };
     let mut open: Option<OpenChunk> = None;
-    let chunk_size = gw.config.chunk_size;
+    // The start of the body, held until it is known whether the object is small.
+    let small_limit = SMALL_OBJECT.min(gw.config.chunk_size);
+    let mut held: Option<Vec<Bytes>> = Some(Vec::new());
     // Client bodies carry the request's own idle bound (`body_timeout_ms`, see `take_body`);
     // this one is the backstop for other sources, never shorter than the configured bound.
     let idle = STREAM_IDLE_TIMEOUT.max(Duration::from_millis(gw.config.body_timeout_ms));
@@ -112,52 +172,236 @@ where
         md5.update(&frame);
         observe(&frame);
         stored.size += frame.len() as u64;
-        let mut data = frame;
-        while !data.is_empty() {
-            let mut chunk = match open.take() {
-                Some(c) => c,
-                None => open_chunk(gw, request_id, stored.lease.id).await?,
-            };
-            let take = ((chunk_size - chunk.written) as usize).min(data.len());
-            let piece = data.split_to(take);
-            chunk.crc = crc32c::crc32c_append(chunk.crc, &piece);
-            chunk.written += take as u64;
-            let sent = tokio::time::timeout(STREAM_IDLE_TIMEOUT, chunk.tx.send(Ok(piece))).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                // The pipeline head went away or stopped reading.
-                if let Some(head) = chunk.pipeline.first() {
-                    gw.suspect(head.id);
-                }
-                chunk.abort().await;
-                return Err(S3Error::unavailable(
-                    "the chunk pipeline stopped taking data",
-                ));
+        if let Some(frames) = &mut held {
+            frames.push(frame);
+            if stored.size <= small_limit {
+                continue;
             }
-            if chunk.written == chunk_size {
-                finish_chunk(gw, chunk, &mut stored).await?;
-            } else {
-                open = Some(chunk);
+            // Not small: stream it, starting with what was held.
+            for f in held.take().unwrap_or_default() {
+                push(gw, &mut open, &mut stored, f, request_id).await?;
+            }
+            continue;
+        }
+        push(gw, &mut open, &mut stored, frame, request_id).await?;
+    }
+    match held {
+        Some(frames) if stored.size > 0 => store_whole(gw, frames, &mut stored, request_id).await?,
+        _ => {
+            if let Some(c) = open.take() {
+                finish_chunk(gw, c, &mut stored).await?;
             }
         }
-    }
-    if let Some(c) = open.take() {
-        finish_chunk(gw, c, &mut stored).await?;
     }
     stored.md5 = md5.finalize().into();
     Ok(stored)
 }
 
+/// Sends `data` on to the open chunk, opening chunks and finishing full ones as needed.
+async fn push(
+    gw: &Gateway,
+    open: &mut Option<OpenChunk>,
+    stored: &mut Stored,
+    mut data: Bytes,
+    request_id: &str,
+) -> S3Result<()> {
+    let chunk_size = gw.config.chunk_size;
+    while !data.is_empty() {
+        let mut chunk = match open.take() {
+            Some(c) => c,
+            None => open_chunk(gw, request_id, stored.lease.id).await?,
+        };
+        let take = ((chunk_size - chunk.written) as usize).min(data.len());
+        let piece = data.split_to(take);
+        chunk.crc = crc32c::crc32c_append(chunk.crc, &piece);
+        chunk.written += take as u64;
+        let sent = tokio::time::timeout(STREAM_IDLE_TIMEOUT, chunk.tx.send(Ok(piece))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // The pipeline head went away or stopped reading.
+            if let Some(head) = chunk.pipeline.first() {
+                gw.suspect(head.id);
+            }
+            chunk.abort().await;
+            return Err(S3Error::unavailable(
+                "the chunk pipeline stopped taking data",
+            ));
+        }
+        if chunk.written == chunk_size {
+            finish_chunk(gw, chunk, stored).await?;
+        } else {
+            *open = Some(chunk);
+        }
+    }
+    Ok(())
+}
+
+/// Stores a small object, all in `frames`, as one chunk. Concurrent small objects travel
+/// together: the chunk joins the next batch sent down a pipeline ([`SmallWrites`]).
+async fn store_whole(
+    gw: &Gateway,
+    frames: Vec<Bytes>,
+    stored: &mut Stored,
+    request_id: &str,
+) -> S3Result<()> {
+    let len: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let data = if frames.len() == 1 {
+        frames.into_iter().next().unwrap_or_default()
+    } else {
+        let mut b = bytes::BytesMut::with_capacity(len as usize);
+        for f in &frames {
+            b.extend_from_slice(f);
+        }
+        b.freeze()
+    };
+    let crc = crc32c::crc32c(&data);
+    let id = ChunkId::in_lease(stored.lease.id);
+    let entry = BatchEntry {
+        id,
+        data,
+        crc32c: crc,
+    };
+    let (pipeline, answer) = gw.small_writes.write(gw, entry, request_id).await?;
+    settle(gw, &pipeline, id, len, crc, Ok(answer), stored)
+}
+
+/// Batches in flight at once per gateway: enough to keep every hop of the pipelines busy.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// The most data one batch carries.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Small chunks waiting to be sent, and the batches in flight. Writers are their own couriers,
+/// as in a group commit: a writer that finds a free slot sends everything waiting as one batch
+/// and hands each waiter its answer; the others wait for theirs, or for a free slot.
+#[derive(Default)]
+pub struct SmallWrites {
+    queue: std::sync::Mutex<SmallQueue>,
+    freed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SmallQueue {
+    waiting: Vec<(BatchEntry, Waiter)>,
+    in_flight: usize,
+}
+
+/// Where a batched chunk's answer goes: its pipeline and the pipeline's reply for it.
+type Answer = S3Result<(Vec<NodeAddr>, Result<PutChunkReply, String>)>;
+type Waiter = tokio::sync::oneshot::Sender<Answer>;
+
+impl SmallWrites {
+    /// Writes one small chunk through the next batch; answers its pipeline and the reply.
+    async fn write(
+        &self,
+        gw: &Gateway,
+        entry: BatchEntry,
+        request_id: &str,
+    ) -> S3Result<(Vec<NodeAddr>, Result<PutChunkReply, String>)> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.lock().waiting.push((entry, tx));
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Ok(answer) = rx.try_recv() {
+                return answer;
+            }
+            if let Some(batch) = self.take_batch() {
+                // Given back even if this request is cancelled on the way.
+                let _slot = BatchSlot(self);
+                send_batch(gw, batch, request_id).await;
+                continue;
+            }
+            tokio::select! {
+                answer = &mut rx => {
+                    // Its courier's request was cancelled on the way.
+                    return answer.unwrap_or_else(|_| {
+                        Err(S3Error::unavailable("the batch carrying this object was abandoned"))
+                    });
+                }
+                _ = freed => {}
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SmallQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The chunks waiting (up to a batch's size), if a slot is free; the slot is taken.
+    fn take_batch(&self) -> Option<Vec<(BatchEntry, Waiter)>> {
+        let mut q = self.lock();
+        if q.waiting.is_empty() || q.in_flight >= BATCHES_IN_FLIGHT {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        for (e, _) in &q.waiting {
+            if n > 0 && bytes + e.data.len() > BATCH_BYTES {
+                break;
+            }
+            bytes += e.data.len();
+            n += 1;
+        }
+        q.in_flight += 1;
+        Some(q.waiting.drain(..n).collect())
+    }
+}
+
+/// A batch slot taken by [`SmallWrites::take_batch`], freed when dropped.
+struct BatchSlot<'a>(&'a SmallWrites);
+
+impl Drop for BatchSlot<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+        self.0.freed.notify_waiters();
+    }
+}
+
+/// Sends a batch down one pipeline and hands every chunk of it its answer.
+async fn send_batch(gw: &Gateway, batch: Vec<(BatchEntry, Waiter)>, request_id: &str) {
+    let pipeline = match pipeline(gw).await {
+        Ok(p) => p,
+        Err(e) => {
+            for (_, w) in batch {
+                let _ = w.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let (entries, waiters): (Vec<BatchEntry>, Vec<Waiter>) = batch.into_iter().unzip();
+    let body = tinydfs_proto::batch::encode(&entries);
+    let reply = match pipeline.split_first() {
+        Some((head, rest)) => tokio::time::timeout(
+            STREAM_IDLE_TIMEOUT * 2,
+            gw.chunks.put_batch(head, rest, body, request_id),
+        )
+        .await
+        .unwrap_or_else(|_| Err("the pipeline did not answer in time".into())),
+        None => Err("empty pipeline".into()),
+    };
+    let reply = reply.and_then(|r| {
+        if r.count as usize == entries.len() {
+            Ok(r.stored)
+        } else {
+            Err(format!(
+                "the pipeline counted {} of {} chunks",
+                r.count,
+                entries.len()
+            ))
+        }
+    });
+    for (e, w) in entries.iter().zip(waiters) {
+        let answer = reply.clone().map(|stored| PutChunkReply {
+            stored,
+            len: e.data.len() as u64,
+            crc32c: e.crc32c,
+        });
+        let _ = w.send(Ok((pipeline.clone(), answer)));
+    }
+}
+
 async fn open_chunk(gw: &Gateway, request_id: &str, lease: u32) -> S3Result<OpenChunk> {
-    let placement = gw
-        .master
-        .placement(1, gw.config.replicas, gw.suspects())
-        .await?;
-    let pipeline = placement
-        .pipelines
-        .into_iter()
-        .next()
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| S3Error::unavailable("the master returned no pipeline"))?;
+    let pipeline = pipeline(gw).await?;
     let id = ChunkId::in_lease(lease);
     let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -198,15 +442,38 @@ async fn finish_chunk(gw: &Gateway, mut chunk: OpenChunk, stored: &mut Stored) -
             .unwrap_or_else(|_| Ok(Err("the pipeline did not answer in time".into()))),
         _ => Ok(Err("the pipeline head stopped taking data".into())),
     };
+    let pipeline = std::mem::take(&mut chunk.pipeline);
+    settle(
+        gw,
+        &pipeline,
+        chunk.id,
+        chunk.written,
+        chunk.crc,
+        answer,
+        stored,
+    )
+}
+
+/// Judges a pipeline's answer for chunk `id` of `len` bytes with CRC32C `crc`: records the
+/// chunk in `stored` if enough copies are durable and match, suspects the members that failed.
+fn settle(
+    gw: &Gateway,
+    pipeline: &[NodeAddr],
+    id: ChunkId,
+    len: u64,
+    crc: u32,
+    answer: Result<Result<PutChunkReply, String>, tokio::task::JoinError>,
+    stored: &mut Stored,
+) -> S3Result<()> {
     let reply = match answer.map_err(S3Error::internal)? {
         Ok(r) => r,
         Err(e) => {
             // The head failed (its followers' errors come back inside its reply): the client's
             // retry should get a pipeline without it. SDKs retry 503 by themselves.
-            if let Some(head) = chunk.pipeline.first() {
+            if let Some(head) = pipeline.first() {
                 gw.suspect(head.id);
             }
-            let detail = format!("chunk {} write failed: {e}", chunk.id);
+            let detail = format!("chunk {id} write failed: {e}");
             // The head ran out of space (its own disk: followers' failures come back as
             // missing copies in a successful reply).
             if e.contains("HTTP 507") {
@@ -215,34 +482,33 @@ async fn finish_chunk(gw: &Gateway, mut chunk: OpenChunk, stored: &mut Stored) -
             return Err(S3Error::unavailable(detail));
         }
     };
-    for n in &chunk.pipeline {
+    for n in pipeline {
         if !reply.stored.contains(&n.id) {
             gw.suspect(n.id);
         }
     }
-    if reply.len != chunk.written || reply.crc32c != chunk.crc {
+    if reply.len != len || reply.crc32c != crc {
         return Err(S3Error::internal(format!(
-            "chunk {} stored as {} bytes crc {:08x}, sent {} bytes crc {:08x}",
-            chunk.id, reply.len, reply.crc32c, chunk.written, chunk.crc
+            "chunk {id} stored as {} bytes crc {:08x}, sent {len} bytes crc {crc:08x}",
+            reply.len, reply.crc32c
         )));
     }
     let needed = gw.config.min_replicas.min(gw.config.replicas).max(1);
     if reply.stored.len() < needed {
         return Err(S3Error::unavailable(format!(
-            "chunk {} reached {} of the {needed} copies required",
-            chunk.id,
+            "chunk {id} reached {} of the {needed} copies required",
             reply.stored.len()
         )));
     }
     if reply.stored.len() < gw.config.replicas {
-        tracing::warn!(chunk = %chunk.id, copies = reply.stored.len(), "chunk is under-replicated");
+        tracing::warn!(chunk = %id, copies = reply.stored.len(), "chunk is under-replicated");
     }
     stored.chunks.push(ChunkMeta {
-        id: chunk.id,
-        len: chunk.written,
-        crc32c: chunk.crc,
+        id,
+        len,
+        crc32c: crc,
     });
-    stored.locations.push((chunk.id, reply.stored));
+    stored.locations.push((id, reply.stored));
     Ok(())
 }
 

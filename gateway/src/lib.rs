@@ -136,6 +136,10 @@ pub struct Gateway {
     pub chunks: ChunkClient,
     /// Chunkservers that failed a write recently, with when they failed.
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
+    /// Pipelines the master placed ahead of need, handed to new chunks while fresh.
+    pub pipelines: Mutex<data::PipelineCache>,
+    /// Small chunks on their way, sent down pipelines in batches.
+    pub small_writes: data::SmallWrites,
     /// The upload leases new chunk ids are named under.
     pub leases: Mutex<Leases>,
     pub metrics: ops::S3Metrics,
@@ -553,6 +557,8 @@ pub async fn run(
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
+        pipelines: Mutex::new(data::PipelineCache::default()),
+        small_writes: data::SmallWrites::default(),
         leases: Mutex::new(Leases::default()),
         keys: std::sync::RwLock::new(KeyCache::default()),
         key_fetches: std::sync::atomic::AtomicU64::new(0),

@@ -27,6 +27,7 @@ pub mod paths {
     pub const WRITE: &str = "/internal/v1/meta/write";
     pub const READ: &str = "/internal/v1/meta/read";
     pub const PLACEMENT: &str = "/internal/v1/placement";
+    pub const BATCH: &str = "/internal/v1/batch";
     pub const REGISTER: &str = "/internal/v1/register";
     pub const HEARTBEAT: &str = "/internal/v1/heartbeat";
     pub const STATUS: &str = "/internal/v1/status";
@@ -383,6 +384,24 @@ impl ChunkClient {
         self.send_for_reply(rb, &head.addr).await
     }
 
+    /// Sends a batch of small chunks (a [`crate::batch`] body) to `head`, which forwards it to
+    /// `rest` while writing it.
+    pub async fn put_batch(
+        &self,
+        head: &NodeAddr,
+        rest: &[NodeAddr],
+        body: bytes::Bytes,
+        request_id: &str,
+    ) -> Result<crate::batch::PutBatchReply, String> {
+        let rb = self
+            .http
+            .put(url(&head.addr, paths::BATCH))
+            .query(&PutChunkQuery::encode(rest))
+            .header(REQUEST_ID_HEADER, request_id)
+            .body(body);
+        self.send_for_reply(rb, &head.addr).await
+    }
+
     /// Tells `target` to copy chunk `id` from `order.source`; answers once the copy is durable.
     pub async fn replicate(
         &self,
@@ -403,11 +422,11 @@ impl ChunkClient {
     }
 
     /// Sends an internal request and decodes the chunk write reply; errors name the peer.
-    async fn send_for_reply(
+    async fn send_for_reply<T: serde::de::DeserializeOwned>(
         &self,
         rb: reqwest::RequestBuilder,
         addr: &str,
-    ) -> Result<PutChunkReply, String> {
+    ) -> Result<T, String> {
         let resp = internal_headers(rb, &self.secret, "")
             .send()
             .await

@@ -16,6 +16,9 @@ pub const SECRET_KEY: &str = "tdtestsecretkey0123456789";
 /// Chunk size used by tests: small, so that several chunks need little data.
 pub const TEST_CHUNK: u64 = 256 * 1024;
 
+/// Largest chunk the test clusters' chunkservers pack (`--pack-max`).
+pub const TEST_PACK_MAX: u64 = 64 * 1024;
+
 /// Options of a test cluster.
 pub struct Opts {
     pub chunkservers: usize,
@@ -116,6 +119,9 @@ impl Cluster {
             .args(["--chunk-size", &opts.chunk_size.to_string()])
             .args(["--heartbeat-ms", "200", "--dead-node-timeout-secs", "3"])
             .args(["--reserve-bytes", "0"])
+            // Test chunks are 256 KiB: with the default limit (1 MiB) every one would be packed.
+            // Objects over 64 KiB exercise chunk files, smaller ones pack files.
+            .arg(format!("--chunkserver-arg=--pack-max={TEST_PACK_MAX}"))
             .args(&opts.extra)
             .env("TINYDFS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("TINYDFS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -229,6 +235,7 @@ impl Cluster {
             self.masters().join(","),
             "--heartbeat-ms".into(),
             "200".into(),
+            format!("--pack-max={TEST_PACK_MAX}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let node = self.spawn(name, &args);
@@ -242,7 +249,8 @@ impl Cluster {
         node
     }
 
-    /// Chunk files on every chunkserver's disks: (chunkserver folder name, chunk id) pairs.
+    /// Chunks on every chunkserver's disks, in chunk files or pack files: (chunkserver folder
+    /// name, chunk id) pairs.
     pub fn chunk_files(&self) -> Vec<(String, String)> {
         fn walk(dir: &Path, node: &str, out: &mut Vec<(String, String)>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -251,7 +259,11 @@ impl Cluster {
             for e in entries.flatten() {
                 let p = e.path();
                 let name = e.file_name().to_string_lossy().to_string();
-                if p.is_dir() {
+                if p.is_dir() && name == "packs" {
+                    for id in packed_chunks(&p) {
+                        out.push((node.to_string(), id));
+                    }
+                } else if p.is_dir() {
                     walk(&p, node, out);
                 } else if name.len() == 32
                     && name.bytes().all(|b| b.is_ascii_hexdigit())
@@ -518,4 +530,42 @@ pub fn code<T, E: aws_sdk_s3::error::ProvideErrorMetadata>(r: Result<T, E>) -> S
         Ok(_) => "ok".into(),
         Err(e) => e.code().unwrap_or("unknown").to_string(),
     }
+}
+
+/// The chunks a chunkserver's pack folder holds, read from its files as the chunkserver replays
+/// them (chunkserver/src/pack.rs): records in file order, a tombstone cancels its chunk.
+pub fn packed_chunks(dir: &Path) -> Vec<String> {
+    packed_locations(dir)
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect()
+}
+
+/// [`packed_chunks`] with, for each, its pack file and the offset of its first data byte.
+pub fn packed_locations(dir: &Path) -> Vec<(String, PathBuf, usize)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "pack"));
+    files.sort();
+    let mut live: Vec<(String, PathBuf, usize)> = Vec::new();
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let mut at = 16;
+        while at + 40 <= bytes.len() && &bytes[at..at + 4] == b"TDPK" {
+            let h = &bytes[at..at + 40];
+            let id = format!("{:032x}", u128::from_le_bytes(h[8..24].try_into().unwrap()));
+            let len = u32::from_le_bytes(h[24..28].try_into().unwrap()) as usize;
+            live.retain(|(c, _, _)| *c != id);
+            if h[4] == 2 {
+                at += 40;
+                continue;
+            }
+            live.push((id, f.clone(), at + 40 + 16));
+            at += 40 + 16 + len + len.div_ceil(64 * 1024) * 4 + 16;
+        }
+    }
+    live
 }

@@ -19,4 +19,7 @@ mod sigv4;
 pub use checksum::{combine_parts, crc_combine, ChecksumAlgo, ChecksumHasher};
 pub use chunked::{decode_aws_chunked, TrailerSlot};
 pub use error::AuthError;
+/// For signing test and benchmark requests; the gateway itself only verifies.
+#[doc(hidden)]
+pub use sigv4::{hmac, signing_key};
 pub use sigv4::{is_aws_chunked, verify, Payload, Sha256Check, SigningContext, Verified};

@@ -579,7 +579,7 @@ pub(super) fn canonical_query(query: &[(Vec<u8>, Vec<u8>)], presigned: bool) -> 
 }
 
 /// HMAC-SHA256 of `data` under `key`.
-pub(super) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()
@@ -592,7 +592,8 @@ pub(super) fn mac_matches(key: &[u8], data: &[u8], expected: &[u8; 32]) -> bool 
     mac.verify_slice(expected).is_ok()
 }
 
-pub(super) fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
+/// The SigV4 signing key of `secret` for a day (`YYYYMMDD`) and region, service `s3`.
+pub fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
     let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, b"s3");

@@ -1,0 +1,514 @@
+//! Pack files: small chunks appended to one file per disk and made durable in groups.
+//!
+//! A chunk file per chunk costs two fsyncs (the file, then its folder after the rename), so with
+//! three copies small objects are bounded by the disk's fsync rate, not by their bytes. Chunks no
+//! larger than the pack limit are instead appended to their disk's current *pack file*, and
+//! concurrent writers share one `fdatasync` (group commit): a writer that finds no sync running
+//! syncs everything appended so far; the others wait for it and return together.
+//!
+//! A pack file is a header followed by records:
+//!
+//! ```text
+//! "TDFSPACK" | version u32 | 0u32
+//! record: "TDPK" | kind u8 | 0u8 x3 | chunk id u128 | data length u32 | data crc32c u32
+//!         | 0u32 | crc32c of the 36 bytes before | image (chunk records only)
+//! ```
+//!
+//! A chunk record's image is byte for byte what a chunk file holds (header, data, block CRCs,
+//! footer), so reads and the scrubber check it the same way. A tombstone record says the chunk
+//! was deleted. Records are only ever appended, and files are replayed in order at start, so the
+//! last record of an id decides. A record cut short by a crash was never acknowledged: it ends
+//! the replay of its file. Every start appends to a new file, and a file that reaches its size
+//! limit is followed by a new one.
+//!
+//! Space of deleted chunks comes back by compaction ([`crate::store::ChunkStore::compact`]): a
+//! sealed file whose live records fell under half its size has them appended anew, then is
+//! removed. A tombstone can go with its file before the record it cancels: that chunk then comes
+//! back at the next start, unreferenced, and the master's garbage collection deletes it again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tinydfs_proto::ChunkId;
+
+const FILE_MAGIC: &[u8; 8] = b"TDFSPACK";
+/// Version of the pack file format.
+pub const PACK_FORMAT_VERSION: u32 = 1;
+/// Bytes before the first record of a pack file.
+pub const FILE_HEADER_LEN: u64 = 16;
+const RECORD_MAGIC: &[u8; 4] = b"TDPK";
+/// Bytes of a record before its image.
+pub const RECORD_HEADER_LEN: usize = 40;
+const KIND_CHUNK: u8 = 1;
+const KIND_TOMBSTONE: u8 = 2;
+/// Size at which a pack file is sealed and the next one begun.
+pub const DEFAULT_FILE_SIZE: u64 = 256 << 20;
+
+/// Where a chunk record starts in a disk's packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub file: u32,
+    /// Offset of the record (its header) in the file.
+    pub at: u64,
+}
+
+/// A record found when replaying the pack files, in file order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replayed {
+    Chunk {
+        id: ChunkId,
+        len: u64,
+        crc: u32,
+        slot: Slot,
+    },
+    Tombstone(ChunkId),
+}
+
+/// The header of a record: its kind, chunk id, data length and data CRC32C.
+pub fn record_header(tombstone: bool, id: ChunkId, len: u32, crc: u32) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[..4].copy_from_slice(RECORD_MAGIC);
+    h[4] = if tombstone {
+        KIND_TOMBSTONE
+    } else {
+        KIND_CHUNK
+    };
+    h[8..24].copy_from_slice(&id.0.to_le_bytes());
+    h[24..28].copy_from_slice(&len.to_le_bytes());
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    let check = crc32c::crc32c(&h[..36]);
+    h[36..].copy_from_slice(&check.to_le_bytes());
+    h
+}
+
+/// (tombstone, id, data length, data CRC32C) of a record header, if it is one.
+fn parse_header(h: &[u8; RECORD_HEADER_LEN]) -> Option<(bool, ChunkId, u32, u32)> {
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    if &h[..4] != RECORD_MAGIC || crc32c::crc32c(&h[..36]) != le32(&h[36..]) {
+        return None;
+    }
+    let tombstone = match h[4] {
+        KIND_CHUNK => false,
+        KIND_TOMBSTONE => true,
+        _ => return None,
+    };
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[8..24]);
+    Some((
+        tombstone,
+        ChunkId(u128::from_le_bytes(id)),
+        le32(&h[24..28]),
+        le32(&h[28..32]),
+    ))
+}
+
+/// Bytes of a chunk record holding `len` data bytes: header and image.
+pub fn record_len(len: u64) -> u64 {
+    RECORD_HEADER_LEN as u64 + crate::store::image_len(len)
+}
+
+struct PackFile {
+    file: Arc<File>,
+    /// Bytes written (the end of the last record).
+    size: u64,
+    /// Bytes of the records the index points at.
+    live: u64,
+}
+
+struct Inner {
+    files: BTreeMap<u32, PackFile>,
+    /// The file appends go to; none until the first append after start.
+    current: Option<u32>,
+    next: u32,
+    /// Records appended and records known durable, counted since start.
+    appended: u64,
+    synced: u64,
+    syncing: bool,
+    /// A failed fsync: nothing appended since can be trusted.
+    broken: Option<String>,
+}
+
+/// The pack files of one disk.
+pub struct Packs {
+    dir: PathBuf,
+    file_size: u64,
+    inner: Mutex<Inner>,
+    synced: Condvar,
+}
+
+fn file_name(n: u32) -> String {
+    format!("{n:08}.pack")
+}
+
+impl Packs {
+    /// Opens the pack folder `dir` (created if missing) and replays its files in order.
+    pub fn open(dir: &Path, file_size: u64) -> io::Result<(Packs, Vec<Replayed>)> {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        let mut numbers: Vec<u32> = fs::read_dir(dir)?
+            .collect::<io::Result<Vec<_>>>()?
+            .iter()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".pack")?.parse().ok())
+            .collect();
+        numbers.sort_unstable();
+        let mut files = BTreeMap::new();
+        let mut found = Vec::new();
+        for n in &numbers {
+            let path = dir.join(file_name(*n));
+            let file = File::open(&path)?;
+            let size = file.metadata()?.len();
+            replay(&file, *n, &mut found).map_err(|e| {
+                io::Error::new(e.kind(), format!("replaying {}: {e}", path.display()))
+            })?;
+            files.insert(
+                *n,
+                PackFile {
+                    file: Arc::new(file),
+                    size,
+                    live: 0,
+                },
+            );
+        }
+        let next = numbers.last().map_or(1, |n| n + 1);
+        let packs = Packs {
+            dir: dir.to_path_buf(),
+            file_size,
+            inner: Mutex::new(Inner {
+                files,
+                current: None,
+                next,
+                appended: 0,
+                synced: 0,
+                syncing: false,
+                broken: None,
+            }),
+            synced: Condvar::new(),
+        };
+        Ok((packs, found))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The path of pack file `n`.
+    pub fn path(&self, n: u32) -> PathBuf {
+        self.dir.join(file_name(n))
+    }
+
+    /// The open pack file `n`, for reading.
+    pub fn file(&self, n: u32) -> Option<Arc<File>> {
+        self.lock().files.get(&n).map(|f| f.file.clone())
+    }
+
+    /// Counts `bytes` more (or, negative, fewer) of file `n` as live.
+    pub fn add_live(&self, n: u32, bytes: i64) {
+        if let Some(f) = self.lock().files.get_mut(&n) {
+            f.live = f.live.saturating_add_signed(bytes);
+        }
+    }
+
+    /// Sealed files whose live records take less than half their size: worth compacting.
+    pub fn sparse(&self) -> Vec<u32> {
+        let g = self.lock();
+        g.files
+            .iter()
+            .filter(|(n, f)| Some(**n) != g.current && f.live * 2 < f.size)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Forgets and removes file `n` (open handles keep reading it until they are dropped).
+    pub fn retire(&self, n: u32) -> io::Result<()> {
+        self.lock().files.remove(&n);
+        match fs::remove_file(self.path(n)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends a whole chunk record (header and image) and returns once it is durable, with
+    /// where it went. Errors leave nothing counted: the next append writes over the remains.
+    pub fn append_chunk(&self, record: &[u8]) -> io::Result<Slot> {
+        let (slot, seq) = self.append(record)?;
+        self.wait_synced(seq)?;
+        Ok(slot)
+    }
+
+    /// Appends a tombstone for `id`, without waiting: it becomes durable with the next group
+    /// (a tombstone lost in a crash brings back a deleted chunk, which is deleted again).
+    pub fn append_tombstone(&self, id: ChunkId) -> io::Result<()> {
+        self.append(&record_header(true, id, 0, 0)).map(|_| ())
+    }
+
+    /// Appends a record without waiting for it to be durable: answers where it went and its
+    /// number for [`Packs::wait_synced`].
+    pub(crate) fn append(&self, record: &[u8]) -> io::Result<(Slot, u64)> {
+        let mut g = self.lock();
+        if let Some(why) = &g.broken {
+            return Err(io::Error::other(format!("pack files failed before: {why}")));
+        }
+        let n = self.room(&mut g, record.len() as u64)?;
+        let f = g.files.get_mut(&n).expect("the current pack file is open");
+        let at = f.size;
+        f.file.write_all_at(record, at)?;
+        f.size = at + record.len() as u64;
+        g.appended += 1;
+        Ok((Slot { file: n, at }, g.appended))
+    }
+
+    /// The file a record of `len` bytes goes to: the current one, or a new one when there is
+    /// none yet or the record would take the current one past its size. The file left behind
+    /// is synced first, so every record counted appended before the switch is durable.
+    fn room(&self, g: &mut Inner, len: u64) -> io::Result<u32> {
+        if let Some(n) = g.current {
+            let size = g.files[&n].size;
+            if size == FILE_HEADER_LEN || size + len <= self.file_size {
+                return Ok(n);
+            }
+            g.files[&n].file.sync_data()?;
+            g.synced = g.appended;
+        }
+        let n = g.next;
+        let path = self.path(n);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut header = Vec::with_capacity(FILE_HEADER_LEN as usize);
+        header.extend_from_slice(FILE_MAGIC);
+        header.extend_from_slice(&PACK_FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        file.write_all_at(&header, 0)?;
+        file.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        g.next = n + 1;
+        g.current = Some(n);
+        g.files.insert(
+            n,
+            PackFile {
+                file: Arc::new(file),
+                size: FILE_HEADER_LEN,
+                live: 0,
+            },
+        );
+        Ok(n)
+    }
+
+    /// Waits until the record numbered `seq` is durable, syncing the current file when no one
+    /// else is: one fdatasync covers every record appended before it started.
+    pub(crate) fn wait_synced(&self, seq: u64) -> io::Result<()> {
+        let mut g = self.lock();
+        loop {
+            if g.synced >= seq {
+                return Ok(());
+            }
+            if let Some(why) = &g.broken {
+                return Err(io::Error::other(why.clone()));
+            }
+            if g.syncing {
+                g = self.synced.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g.syncing = true;
+            let target = g.appended;
+            let file = g
+                .current
+                .and_then(|n| g.files.get(&n))
+                .map(|f| f.file.clone());
+            drop(g);
+            let result = file.map_or(Ok(()), |f| f.sync_data());
+            g = self.lock();
+            g.syncing = false;
+            match result {
+                Ok(()) => g.synced = g.synced.max(target),
+                Err(e) => g.broken = Some(e.to_string()),
+            }
+            self.synced.notify_all();
+        }
+    }
+}
+
+/// Reads the records of pack file `n` into `out`, stopping at the first one that is cut short
+/// or unreadable (the tail of a crash: it was never acknowledged).
+fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<()> {
+    let total = file.metadata()?.len();
+    if total < FILE_HEADER_LEN {
+        return Ok(()); // created, never written: empty
+    }
+    let mut header = [0u8; FILE_HEADER_LEN as usize];
+    file.read_exact_at(&mut header, 0)?;
+    if &header[..8] != FILE_MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a pack file",
+        ));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version > PACK_FORMAT_VERSION {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("pack format {version} is too new"),
+        ));
+    }
+    // Records are read through a buffer: a pack of small chunks is mostly headers.
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    use io::{Read, Seek};
+    reader.seek(io::SeekFrom::Start(FILE_HEADER_LEN))?;
+    let mut at = FILE_HEADER_LEN;
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    while at + RECORD_HEADER_LEN as u64 <= total {
+        reader.read_exact(&mut h)?;
+        let Some((tombstone, id, len, crc)) = parse_header(&h) else {
+            if at < total {
+                tracing::warn!(
+                    pack = n,
+                    offset = at,
+                    bytes = total - at,
+                    "unreadable pack record; the rest of the file is ignored"
+                );
+            }
+            break;
+        };
+        if tombstone {
+            out.push(Replayed::Tombstone(id));
+            at += RECORD_HEADER_LEN as u64;
+            continue;
+        }
+        let end = at + record_len(u64::from(len));
+        if end > total {
+            break; // cut short
+        }
+        out.push(Replayed::Chunk {
+            id,
+            len: u64::from(len),
+            crc,
+            slot: Slot { file: n, at },
+        });
+        reader.seek_relative((end - at - RECORD_HEADER_LEN as u64) as i64)?;
+        at = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("tdfs-pack-{name}-{:08x}", rand::random::<u32>()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn record(id: ChunkId, data: &[u8]) -> Vec<u8> {
+        let crc = crc32c::crc32c(data);
+        let mut r = record_header(false, id, data.len() as u32, crc).to_vec();
+        r.extend_from_slice(&crate::store::image(data, crc));
+        r
+    }
+
+    #[test]
+    fn records_replay_in_order_and_a_torn_tail_ends_the_file() {
+        let dir = tempdir("replay");
+        let (a, b, c) = (ChunkId(1), ChunkId(2), ChunkId(3));
+        {
+            let (packs, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
+            assert!(found.is_empty());
+            let sa = packs.append_chunk(&record(a, b"alpha")).unwrap();
+            assert_eq!(
+                sa,
+                Slot {
+                    file: 1,
+                    at: FILE_HEADER_LEN
+                }
+            );
+            packs.append_chunk(&record(b, &[7u8; 70_000])).unwrap();
+            packs.append_tombstone(a).unwrap();
+            packs.append_chunk(&record(c, b"gamma")).unwrap();
+        }
+        // A crash in the middle of an append leaves part of a record.
+        let path = dir.join(file_name(1));
+        let good = fs::metadata(&path).unwrap().len();
+        let torn = record(ChunkId(4), &[1u8; 1000]);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&torn[..500], good).unwrap();
+        drop(f);
+        let (packs, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
+        let kinds: Vec<String> = found
+            .iter()
+            .map(|r| match r {
+                Replayed::Chunk { id, len, .. } => format!("chunk {} {len}", id.0),
+                Replayed::Tombstone(id) => format!("tombstone {}", id.0),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["chunk 1 5", "chunk 2 70000", "tombstone 1", "chunk 3 5"]
+        );
+        // The next start writes to a new file.
+        let s = packs.append_chunk(&record(ChunkId(5), b"after")).unwrap();
+        assert_eq!(s.file, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_file_is_followed_by_a_new_one_and_sparse_files_are_found() {
+        let dir = tempdir("roll");
+        let (packs, _) = Packs::open(&dir, 4096).unwrap();
+        let mut slots = Vec::new();
+        for i in 0..6u128 {
+            slots.push(
+                packs
+                    .append_chunk(&record(ChunkId(i), &[i as u8; 1500]))
+                    .unwrap(),
+            );
+        }
+        // Two records fit in a file: files 1 and 2 are sealed, 3 is current.
+        let files: Vec<u32> = slots.iter().map(|s| s.file).collect();
+        assert_eq!(files, [1, 1, 2, 2, 3, 3]);
+        packs.add_live(1, 2 * record_len(1500) as i64);
+        packs.add_live(3, 2 * record_len(1500) as i64);
+        // File 1 is all live, file 2 all dead, file 3 current.
+        assert_eq!(packs.sparse(), [2]);
+        packs.retire(2).unwrap();
+        assert!(!dir.join(file_name(2)).exists());
+        assert!(packs.file(2).is_none());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_appends_share_syncs_and_all_are_durable() {
+        let dir = tempdir("group");
+        let (packs, _) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
+        let packs = Arc::new(packs);
+        let threads: Vec<_> = (0..16u128)
+            .map(|t| {
+                let p = packs.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20u128 {
+                        p.append_chunk(&record(ChunkId(t * 100 + i), b"small"))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(packs);
+        let (_, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
+        assert_eq!(found.len(), 320);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
