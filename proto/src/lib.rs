@@ -9,11 +9,13 @@
 //! - [`time`]: wall-clock helpers used to stamp log entries and format S3 dates.
 //! - [`ops`]: the read-only operations listener's paths and metrics helpers.
 //! - [`tls`]: certificates that reload when their files change, and rustls configurations.
+//! - [`batch`]: many small chunks in one body.
 //! - [`frame`]: the footer that ends a chunk stream; [`blocks`]: a chunk's per-block CRC32C.
 //!
 //! Control messages are small JSON documents; chunk data moves as raw byte streams. Every message
 //! carries [`WIRE_VERSION`], and every internal request carries the cluster secret.
 
+pub mod batch;
 pub mod blocks;
 pub mod client;
 pub mod frame;
