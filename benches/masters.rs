@@ -3,7 +3,8 @@
 //! master memory per object and restart time with many objects.
 //!
 //! `cargo bench --bench masters` (add `-- --objects N` to change the namespace size, default
-//! 200,000; `-- --quick` for a short run; `-- --memory` for the memory and restart part only;
+//! 200,000; `-- --quick` for a short run; `-- --memory` for the memory and restart part only; `-- --commits` for
+//! the commits and failover part only;
 //! `TINYDFS_BIN=target/release/tinydfs` to measure a release build from a dev-profile bench).
 //! Masters run as real processes on loopback with the default Raft timers; commits are 0-byte
 //! object records with 40-byte keys, sent through the internal API the gateways use. The memory
@@ -294,6 +295,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let memory_only = args.iter().any(|a| a == "--memory");
+    let commits_only = args.iter().any(|a| a == "--commits");
     let objects: u64 = args
         .iter()
         .position(|a| a == "--objects")
@@ -304,7 +306,9 @@ async fn main() {
     if !memory_only {
         commits_and_failover(quick, secs).await;
     }
-    memory_and_restart(objects).await;
+    if !commits_only {
+        memory_and_restart(objects).await;
+    }
 }
 
 async fn commits_and_failover(quick: bool, secs: f64) {

@@ -4,7 +4,7 @@
 
 use crate::network::paths as raft_paths;
 use crate::registry::Registry;
-use crate::state::{Command, MetaReplyKind, Op, Reply, COMMAND_VERSION};
+use crate::state::{Batched, Command, MetaReplyKind, Op, Reply, COMMAND_VERSION};
 use crate::store::Applied;
 use crate::{MasterConfig, Raft, TypeConfig};
 use axum::body::Bytes;
@@ -53,6 +53,7 @@ pub const MAX_INTERNAL_BODY: usize = 1 << 30;
 pub fn router(m: Shared) -> Router {
     let internal = Router::new()
         .route(paths::WRITE, post(write))
+        .route(paths::WRITE_BATCH, post(write_batch))
         .route(paths::READ, post(read))
         .route(paths::PLACEMENT, post(placement))
         .route(paths::REGISTER, post(register))
@@ -412,13 +413,70 @@ async fn write(State(m): State<Shared>, body: Bytes) -> Response {
 async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
     let req: WriteRequest = parse(body)?;
     m.check_leader()?;
-    if !req.locations.is_empty() {
-        let mut reg = m.registry()?;
-        for (chunk, nodes) in &req.locations {
-            reg.add_replicas(*chunk, nodes);
+    note_locations(m, std::slice::from_ref(&req))?;
+    let op = to_op(req.write)?;
+    meta_reply(m.propose(Some(req.request_id), op).await?)
+}
+
+/// Several writes committed as one log entry ([`Op::Many`]): each keeps its request id and
+/// gets its own answer, in order.
+async fn write_batch(State(m): State<Shared>, body: Bytes) -> Response {
+    reply(write_batch_inner(&m, &body).await)
+}
+
+async fn write_batch_inner(
+    m: &Master,
+    body: &[u8],
+) -> Result<Vec<Result<MetaReply, MetaError>>, MetaError> {
+    let reqs: Vec<WriteRequest> = parse(body)?;
+    m.check_leader()?;
+    note_locations(m, &reqs)?;
+    let mut answers: Vec<Option<Result<MetaReply, MetaError>>> = Vec::with_capacity(reqs.len());
+    let mut writes = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        match to_op(req.write) {
+            Ok(op) => {
+                writes.push(Batched {
+                    request_id: req.request_id,
+                    op,
+                });
+                answers.push(None);
+            }
+            Err(e) => answers.push(Some(Err(e))),
         }
     }
-    let op = match req.write {
+    let count = writes.len();
+    let replies = match m.propose(None, Op::Many(writes)).await? {
+        MetaReplyKind::Many(r) if r.len() == count => r,
+        _ => return Err(MetaError::Unavailable("a batch got a wrong answer".into())),
+    };
+    let mut replies = replies.into_iter();
+    Ok(answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| match replies.next() {
+                Some(Reply(r)) => r.and_then(meta_reply),
+                None => Err(MetaError::Unavailable("a batch got a short answer".into())),
+            })
+        })
+        .collect())
+}
+
+/// Records where the writes' new chunks are (soft state, for reads).
+fn note_locations(m: &Master, reqs: &[WriteRequest]) -> Result<(), MetaError> {
+    if reqs.iter().all(|r| r.locations.is_empty()) {
+        return Ok(());
+    }
+    let mut reg = m.registry()?;
+    for (chunk, nodes) in reqs.iter().flat_map(|r| &r.locations) {
+        reg.add_replicas(*chunk, nodes);
+    }
+    Ok(())
+}
+
+/// The log operation of a client write.
+fn to_op(write: MetaWrite) -> Result<Op, MetaError> {
+    Ok(match write {
         MetaWrite::CreateUpload {
             bucket,
             key,
@@ -438,10 +496,14 @@ async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             ))
         }
         w => Op::Meta(w),
-    };
-    match m.propose(Some(req.request_id), op).await? {
+    })
+}
+
+/// The answer to a client write.
+fn meta_reply(kind: MetaReplyKind) -> Result<MetaReply, MetaError> {
+    match kind {
         MetaReplyKind::Meta(d) => Ok(d.into()),
-        MetaReplyKind::NodeId(_) => Err(MetaError::BadRequest("unexpected reply".into())),
+        _ => Err(MetaError::BadRequest("unexpected reply".into())),
     }
 }
 
@@ -590,7 +652,7 @@ async fn register_inner(m: &Master, body: &[u8]) -> Result<RegisterReply, MetaEr
             .await?
         {
             MetaReplyKind::NodeId(id) => id,
-            MetaReplyKind::Meta(_) => return Err(MetaError::Unavailable("no node id".into())),
+            _ => return Err(MetaError::Unavailable("no node id".into())),
         },
     };
     m.registry()?

@@ -129,6 +129,16 @@ pub enum Op {
     Drain { node: NodeId, drain: bool },
     /// Replaces a new, empty state by a backup (`tinydfs master --restore`).
     Restore { state: Box<State> },
+    /// Several client writes in one entry (a gateway's concurrent commits), applied in order,
+    /// each with its own request id and answer.
+    Many(Vec<Batched>),
+}
+
+/// One write of an [`Op::Many`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Batched {
+    pub request_id: u128,
+    pub op: Op,
 }
 
 /// The answer of applying a command (a serializable `Result`).
@@ -140,6 +150,8 @@ pub struct Reply(pub Result<MetaReplyKind, MetaError>);
 pub enum MetaReplyKind {
     Meta(MetaReplyData),
     NodeId(NodeId),
+    /// The answers of an [`Op::Many`], in order.
+    Many(Vec<Reply>),
 }
 
 /// A serializable, comparable copy of the replies writes produce.
@@ -372,15 +384,29 @@ impl State {
         }
         self.clock_ms = self.clock_ms.max(cmd.time_ms);
         self.expire(cmd.time_ms);
-        let rid = cmd.request_id;
+        if let Op::Many(writes) = &cmd.op {
+            let replies = writes
+                .iter()
+                .map(|w| match w.op {
+                    Op::Many(_) => err(MetaError::BadRequest("a batch inside a batch".into())),
+                    _ => self.apply_once(Some(w.request_id), &w.op, cmd.time_ms),
+                })
+                .collect();
+            return Reply(Ok(MetaReplyKind::Many(replies)));
+        }
+        self.apply_once(cmd.request_id, &cmd.op, cmd.time_ms)
+    }
+
+    /// Applies one write, or answers again the first answer of its request id.
+    fn apply_once(&mut self, rid: Option<u128>, op: &Op, now: u64) -> Reply {
         if let Some(rid) = &rid {
             if let Some(answer) = self.request_answers.get(rid) {
                 return answer.reply();
             }
         }
-        let reply = self.apply_op(&cmd.op, cmd.time_ms);
+        let reply = self.apply_op(op, now);
         if let Some(rid) = rid {
-            self.recent_order.push_back((cmd.time_ms, rid));
+            self.recent_order.push_back((now, rid));
             self.request_answers.insert(rid, Answer::of(&reply));
         }
         reply
@@ -407,6 +433,8 @@ impl State {
 
     fn apply_op(&mut self, op: &Op, now: u64) -> Reply {
         match op {
+            // Unpacked by `apply`: one here is nested.
+            Op::Many(_) => err(MetaError::BadRequest("a batch inside a batch".into())),
             Op::Init { cluster_id } => {
                 if self.cluster_id.is_empty() {
                     self.cluster_id = cluster_id.clone();
@@ -1358,6 +1386,69 @@ mod tests {
 
     fn refs(s: &State, n: u128) -> u32 {
         s.chunks.get(&cid(n)).map_or(0, |e| e.refs)
+    }
+
+    #[test]
+    fn a_batch_applies_each_write_once_with_its_own_answer() {
+        let mut s = bucket();
+        let put = |key: &str| {
+            meta(MetaWrite::PutObject {
+                bucket: "b".into(),
+                key: key.into(),
+                condition: None,
+                record: ObjectRecord {
+                    etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
+                    ..Default::default()
+                },
+            })
+        };
+        let batch = |writes: Vec<(u128, Op)>| {
+            cmd(
+                Op::Many(
+                    writes
+                        .into_iter()
+                        .map(|(request_id, op)| Batched { request_id, op })
+                        .collect(),
+                ),
+                5,
+            )
+        };
+        let missing_bucket = meta(MetaWrite::DeleteBucket {
+            bucket: "nope".into(),
+        });
+        let r = s.apply(&batch(vec![
+            (1, put("x")),
+            (2, missing_bucket),
+            (3, put("y")),
+        ]));
+        let Ok(MetaReplyKind::Many(replies)) = r.0 else {
+            panic!("{r:?}");
+        };
+        assert_eq!(replies.len(), 3);
+        assert!(replies[0].0.is_ok() && replies[2].0.is_ok(), "{replies:?}");
+        assert_eq!(replies[1].0, Err(MetaError::NoSuchBucket));
+        assert!(s.buckets["b"].objects.contains_key("x"));
+        assert!(s.buckets["b"].objects.contains_key("y"));
+        // Retried (in another batch, or alone): the first answers, nothing applied again.
+        let again = s.apply(&batch(vec![(
+            3,
+            meta(MetaWrite::DeleteBucket { bucket: "b".into() }),
+        )]));
+        let Ok(MetaReplyKind::Many(again)) = again.0 else {
+            panic!("{again:?}");
+        };
+        assert_eq!(again[0], replies[2]);
+        assert!(s.buckets.contains_key("b"));
+        let mut alone = cmd(put("z"), 6);
+        alone.request_id = Some(1);
+        assert_eq!(s.apply(&alone), replies[0]);
+        assert!(!s.buckets["b"].objects.contains_key("z"));
+        // No batch inside a batch.
+        let r = s.apply(&batch(vec![(9, Op::Many(Vec::new()))]));
+        let Ok(MetaReplyKind::Many(r)) = r.0 else {
+            panic!("{r:?}");
+        };
+        assert!(matches!(r[0].0, Err(MetaError::BadRequest(_))));
     }
 
     #[test]

@@ -25,6 +25,8 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Paths of the master's internal API.
 pub mod paths {
     pub const WRITE: &str = "/internal/v1/meta/write";
+    /// Several writes in one log entry: a JSON array of writes, answered by an array.
+    pub const WRITE_BATCH: &str = "/internal/v1/meta/write-batch";
     pub const READ: &str = "/internal/v1/meta/read";
     pub const PLACEMENT: &str = "/internal/v1/placement";
     pub const BATCH: &str = "/internal/v1/batch";
@@ -96,13 +98,36 @@ pub fn internal_headers(
         .header(VERSION_HEADER, WIRE_VERSION.to_string())
 }
 
+/// Batches of writes in flight at once per client.
+const WRITE_BATCHES_IN_FLIGHT: usize = 4;
+/// The most writes one batch carries.
+const WRITE_BATCH_MAX: usize = 256;
+
+type WriteWaiter = tokio::sync::oneshot::Sender<Result<MetaReply, MetaError>>;
+
+/// Writes waiting to be sent, and the batches in flight.
+#[derive(Default)]
+struct WriteQueue {
+    waiting: Vec<(WriteRequest, WriteWaiter)>,
+    in_flight: usize,
+}
+
 /// A client of the master group: finds the leader among the given addresses and follows it.
+///
+/// Concurrent writes through one client are committed together: a writer that finds one of
+/// [`WRITE_BATCHES_IN_FLIGHT`] slots free sends every write waiting as one request, which the
+/// leader appends as one log entry (one replication round and one fsync for all); the others
+/// wait for their answers or for a free slot. A lone write goes at once, on its own.
 pub struct MasterClient {
     http: reqwest::Client,
     masters: Vec<String>,
     secret: String,
     /// Index of the master believed to lead, or an address learned from a NotLeader answer.
     leader: Mutex<String>,
+    writes: Mutex<WriteQueue>,
+    freed: tokio::sync::Notify,
+    /// The leader does not know batches (an older master): writes go one by one.
+    no_batches: std::sync::atomic::AtomicBool,
 }
 
 impl MasterClient {
@@ -114,6 +139,9 @@ impl MasterClient {
             masters,
             secret,
             leader: Mutex::new(first),
+            writes: Mutex::new(WriteQueue::default()),
+            freed: tokio::sync::Notify::new(),
+            no_batches: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -134,7 +162,85 @@ impl MasterClient {
             write,
             locations,
         };
-        self.call(paths::WRITE, &req).await
+        if self.no_batches.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.call(paths::WRITE, &req).await;
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.queue().waiting.push((req, tx));
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Ok(answer) = rx.try_recv() {
+                return answer;
+            }
+            if let Some(batch) = self.take_writes() {
+                // Given back even if this caller is cancelled on the way.
+                let _slot = WriteSlot(self);
+                self.send_writes(batch).await;
+                continue;
+            }
+            tokio::select! {
+                answer = &mut rx => {
+                    return answer.unwrap_or_else(|_| Err(MetaError::Unavailable(
+                        "the batch carrying this write was abandoned".into(),
+                    )));
+                }
+                _ = freed => {}
+            }
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, WriteQueue> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writes waiting (up to a batch), if a slot is free; the slot is taken.
+    fn take_writes(&self) -> Option<Vec<(WriteRequest, WriteWaiter)>> {
+        let mut q = self.queue();
+        if q.waiting.is_empty() || q.in_flight >= WRITE_BATCHES_IN_FLIGHT {
+            return None;
+        }
+        q.in_flight += 1;
+        let n = q.waiting.len().min(WRITE_BATCH_MAX);
+        Some(q.waiting.drain(..n).collect())
+    }
+
+    /// Sends writes (one request for all) and hands each its answer.
+    async fn send_writes(&self, mut batch: Vec<(WriteRequest, WriteWaiter)>) {
+        if batch.len() == 1 {
+            if let Some((req, tx)) = batch.pop() {
+                let _ = tx.send(self.call(paths::WRITE, &req).await);
+            }
+            return;
+        }
+        let (reqs, waiters): (Vec<WriteRequest>, Vec<WriteWaiter>) = batch.into_iter().unzip();
+        let answers: Result<Vec<Result<MetaReply, MetaError>>, MetaError> =
+            self.call(paths::WRITE_BATCH, &reqs).await;
+        match answers {
+            Ok(answers) if answers.len() == waiters.len() => {
+                for (tx, a) in waiters.into_iter().zip(answers) {
+                    let _ = tx.send(a);
+                }
+            }
+            Err(MetaError::BadRequest(e)) if e.contains("HTTP 404") => {
+                tracing::info!("the master does not take batched writes; sending them one by one");
+                self.no_batches
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                for (req, tx) in reqs.into_iter().zip(waiters) {
+                    let _ = tx.send(self.call(paths::WRITE, &req).await);
+                }
+            }
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(_) => MetaError::Unavailable("a batch got a short answer".into()),
+                };
+                for tx in waiters {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// Reads metadata from the leader.
@@ -249,6 +355,10 @@ impl MasterClient {
                 }
                 Ok(Err(MetaError::NotLeader(_))) => MetaError::NotLeader(None),
                 Ok(Err(e)) => return Err(e),
+                // No such path: an older master; asking again will not help.
+                Err(e) if e.starts_with("HTTP 404") => {
+                    return Err(MetaError::BadRequest(format!("master {target}: {e}")))
+                }
                 Err(e) => {
                     tracing::debug!(master = %target, error = %e, "master call failed");
                     self.rotate(&target);
@@ -288,6 +398,16 @@ impl MasterClient {
             ));
         }
         serde_json::from_slice(&bytes).map_err(|e| format!("bad reply: {e}"))
+    }
+}
+
+/// A write slot taken by [`MasterClient::take_writes`], freed when dropped.
+struct WriteSlot<'a>(&'a MasterClient);
+
+impl Drop for WriteSlot<'_> {
+    fn drop(&mut self) {
+        self.0.queue().in_flight -= 1;
+        self.0.freed.notify_waiters();
     }
 }
 
