@@ -379,6 +379,14 @@ async fn send_batch(gw: &Gateway, batch: Vec<(BatchEntry, Waiter)>, request_id: 
         .unwrap_or_else(|_| Err("the pipeline did not answer in time".into())),
         None => Err("empty pipeline".into()),
     };
+    if matches!(&reply, Err(e) if e.contains("HTTP 404")) {
+        // A chunkserver older than batches (mid-upgrade): each chunk on its own.
+        for (e, w) in entries.into_iter().zip(waiters) {
+            let answer = put_single(gw, &pipeline, e, request_id).await;
+            let _ = w.send(Ok((pipeline.clone(), answer)));
+        }
+        return;
+    }
     let reply = reply.and_then(|r| {
         if r.count as usize == entries.len() {
             Ok(r.stored)
@@ -398,6 +406,26 @@ async fn send_batch(gw: &Gateway, batch: Vec<(BatchEntry, Waiter)>, request_id: 
         });
         let _ = w.send(Ok((pipeline.clone(), answer)));
     }
+}
+
+/// Sends one small chunk down `pipeline` in one body (its data and footer).
+async fn put_single(
+    gw: &Gateway,
+    pipeline: &[NodeAddr],
+    e: BatchEntry,
+    request_id: &str,
+) -> Result<PutChunkReply, String> {
+    let (head, rest) = pipeline.split_first().ok_or("empty pipeline")?;
+    let mut body = bytes::BytesMut::with_capacity(e.data.len() + tinydfs_proto::frame::FOOTER_LEN);
+    body.extend_from_slice(&e.data);
+    body.extend_from_slice(&footer(e.data.len() as u64, e.crc32c));
+    let body = reqwest::Body::from(body.freeze());
+    tokio::time::timeout(
+        STREAM_IDLE_TIMEOUT * 2,
+        gw.chunks.put(head, rest, e.id, body, request_id),
+    )
+    .await
+    .unwrap_or_else(|_| Err("the pipeline did not answer in time".into()))
 }
 
 async fn open_chunk(gw: &Gateway, request_id: &str, lease: u32) -> S3Result<OpenChunk> {

@@ -102,6 +102,8 @@ pub fn internal_headers(
 const WRITE_BATCHES_IN_FLIGHT: usize = 4;
 /// The most writes one batch carries.
 const WRITE_BATCH_MAX: usize = 256;
+/// How long a client sends writes one by one after a master refused a batch.
+const NO_BATCHES_FOR: Duration = Duration::from_secs(60);
 
 type WriteWaiter = tokio::sync::oneshot::Sender<Result<MetaReply, MetaError>>;
 
@@ -126,8 +128,9 @@ pub struct MasterClient {
     leader: Mutex<String>,
     writes: Mutex<WriteQueue>,
     freed: tokio::sync::Notify,
-    /// The leader does not know batches (an older master): writes go one by one.
-    no_batches: std::sync::atomic::AtomicBool,
+    /// Until when writes go one by one: the leader did not know batches (an older master,
+    /// during an upgrade); batches are tried again after [`NO_BATCHES_FOR`].
+    no_batches_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl MasterClient {
@@ -141,7 +144,7 @@ impl MasterClient {
             leader: Mutex::new(first),
             writes: Mutex::new(WriteQueue::default()),
             freed: tokio::sync::Notify::new(),
-            no_batches: std::sync::atomic::AtomicBool::new(false),
+            no_batches_until: Mutex::new(None),
         }
     }
 
@@ -162,7 +165,12 @@ impl MasterClient {
             write,
             locations,
         };
-        if self.no_batches.load(std::sync::atomic::Ordering::Relaxed) {
+        let unbatched = self
+            .no_batches_until
+            .lock()
+            .map(|u| u.is_some_and(|t| std::time::Instant::now() < t))
+            .unwrap_or(false);
+        if unbatched {
             return self.call(paths::WRITE, &req).await;
         }
         let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -225,8 +233,9 @@ impl MasterClient {
             }
             Err(MetaError::BadRequest(e)) if e.contains("HTTP 404") => {
                 tracing::info!("the master does not take batched writes; sending them one by one");
-                self.no_batches
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut u) = self.no_batches_until.lock() {
+                    *u = Some(std::time::Instant::now() + NO_BATCHES_FOR);
+                }
                 for (req, tx) in reqs.into_iter().zip(waiters) {
                     let _ = tx.send(self.call(paths::WRITE, &req).await);
                 }

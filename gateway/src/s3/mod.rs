@@ -146,32 +146,43 @@ impl S3Request {
 
     /// Reads a small XML body whole (bounded), checking its signature and hash.
     pub async fn read_small_body(&mut self) -> S3Result<Vec<u8>> {
-        // A declared length over the bound is refused before a byte of the body is read.
+        let too_big = || S3Error::new("MaxMessageLengthExceeded", 400, "Your request was too big.");
+        // A declared length over the bound is refused without keeping a byte of the body.
         let declared = self
             .header("x-amz-decoded-content-length")
             .or_else(|| self.header("content-length"))
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_XML_BODY as u64) {
-            return Err(S3Error::new(
-                "MaxMessageLengthExceeded",
-                400,
-                "Your request was too big.",
-            ));
-        }
         let (mut stream, _) = self.take_body();
+        if declared.is_some_and(|n| n > MAX_XML_BODY as u64) {
+            drain(&mut stream).await;
+            return Err(too_big());
+        }
         let mut out = Vec::new();
         while let Some(b) = stream.next().await {
             out.extend_from_slice(&b?);
             if out.len() > MAX_XML_BODY {
-                return Err(S3Error::new(
-                    "MaxMessageLengthExceeded",
-                    400,
-                    "Your request was too big.",
-                ));
+                drain(&mut stream).await;
+                return Err(too_big());
             }
         }
         Ok(out)
     }
+}
+
+/// Reads and drops what is left of a refused body, within bounds, so that the client, still
+/// sending, reads the error instead of a reset connection.
+async fn drain<S: futures_util::Stream<Item = S3Result<Bytes>> + Unpin>(stream: &mut S) {
+    const MAX_DRAIN: usize = 16 << 20;
+    let mut seen = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(b)) = stream.next().await {
+            seen += b.len();
+            if seen > MAX_DRAIN {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn decode(s: &str) -> String {
