@@ -46,6 +46,10 @@ const KIND_CHUNK: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 /// Size at which a pack file is sealed and the next one begun.
 pub const DEFAULT_FILE_SIZE: u64 = 256 << 20;
+/// Bytes of zeros written (and synced) ahead of the records. Appending to a file changes its
+/// size, so every sync commits file system metadata too (a journal commit); writing over
+/// zeros already on disk leaves only the data to flush, about half the I/O per sync.
+const PREPARE_STEP: u64 = 8 << 20;
 
 /// Where a chunk record starts in a disk's packs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +118,8 @@ struct PackFile {
     file: Arc<File>,
     /// Bytes written (the end of the last record).
     size: u64,
+    /// Length of the file on disk: records, then zeros written ahead.
+    prepared: u64,
     /// Bytes of the records the index points at.
     live: u64,
 }
@@ -163,8 +169,8 @@ impl Packs {
         for n in &numbers {
             let path = dir.join(file_name(*n));
             let file = File::open(&path)?;
-            let size = file.metadata()?.len();
-            replay(&file, *n, &mut found).map_err(|e| {
+            let prepared = file.metadata()?.len();
+            let size = replay(&file, *n, &mut found).map_err(|e| {
                 io::Error::new(e.kind(), format!("replaying {}: {e}", path.display()))
             })?;
             files.insert(
@@ -172,6 +178,7 @@ impl Packs {
                 PackFile {
                     file: Arc::new(file),
                     size,
+                    prepared,
                     live: 0,
                 },
             );
@@ -259,6 +266,13 @@ impl Packs {
         let n = self.room(&mut g, record.len() as u64)?;
         let f = g.files.get_mut(&n).expect("the current pack file is open");
         let at = f.size;
+        let end = at + record.len() as u64;
+        if end > f.prepared {
+            let target = (f.prepared + PREPARE_STEP).min(self.file_size).max(end);
+            zero_fill(&f.file, f.prepared, target)?;
+            f.file.sync_all()?;
+            f.prepared = target;
+        }
         f.file.write_all_at(record, at)?;
         f.size = at + record.len() as u64;
         g.appended += 1;
@@ -298,6 +312,7 @@ impl Packs {
             PackFile {
                 file: Arc::new(file),
                 size: FILE_HEADER_LEN,
+                prepared: FILE_HEADER_LEN,
                 live: 0,
             },
         );
@@ -338,12 +353,25 @@ impl Packs {
     }
 }
 
-/// Reads the records of pack file `n` into `out`, stopping at the first one that is cut short
-/// or unreadable (the tail of a crash: it was never acknowledged).
-fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<()> {
+/// Writes zeros over `from..to` of `file`.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads the records of pack file `n` into `out`, stopping at the zeros written ahead or at the
+/// first record that is cut short or unreadable (the tail of a crash: it was never
+/// acknowledged). Answers where the records end.
+fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<u64> {
     let total = file.metadata()?.len();
     if total < FILE_HEADER_LEN {
-        return Ok(()); // created, never written: empty
+        return Ok(total); // created, never written: empty
     }
     let mut header = [0u8; FILE_HEADER_LEN as usize];
     file.read_exact_at(&mut header, 0)?;
@@ -368,6 +396,9 @@ fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<()> {
     let mut h = [0u8; RECORD_HEADER_LEN];
     while at + RECORD_HEADER_LEN as u64 <= total {
         reader.read_exact(&mut h)?;
+        if h.iter().all(|b| *b == 0) {
+            break; // the zeros ahead of the records
+        }
         let Some((tombstone, id, len, crc)) = parse_header(&h) else {
             if at < total {
                 tracing::warn!(
@@ -397,7 +428,7 @@ fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<()> {
         reader.seek_relative((end - at - RECORD_HEADER_LEN as u64) as i64)?;
         at = end;
     }
-    Ok(())
+    Ok(at)
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// (which waits for blocking threads) is not held up by a slow scrub rate.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 /// Default largest chunk kept in a pack file rather than a file of its own.
-pub const DEFAULT_PACK_MAX: u64 = 1 << 20;
+pub const DEFAULT_PACK_MAX: u64 = 256 << 10;
 /// Largest pack limit accepted: a packed chunk is read whole to serve any range of it.
 pub const PACK_MAX_LIMIT: u64 = 16 << 20;
 /// How long a disk health check serves small writes.

@@ -98,8 +98,9 @@ pub fn internal_headers(
         .header(VERSION_HEADER, WIRE_VERSION.to_string())
 }
 
-/// Batches of writes in flight at once per client.
-const WRITE_BATCHES_IN_FLIGHT: usize = 4;
+/// Batches of writes in flight at once per client (as for the gateway's chunk batches: fewer,
+/// larger batches mean fewer log syncs).
+const WRITE_BATCHES_IN_FLIGHT: usize = 2;
 /// The most writes one batch carries.
 const WRITE_BATCH_MAX: usize = 256;
 /// How long a client sends writes one by one after a master refused a batch.
