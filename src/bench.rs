@@ -389,6 +389,9 @@ async fn measure(
                 .collect::<Vec<u8>>(),
         );
         let put_name = format!("put{}", w.name);
+        // Data another run left unsynced (SeaweedFS does not fsync) is flushed first, so that
+        // its writeback does not land in this run's measurement.
+        let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
         if wanted(&put_name) || wanted(&format!("get{}", w.name)) {
             let (s3c, b, body, size) = (s3.clone(), bucket.clone(), body.clone(), w.size);
             let prefix = w.name;
