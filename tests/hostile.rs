@@ -993,6 +993,9 @@ fn overload_is_answered_slow_down_at_once() {
     let host = cluster.s3_addr.clone();
     rt().block_on(async {
         c.create_bucket().bucket("busy").send().await.unwrap();
+        // Uploads work (the gateway holds its upload lease): the held ones below wait for
+        // their bodies instead of failing at once.
+        put(&c, "busy", "warm", b"up".to_vec()).await.unwrap();
     });
     // Two uploads that send their head and a little of the body, then hold on.
     let mut held = Vec::new();

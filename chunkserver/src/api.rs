@@ -140,6 +140,28 @@ fn parse_id(id: &str) -> Result<ChunkId, (StatusCode, String)> {
         .map_err(|_| (StatusCode::BAD_REQUEST, format!("bad chunk id {id}")))
 }
 
+/// What every pipeline write needs to know: the members after this one, this node's id and the
+/// request id to log with; or the answer refusing the write.
+fn pipeline_write(
+    cs: &Chunkserver,
+    q: &PutChunkQuery,
+    headers: &HeaderMap,
+) -> Result<(Vec<NodeAddr>, u64, String), Response> {
+    let rest = q.decode().map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let Some(me) = *cs.node_id.borrow() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with a master yet",
+        ));
+    };
+    let rid = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    Ok((rest, me, rid))
+}
+
 async fn put_chunk(
     State(cs): State<Shared>,
     Path(id): Path<String>,
@@ -151,21 +173,10 @@ async fn put_chunk(
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    let rest = match q.decode() {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    let (rest, me, rid) = match pipeline_write(&cs, &q, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
     };
-    let Some(me) = *cs.node_id.borrow() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not registered with a master yet",
-        );
-    };
-    let rid = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
     // A small chunk sent whole (its length known) is taken whole: one write per hop.
     let whole = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -177,10 +188,7 @@ async fn put_chunk(
         None => receive(&cs, me, id, &rest, body, &rid).await,
     };
     match received {
-        Ok(reply) => match serde_json::to_vec(&reply) {
-            Ok(b) => ([("content-type", "application/json")], b).into_response(),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        },
+        Ok(reply) => reply_json(&reply),
         Err((status, msg)) => {
             tracing::warn!(chunk = %id, request_id = %rid, error = %msg, "chunk write failed");
             error(status, msg)
@@ -194,21 +202,10 @@ async fn put_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let rest = match q.decode() {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    let (rest, me, rid) = match pipeline_write(&cs, &q, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
     };
-    let Some(me) = *cs.node_id.borrow() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not registered with a master yet",
-        );
-    };
-    let rid = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
     match receive_batch(&cs, me, &rest, body, &rid).await {
         Ok(reply) => reply_json(&reply),
         Err((status, msg)) => {

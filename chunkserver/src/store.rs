@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tinydfs_proto::batch::BatchEntry;
+use tinydfs_proto::blocks::BlockCrcs;
 use tinydfs_proto::meta::DiskStatus;
 use tinydfs_proto::{ChunkId, ChunkMeta, BLOCK_SIZE};
 use tokio::sync::mpsc;
@@ -944,9 +945,9 @@ impl ChunkStore {
         let mut f = BufWriter::with_capacity(WRITE_BUFFER, file);
         f.write_all(&image_header()).map_err(werr)?;
         let mut len = 0u64;
-        let mut crcs = Crcs::default();
+        let mut crcs = BlockCrcs::default();
         let mut first = first.into_iter();
-        loop {
+        let announced = loop {
             let msg = match first.next() {
                 Some(data) => Some(WriteMsg::Data(data)),
                 None => rx.blocking_recv(),
@@ -961,14 +962,12 @@ impl ChunkStore {
                 Some(WriteMsg::Finish {
                     len: want_len,
                     crc32c,
-                }) => {
-                    check_announced(id, len, crcs.whole, want_len, crc32c)?;
-                    break;
-                }
+                }) => break (want_len, crc32c),
                 None => return Err(StoreError::Aborted),
             }
-        }
+        };
         let (blocks, whole) = crcs.finish();
+        check_announced(id, len, whole, announced.0, announced.1)?;
         f.write_all(&trailer(&blocks, len, whole)).map_err(werr)?;
         let file = f.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all()
@@ -1472,47 +1471,13 @@ pub fn image_len(len: u64) -> u64 {
 /// The image of a chunk holding `data`, whose CRC32C is `crc`.
 #[cfg(test)]
 pub(crate) fn image(data: &[u8], crc: u32) -> Vec<u8> {
-    let mut crcs = Crcs::default();
+    let mut crcs = BlockCrcs::default();
     crcs.update(data);
     let (blocks, _) = crcs.finish();
     let mut img = image_header().to_vec();
     img.extend_from_slice(data);
     img.extend_from_slice(&trailer(&blocks, data.len() as u64, crc));
     img
-}
-
-/// The CRC32C of each block of a chunk and of the whole, computed as its data goes by.
-#[derive(Default)]
-struct Crcs {
-    whole: u32,
-    block: u32,
-    in_block: usize,
-    blocks: Vec<u32>,
-}
-
-impl Crcs {
-    fn update(&mut self, mut data: &[u8]) {
-        self.whole = crc32c::crc32c_append(self.whole, data);
-        while !data.is_empty() {
-            let take = (BLOCK_SIZE - self.in_block).min(data.len());
-            self.block = crc32c::crc32c_append(self.block, &data[..take]);
-            self.in_block += take;
-            data = &data[take..];
-            if self.in_block == BLOCK_SIZE {
-                self.blocks.push(self.block);
-                self.block = 0;
-                self.in_block = 0;
-            }
-        }
-    }
-
-    /// The block CRCs and the whole-chunk CRC.
-    fn finish(mut self) -> (Vec<u32>, u32) {
-        if self.in_block > 0 {
-            self.blocks.push(self.block);
-        }
-        (self.blocks, self.whole)
-    }
 }
 
 /// A chunk's pack record, built and checked before it is written.
@@ -1535,7 +1500,7 @@ impl PackRecord {
         let mut bytes = Vec::with_capacity(pack::record_len(len) as usize);
         bytes.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
         bytes.extend_from_slice(&image_header());
-        let mut crcs = Crcs::default();
+        let mut crcs = BlockCrcs::default();
         for p in pieces {
             crcs.update(p);
             bytes.extend_from_slice(p);

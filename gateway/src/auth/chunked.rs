@@ -191,8 +191,10 @@ impl<S> Decoder<S> {
         }
         let mut line = std::mem::take(&mut self.line);
         line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
+        // Lines end with CRLF. A bare LF is refused: the byte before it would otherwise be
+        // trimmed away unseen (a changed CR passed the trailer signature check).
+        if line.pop() != Some(b'\r') {
+            return Err(incomplete("line does not end with CRLF"));
         }
         Ok(Some(line))
     }
