@@ -141,17 +141,17 @@ fn parse_id(id: &str) -> Result<ChunkId, (StatusCode, String)> {
 }
 
 /// What every pipeline write needs to know: the members after this one, this node's id and the
-/// request id to log with; or the answer refusing the write.
+/// request id to log with; or why the write is refused.
 fn pipeline_write(
     cs: &Chunkserver,
     q: &PutChunkQuery,
     headers: &HeaderMap,
-) -> Result<(Vec<NodeAddr>, u64, String), Response> {
-    let rest = q.decode().map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+) -> Result<(Vec<NodeAddr>, u64, String), (StatusCode, String)> {
+    let rest = q.decode().map_err(|e| (StatusCode::BAD_REQUEST, e))?;
     let Some(me) = *cs.node_id.borrow() else {
-        return Err(error(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
-            "not registered with a master yet",
+            "not registered with a master yet".to_string(),
         ));
     };
     let rid = headers
@@ -175,7 +175,7 @@ async fn put_chunk(
     };
     let (rest, me, rid) = match pipeline_write(&cs, &q, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err((status, msg)) => return error(status, msg),
     };
     // A small chunk sent whole (its length known) is taken whole: one write per hop.
     let whole = headers
@@ -204,7 +204,7 @@ async fn put_batch(
 ) -> Response {
     let (rest, me, rid) = match pipeline_write(&cs, &q, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err((status, msg)) => return error(status, msg),
     };
     match receive_batch(&cs, me, &rest, body, &rid).await {
         Ok(reply) => reply_json(&reply),
