@@ -1107,15 +1107,7 @@ impl ChunkStore {
             return self.read_packed(id, entry, &file, slot, offset, len, tx);
         }
         let (size, file, table) = open_checked(&self.path(entry.disk, id), entry).map_err(fault)?;
-        let len = len.unwrap_or(size.saturating_sub(offset));
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(StoreError::BadRange {
-                id,
-                offset,
-                len,
-                size,
-            });
-        }
+        let len = range_len(id, offset, len, size)?;
         if len == 0 {
             return Ok(());
         }
@@ -1153,15 +1145,7 @@ impl ChunkStore {
         tx: &mpsc::Sender<Result<Bytes, io::Error>>,
     ) -> Result<(), StoreError> {
         let size = entry.len;
-        let len = len.unwrap_or(size.saturating_sub(offset));
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(StoreError::BadRange {
-                id,
-                offset,
-                len,
-                size,
-            });
-        }
+        let len = range_len(id, offset, len, size)?;
         if len == 0 {
             return Ok(());
         }
@@ -1517,6 +1501,21 @@ impl PackRecord {
             bytes,
         })
     }
+}
+
+/// The length of a read of `len` bytes (the rest of the chunk if none) from `offset` of a chunk
+/// of `size` bytes, or why it is outside the chunk.
+fn range_len(id: ChunkId, offset: u64, len: Option<u64>, size: u64) -> Result<u64, StoreError> {
+    let len = len.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(StoreError::BadRange {
+            id,
+            offset,
+            len,
+            size,
+        });
+    }
+    Ok(len)
 }
 
 /// Refuses a chunk whose received length or CRC differs from what its sender announced.
