@@ -50,6 +50,10 @@ pub const DEFAULT_FILE_SIZE: u64 = 256 << 20;
 /// size, so every sync commits file system metadata too (a journal commit); writing over
 /// zeros already on disk leaves only the data to flush, about half the I/O per sync.
 const PREPARE_STEP: u64 = 8 << 20;
+/// The end of each pack file whose chunk records are read whole and checked at start: a crash
+/// during a group's append can leave records there whose headers reached the disk but not all
+/// their data (they were never acknowledged). Earlier records were synced by later groups.
+const TAIL_CHECK: u64 = 8 << 20;
 
 /// Where a chunk record starts in a disk's packs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,7 +274,10 @@ impl Packs {
         if end > f.prepared {
             let target = (f.prepared + PREPARE_STEP).min(self.file_size).max(end);
             zero_fill(&f.file, f.prepared, target)?;
-            f.file.sync_all()?;
+            if let Err(e) = f.file.sync_all() {
+                g.broken = Some(e.to_string());
+                return Err(e);
+            }
             f.prepared = target;
         }
         f.file.write_all_at(record, at)?;
@@ -288,7 +295,10 @@ impl Packs {
             if size == FILE_HEADER_LEN || size + len <= self.file_size {
                 return Ok(n);
             }
-            g.files[&n].file.sync_data()?;
+            if let Err(e) = g.files[&n].file.sync_data() {
+                g.broken = Some(e.to_string());
+                return Err(e);
+            }
             g.synced = g.appended;
         }
         let n = g.next;
@@ -298,6 +308,8 @@ impl Packs {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        // Taken, whatever happens next: a half-made file is never created again.
+        g.next = n + 1;
         let mut header = Vec::with_capacity(FILE_HEADER_LEN as usize);
         header.extend_from_slice(FILE_MAGIC);
         header.extend_from_slice(&PACK_FORMAT_VERSION.to_le_bytes());
@@ -305,7 +317,6 @@ impl Packs {
         file.write_all_at(&header, 0)?;
         file.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
-        g.next = n + 1;
         g.current = Some(n);
         g.files.insert(
             n,
@@ -369,6 +380,47 @@ fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
 /// first record that is cut short or unreadable (the tail of a crash: it was never
 /// acknowledged). Answers where the records end.
 fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<u64> {
+    let mut found = Vec::new();
+    let end = read_records(file, n, &mut found)?;
+    // Records in the tail are kept only if whole: the first that is not ends the file.
+    let tail = end.saturating_sub(TAIL_CHECK);
+    let mut kept = found.len();
+    let mut valid_end = end;
+    for (i, r) in found.iter().enumerate() {
+        if let Replayed::Chunk { len, crc, slot, .. } = r {
+            if slot.at + record_len(*len) > tail && !intact(file, *slot, *len, *crc)? {
+                tracing::warn!(
+                    pack = n,
+                    offset = slot.at,
+                    "pack record cut short by a crash (never acknowledged); the file ends there"
+                );
+                kept = i;
+                valid_end = slot.at;
+                break;
+            }
+        }
+    }
+    found.truncate(kept);
+    out.extend(found);
+    Ok(valid_end)
+}
+
+/// Whether the chunk record at `slot` holds its whole image: footer and data CRC as announced.
+fn intact(file: &File, slot: Slot, len: u64, crc: u32) -> io::Result<bool> {
+    use crate::store::{FOOTER_LEN, HEADER_LEN};
+    let mut image = vec![0u8; crate::store::image_len(len) as usize];
+    file.read_exact_at(&mut image, slot.at + RECORD_HEADER_LEN as u64)?;
+    let data = &image[HEADER_LEN as usize..(HEADER_LEN + len) as usize];
+    let footer = &image[image.len() - FOOTER_LEN as usize..];
+    let mut want = Vec::with_capacity(16);
+    want.extend_from_slice(&len.to_le_bytes());
+    want.extend_from_slice(&crc.to_le_bytes());
+    want.extend_from_slice(b"TDFS");
+    Ok(footer == want.as_slice() && crc32c::crc32c(data) == crc)
+}
+
+/// The records of pack file `n` as their headers say, into `out`; answers where they end.
+fn read_records(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<u64> {
     let total = file.metadata()?.len();
     if total < FILE_HEADER_LEN {
         return Ok(total); // created, never written: empty
@@ -490,6 +542,35 @@ mod tests {
         // The next start writes to a new file.
         let s = packs.append_chunk(&record(ChunkId(5), b"after")).unwrap();
         assert_eq!(s.file, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_whose_data_never_reached_the_disk_ends_its_file() {
+        let dir = tempdir("torn-data");
+        let (a, b) = (ChunkId(1), ChunkId(2));
+        let end = {
+            let (packs, _) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
+            packs.append_chunk(&record(a, b"alpha")).unwrap();
+            packs.append_chunk(&record(b, b"beta")).unwrap().at + record_len(4)
+        };
+        // A crash mid-group: the next record's header is on disk, its data still the zeros
+        // written ahead; a valid-looking record after it was never acknowledged either.
+        let path = dir.join(file_name(1));
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let torn = record(ChunkId(3), &[7u8; 3000]);
+        f.write_all_at(&torn[..RECORD_HEADER_LEN], end).unwrap();
+        let after = record(ChunkId(4), b"later");
+        f.write_all_at(&after, end + torn.len() as u64).unwrap();
+        drop(f);
+        let (_, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
+        let ids: Vec<u128> = found
+            .iter()
+            .map(|r| match r {
+                Replayed::Chunk { id, .. } | Replayed::Tombstone(id) => id.0,
+            })
+            .collect();
+        assert_eq!(ids, [1, 2]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -500,11 +500,13 @@ impl ChunkStore {
                 return false;
             }
             st.queue_lost(id);
-            st.remove(id)
+            let dropped = st.remove(id);
+            if let Some(e) = dropped.filter(|e| e.pack.is_some()) {
+                self.forget_packed(id, e);
+            }
+            dropped
         };
-        if let Some(e) = dropped.filter(|e| e.pack.is_some()) {
-            self.forget_packed(id, e);
-        } else if remove_file {
+        if remove_file && dropped.is_some_and(|e| e.pack.is_none()) {
             match fs::remove_file(self.path(disk, id)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -517,7 +519,8 @@ impl ChunkStore {
     }
 
     /// Cancels the pack record of a chunk that left the index: a tombstone, so that the next
-    /// start does not bring it back, and its bytes no longer counted live.
+    /// start does not bring it back, and its bytes no longer counted live. Called with the
+    /// state locked, so that no new record of the id is appended before the tombstone.
     fn forget_packed(&self, id: ChunkId, e: Entry) {
         let (Some(slot), Some(packs)) = (e.pack, self.packs[e.disk].as_ref()) else {
             return;
@@ -816,6 +819,10 @@ impl ChunkStore {
     /// records appended together and made durable by one sync, any larger one as a file. Every
     /// chunk is durable when it returns, or the batch failed.
     pub fn write_batch(&self, entries: Vec<BatchEntry>) -> Result<(), StoreError> {
+        let mut ids = HashSet::with_capacity(entries.len());
+        if let Some(e) = entries.iter().find(|e| !ids.insert(e.id)) {
+            return Err(StoreError::Corrupt(e.id, "named twice in one batch".into()));
+        }
         let mut records = Vec::with_capacity(entries.len());
         for e in entries {
             let len = e.data.len() as u64;
@@ -1204,11 +1211,15 @@ impl ChunkStore {
     /// Deletes a chunk (an order of the master). The index forgets it first, so a read that
     /// races with the deletion either has the file open already or finds nothing.
     pub fn delete(&self, id: ChunkId) -> Result<(), StoreError> {
-        let entry = self.state().remove(id).ok_or(StoreError::NotFound(id))?;
-        if entry.pack.is_some() {
-            self.forget_packed(id, entry);
-            return Ok(());
-        }
+        let entry = {
+            let mut st = self.state();
+            let entry = st.remove(id).ok_or(StoreError::NotFound(id))?;
+            if entry.pack.is_some() {
+                self.forget_packed(id, entry);
+                return Ok(());
+            }
+            entry
+        };
         match fs::remove_file(self.path(entry.disk, id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -1302,7 +1313,6 @@ impl ChunkStore {
     /// records they were copied from. A chunk deleted meanwhile gets a tombstone after its copy.
     fn repoint(&self, packs: &Packs, moves: Vec<(ChunkId, Entry, Slot)>) -> usize {
         let mut moved = 0;
-        let mut gone = Vec::new();
         {
             let mut st = self.state();
             for (id, was, to) in moves {
@@ -1316,13 +1326,15 @@ impl ChunkStore {
                         moved += 1;
                     }
                     Some(_) => {} // written again meanwhile: the copy is a harmless duplicate
-                    None => gone.push(id),
+                    // Deleted meanwhile: a tombstone after the copy (with the state locked, so
+                    // that it cannot follow a newer record of the id).
+                    None => {
+                        if let Err(e) = packs.append_tombstone(id) {
+                            tracing::warn!(chunk = %id, error = %e,
+                                "cannot record a packed chunk's deletion");
+                        }
+                    }
                 }
-            }
-        }
-        for id in gone {
-            if let Err(e) = packs.append_tombstone(id) {
-                tracing::warn!(chunk = %id, error = %e, "cannot record a packed chunk's deletion");
             }
         }
         moved
@@ -2420,6 +2432,12 @@ mod tests {
         bad.crc32c ^= 1;
         assert!(store.write_batch(vec![entry(7, b"seven"), bad]).is_err());
         assert_eq!(store.meta(ChunkId(7)), None);
+        // An id named twice is refused (it would be counted twice).
+        let err = store
+            .write_batch(vec![entry(8, b"eight"), entry(8, b"eight")])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(..)), "{err}");
+        assert_eq!(store.meta(ChunkId(8)), None);
         drop(store);
         let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
         assert_eq!(store.count(), 4);
