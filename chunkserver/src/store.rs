@@ -979,33 +979,20 @@ impl ChunkStore {
         let file = f.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all()
             .map_err(|e| self.write_error(disk, "fsyncing a chunk", e))?;
-        let dest = self.path(disk, id);
-        self.commit(
-            disk,
-            id,
-            len,
-            whole,
-            reserved,
-            || self.place(disk, tmp, &dest).map(|()| None),
-            || {
-                let _ = fs::remove_file(tmp);
-            },
-        )
+        self.commit(disk, tmp, id, len, whole, reserved)
     }
 
-    /// Makes a finished chunk durable with `persist` (which answers its pack slot, if packed)
-    /// and records it. Only one write of an id commits at a time; a second one waits and then
-    /// finds the first's chunk, and `discard`s its own.
-    #[allow(clippy::too_many_arguments)]
+    /// Renames a finished temporary chunk file into place and records the chunk. Only one write
+    /// of an id commits at a time; a second one waits and then finds the first's chunk.
+    /// (Packed chunks commit in [`ChunkStore::write_records`].)
     fn commit(
         &self,
         disk: usize,
+        tmp: &Path,
         id: ChunkId,
         len: u64,
         crc: u32,
         reserved: &mut u64,
-        persist: impl FnOnce() -> Result<Option<Slot>, StoreError>,
-        discard: impl FnOnce(),
     ) -> Result<(u64, u32), StoreError> {
         {
             let mut st = self.state();
@@ -1018,7 +1005,7 @@ impl ChunkStore {
                     drop(st);
                     // Chunk ids are random: the same id again is a retried copy of the same
                     // chunk. Keep the durable one; refuse a different one rather than overwrite.
-                    discard();
+                    let _ = fs::remove_file(tmp);
                     if (existing.len, existing.crc) == (len, crc) {
                         return Ok((len, crc));
                     }
@@ -1033,33 +1020,25 @@ impl ChunkStore {
                 st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        let placed = persist();
+        let placed = self.place(disk, tmp, &self.path(disk, id));
         {
             let mut st = self.state();
             st.committing.remove(&id);
-            if let Ok(slot) = &placed {
-                if !st.disks[disk].failed {
-                    let pack = *slot;
-                    st.index.insert(
-                        id,
-                        Entry {
-                            disk,
-                            len,
-                            crc,
-                            pack,
-                        },
-                    );
-                    let d = &mut st.disks[disk];
-                    d.held += len;
-                    d.chunks += 1;
-                    d.pending = d.pending.saturating_sub(*reserved);
-                    *reserved = 0;
-                    // Copied here again (re-replication): no longer lost.
-                    st.lost.retain(|(_, l)| *l != id);
-                    if let (Some(slot), Some(packs)) = (pack, &self.packs[disk]) {
-                        packs.add_live(slot.file, pack::record_len(len) as i64);
-                    }
-                }
+            if placed.is_ok() && !st.disks[disk].failed {
+                let e = Entry {
+                    disk,
+                    len,
+                    crc,
+                    pack: None,
+                };
+                st.index.insert(id, e);
+                let d = &mut st.disks[disk];
+                d.held += len;
+                d.chunks += 1;
+                d.pending = d.pending.saturating_sub(*reserved);
+                *reserved = 0;
+                // Copied here again (re-replication): no longer lost.
+                st.lost.retain(|(_, l)| *l != id);
             }
         }
         self.committed.notify_all();
