@@ -37,6 +37,8 @@ pub struct Master {
     /// Chunk copies made by the repair worker since start.
     pub repaired: std::sync::atomic::AtomicU64,
     pub applied: Arc<RwLock<Applied>>,
+    /// Writes applied as of the newest snapshot (see [`Applied::writes`]).
+    pub snapshot_writes: Arc<std::sync::atomic::AtomicU64>,
     pub registry: Mutex<Registry>,
     pub config: MasterConfig,
 }
@@ -834,7 +836,7 @@ async fn fsck(State(m): State<Shared>) -> Response {
         for (name, b) in &a.state.buckets {
             for (key, o) in &b.objects {
                 r.objects += 1;
-                check(name, key, None, &o.chunks());
+                check(name, &key, None, &o.chunks());
             }
         }
         for (id, u) in &a.state.uploads {

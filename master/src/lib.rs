@@ -15,7 +15,9 @@
 //! - [`ops`]: the read-only operations listener (health, metrics, and the [`status_page`]).
 
 pub mod api;
+pub mod idmap;
 pub mod lifecycle;
+pub mod namespace;
 pub mod network;
 pub mod object;
 pub mod ops;
@@ -204,11 +206,12 @@ impl MasterConfig {
 /// How often the snapshot worker looks at the log.
 const SNAPSHOT_CHECK: Duration = Duration::from_millis(500);
 
-/// Takes a snapshot once the log since the last one holds at least `snapshot_every` entries
-/// *and* at least half as many entries as the state has records. A snapshot costs time
-/// proportional to the state, so this keeps its cost per applied entry constant however large
-/// the namespace grows (while it only grows, snapshots come at doubling sizes), and restart
-/// replays at most about half a state's worth of entries after it.
+/// Takes a snapshot once the writes applied since the last one number at least
+/// `snapshot_every` *and* at least half as many as the state has records (or the log holds that
+/// many entries). A snapshot costs time proportional to the state, so this keeps its cost per
+/// write constant however large the namespace grows (while it only grows, snapshots come at
+/// doubling sizes), and restart replays at most about half a state's worth of writes after it.
+/// Writes, not entries: one batch entry can hold hundreds of writes.
 async fn snapshot_worker(m: Arc<api::Master>) {
     let mut metrics = m.raft.metrics();
     loop {
@@ -223,14 +226,19 @@ async fn snapshot_worker(m: Arc<api::Master>) {
                 x.snapshot.map_or(0, |l| l.index),
             )
         };
-        let records = m
+        let (records, writes) = m
             .applied
             .read()
-            .map(|a| a.state.object_count() + a.state.uploads.len() as u64)
-            .unwrap_or(0);
+            .map(|a| {
+                let records = a.state.object_count() + a.state.uploads.len() as u64;
+                (records, a.writes)
+            })
+            .unwrap_or((0, 0));
+        let since =
+            writes.saturating_sub(m.snapshot_writes.load(std::sync::atomic::Ordering::Relaxed));
         let due = m.config.snapshot_every.max(records / 2);
-        if applied.saturating_sub(snapshot) >= due {
-            tracing::info!(applied, snapshot, records, "taking a snapshot");
+        if applied.saturating_sub(snapshot) >= due || since >= due {
+            tracing::info!(applied, snapshot, records, since, "taking a snapshot");
             if m.raft.trigger().snapshot().await.is_err() {
                 return;
             }
@@ -264,6 +272,7 @@ pub async fn run(
     let log = store::LogStore::open(&config.data_dir.join("raft"))?;
     let sm = store::StateMachine::open(&config.data_dir.join("state"))?;
     let applied = sm.applied.clone();
+    let snapshot_writes = sm.snapshot_writes.clone();
     let raft_config = openraft::Config {
         cluster_name: "tinydfs".into(),
         heartbeat_interval: config.raft_heartbeat_ms,
@@ -325,6 +334,7 @@ pub async fn run(
         membership_lock: tokio::sync::Mutex::new(()),
         repaired: std::sync::atomic::AtomicU64::new(0),
         applied,
+        snapshot_writes,
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),
     });

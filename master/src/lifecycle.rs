@@ -162,7 +162,7 @@ pub fn plan(s: &State, cursor: &mut Cursor, now: u64, day_ms: u64) -> Plan {
             None => Bound::Unbounded,
         };
         let mut last = from.clone();
-        for (key, rec) in b.objects.range::<str, _>((lower, Bound::Unbounded)) {
+        for (key, rec) in b.objects.range_from(lower) {
             if budget < rules.len() || removals >= MAX_REMOVALS_PER_ROUND {
                 *cursor = Cursor {
                     bucket: name.clone(),
@@ -174,7 +174,7 @@ pub fn plan(s: &State, cursor: &mut Cursor, now: u64, day_ms: u64) -> Plan {
             budget -= rules.len();
             if rules
                 .iter()
-                .any(|r| expires(r, key, rec.last_modified_ms, now, day_ms))
+                .any(|r| expires(r, &key, rec.last_modified_ms, now, day_ms))
             {
                 let batch = plan.batches.entry(name.clone()).or_default();
                 batch.keys.push(key.to_string());
@@ -439,8 +439,8 @@ mod tests {
         assert_eq!(
             s.buckets["b"]
                 .objects
-                .keys()
-                .map(|k| &**k)
+                .iter()
+                .map(|(k, _)| k)
                 .collect::<Vec<_>>(),
             ["data/old"]
         );

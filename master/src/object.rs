@@ -7,12 +7,9 @@
 //! it is a single chunk holding all its bytes (the length is then the size) — and everything
 //! else (user metadata, other headers, checksums, parts, tags, several chunks, an ETag that is not
 //! a plain MD5, an uncommon content type) in one optional boxed [`Extras`]. The conversion is
-//! exact both ways, so snapshots and backups keep storing [`ObjectRecord`]s.
+//! exact both ways, so snapshots and backups keep storing [`ObjectRecord`]s; a bucket's objects are
+//! kept in a [`crate::namespace::Objects`].
 
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserializer, Serializer};
-use std::collections::BTreeMap;
 use tinydfs_proto::{ChunkId, ChunkMeta, ObjectRecord, PartInfo};
 
 /// How the content type is stored: the usual values without heap memory.
@@ -181,40 +178,6 @@ impl Object {
         let mut r = self.to_record();
         r.tags = tags;
         *self = Object::from_record(r);
-    }
-}
-
-/// Serde for a bucket's objects: written and read as a map of key to [`ObjectRecord`], the
-/// format snapshots and backups have always had.
-pub mod as_records {
-    use super::*;
-
-    pub type Objects = BTreeMap<Box<str>, Box<Object>>;
-
-    pub fn serialize<S: Serializer>(objects: &Objects, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(objects.len()))?;
-        for (key, o) in objects {
-            map.serialize_entry(&**key, &o.to_record())?;
-        }
-        map.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Objects, D::Error> {
-        struct Records;
-        impl<'de> Visitor<'de> for Records {
-            type Value = Objects;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map of keys to object records")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Objects, A::Error> {
-                let mut out = Objects::new();
-                while let Some((key, r)) = m.next_entry::<String, ObjectRecord>()? {
-                    out.insert(key.into_boxed_str(), Box::new(Object::from_record(r)));
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_map(Records)
     }
 }
 

@@ -2,6 +2,7 @@
 //! chunk's replicas are. None of it is in the log; a new leader rebuilds it from registrations and
 //! full chunk reports.
 
+use crate::idmap::IdMap;
 use rand::Rng;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -97,7 +98,7 @@ pub struct Registry {
     /// Gateways by S3 address: pid and last report.
     gateways: HashMap<String, (u32, Instant)>,
     /// Replica locations by chunk: one entry per chunk (the soft state that grows with the data).
-    replicas: HashMap<ChunkId, Replicas>,
+    replicas: IdMap<ChunkId, Replicas>,
     /// Holders that do not fit a chunk's inline slots (rare: a fourth copy while a surplus is
     /// removed, or a node id beyond 32 bits).
     more_holders: HashMap<ChunkId, Vec<NodeId>>,
@@ -130,7 +131,7 @@ impl Registry {
         Registry {
             nodes: HashMap::new(),
             gateways: HashMap::new(),
-            replicas: HashMap::new(),
+            replicas: IdMap::new(),
             more_holders: HashMap::new(),
             epoch: Instant::now(),
             dead_after,
@@ -328,7 +329,7 @@ impl Registry {
 
     /// Records that `node` holds `chunk`; true if it was not known to.
     fn add_holder(&mut self, chunk: ChunkId, node: NodeId) -> bool {
-        let r = self.replicas.entry(chunk).or_default();
+        let r = self.replicas.get_or_insert_with(chunk, Replicas::default);
         let small = u32::try_from(node).ok().filter(|n| *n != 0);
         if small.is_some_and(|n| r.ids.contains(&n))
             || self

@@ -4,10 +4,12 @@
 //! ids before proposing it, so [`State::apply`] reads no clock and draws no random number: every
 //! member that applies the same log reaches the same state.
 
+use crate::idmap::IdMap;
+use crate::namespace::Objects;
 use crate::object::Object;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use tinydfs_proto::meta::*;
 use tinydfs_proto::*;
 
@@ -266,8 +268,7 @@ pub struct Bucket {
     pub created_ms: u64,
     pub owner: String,
     /// Objects in their compact form, stored as [`ObjectRecord`]s in snapshots and backups.
-    #[serde(with = "crate::object::as_records")]
-    pub objects: BTreeMap<Box<str>, Box<Object>>,
+    pub objects: Objects,
     /// The bucket's lifecycle rules (none: no lifecycle configuration).
     #[serde(default)]
     pub lifecycle: Vec<LifecycleRule>,
@@ -331,14 +332,14 @@ pub struct State {
     pub buckets: BTreeMap<String, Bucket>,
     pub uploads: BTreeMap<String, Upload>,
     pub completed_uploads: BTreeMap<String, CompletedUpload>,
-    pub chunks: HashMap<ChunkId, ChunkEntry>,
+    pub chunks: IdMap<ChunkId, ChunkEntry>,
     pub nodes: BTreeMap<NodeId, NodeIdentity>,
     pub next_node_id: NodeId,
     /// Recent request ids with their answers, in compact form. (Named apart from the
     /// `recent_requests` and hex-keyed `requests` of earlier snapshots, which are ignored: a
     /// retry racing an upgrade is applied again.)
     #[serde(default)]
-    pub request_answers: HashMap<u128, Answer>,
+    pub request_answers: IdMap<u128, Answer>,
     /// The same ids in the order they were applied, so expiry pops from the front.
     #[serde(default)]
     pub recent_order: std::collections::VecDeque<(u64, u128)>,
@@ -421,6 +422,11 @@ impl State {
             }
             self.request_answers.remove(id);
             self.recent_order.pop_front();
+        }
+        // A burst of writes leaves a long queue behind: give its memory back once mostly empty.
+        let (len, cap) = (self.recent_order.len(), self.recent_order.capacity());
+        if cap > 4 * len + 1024 {
+            self.recent_order.shrink_to(2 * len + 1024);
         }
         while let Some((t, id)) = self.completed_order.front() {
             if now.saturating_sub(*t) < COMPLETED_UPLOAD_TTL_MS {
@@ -518,7 +524,7 @@ impl State {
                         Bucket {
                             created_ms: now,
                             owner: owner.clone(),
-                            objects: BTreeMap::new(),
+                            objects: Objects::new(),
                             lifecycle: Vec::new(),
                             public_read: false,
                             cors: Vec::new(),
@@ -1016,7 +1022,7 @@ impl State {
             return;
         };
         let old = match object {
-            Some(o) => b.objects.insert(key.into(), Box::new(o)),
+            Some(o) => b.objects.insert(key, o),
             None => b.objects.remove(key),
         };
         if let Some(old) = old {
@@ -1079,14 +1085,12 @@ impl State {
 
     fn add_refs(&mut self, chunks: &[ChunkMeta]) {
         for c in chunks {
-            self.chunks
-                .entry(c.id)
-                .and_modify(|e| e.refs += 1)
-                .or_insert(ChunkEntry {
-                    len: c.len,
-                    crc32c: c.crc32c,
-                    refs: 1,
-                });
+            let e = self.chunks.get_or_insert_with(c.id, || ChunkEntry {
+                len: c.len,
+                crc32c: c.crc32c,
+                refs: 0,
+            });
+            e.refs += 1;
         }
     }
 
@@ -1137,7 +1141,7 @@ impl State {
         };
         while let Some((key, rec)) = b
             .objects
-            .range::<str, _>((cursor.as_ref().map(String::as_str), Bound::Unbounded))
+            .range_from(cursor.as_ref().map(String::as_str))
             .next()
         {
             if !key.starts_with(&q.prefix) {
@@ -1147,7 +1151,7 @@ impl State {
                 page.truncated = true;
                 break;
             }
-            match common_of(key) {
+            match common_of(&key) {
                 Some(cp) => {
                     // Jump past every key under this prefix (O(log n), not one step per key).
                     let next = successor(&cp);

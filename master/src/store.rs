@@ -30,6 +30,7 @@ use std::io::{self, Cursor, Read, Write};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 type NodeId = u64;
@@ -98,6 +99,75 @@ fn frame(rec: &LogRecord) -> io::Result<Vec<u8>> {
 /// the interval between snapshots.
 const CACHED_ENTRIES: usize = 4096;
 
+/// Encoded bytes of the cached entries beyond which the oldest are dropped as well: one entry
+/// can be a batch of hundreds of writes, and 4,096 of those decoded would weigh hundreds of
+/// megabytes.
+const CACHED_BYTES: usize = 4 << 20;
+
+/// The newest log entries, bounded by [`CACHED_ENTRIES`] and [`CACHED_BYTES`] (the newest one is
+/// always kept), each with its record's size.
+#[derive(Default)]
+struct Cache {
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn push_back(&mut self, entry: Entry<TypeConfig>, size: usize) {
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.entries.len() > 1
+            && (self.entries.len() > CACHED_ENTRIES || self.bytes > CACHED_BYTES)
+        {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    fn pop_back(&mut self) {
+        if let Some((_, size)) = self.entries.pop_back() {
+            self.bytes -= size;
+        }
+    }
+
+    fn front(&self) -> Option<&Entry<TypeConfig>> {
+        self.entries.front().map(|(e, _)| e)
+    }
+
+    fn back(&self) -> Option<&Entry<TypeConfig>> {
+        self.entries.back().map(|(e, _)| e)
+    }
+
+    fn get(&self, i: usize) -> Option<&Entry<TypeConfig>> {
+        self.entries.get(i).map(|(e, _)| e)
+    }
+
+    /// Keeps the entries for which `f` holds.
+    fn retain(&mut self, f: impl Fn(&Entry<TypeConfig>) -> bool) {
+        self.entries.retain(|(e, _)| f(e));
+        self.bytes = self.entries.iter().map(|(_, size)| size).sum();
+    }
+
+    /// Drops entries from the back while `f` holds.
+    fn pop_back_while(&mut self, f: impl Fn(&Entry<TypeConfig>) -> bool) {
+        while self.back().is_some_and(&f) {
+            self.pop_back();
+        }
+    }
+
+    /// Drops entries from the front while `f` holds.
+    fn pop_front_while(&mut self, f: impl Fn(&Entry<TypeConfig>) -> bool) {
+        while self.front().is_some_and(&f) {
+            self.pop_front();
+        }
+    }
+}
+
 struct LogInner {
     /// The log file, open for appending and for reading back older entries.
     file: File,
@@ -109,8 +179,8 @@ struct LogInner {
     /// File offset of each live entry's record, in index order: 8 bytes per entry instead of the
     /// entry itself.
     offsets: VecDeque<u64>,
-    /// The newest entries, at most [`CACHED_ENTRIES`], ending with the last one.
-    recent: VecDeque<Entry<TypeConfig>>,
+    /// The newest entries, ending with the last one.
+    recent: Cache,
     /// Id of the last live entry.
     last: Option<LogId<NodeId>>,
     last_purged: Option<LogId<NodeId>>,
@@ -138,7 +208,7 @@ impl LogInner {
     }
 
     /// Records `entry`, written at file offset `at`, as the newest live entry.
-    fn push(&mut self, entry: Entry<TypeConfig>, at: u64) {
+    fn push(&mut self, entry: Entry<TypeConfig>, at: u64, size: usize) {
         let index = entry.log_id.index;
         if index < self.next_index() {
             self.forget_from(index); // openraft truncates first; be safe all the same
@@ -148,19 +218,14 @@ impl LogInner {
         }
         self.offsets.push_back(at);
         self.last = Some(entry.log_id);
-        self.recent.push_back(entry);
-        if self.recent.len() > CACHED_ENTRIES {
-            self.recent.pop_front();
-        }
+        self.recent.push_back(entry, size);
     }
 
     /// Forgets the entries from `index` on.
     fn forget_from(&mut self, index: u64) {
         let keep = index.saturating_sub(self.first) as usize;
         self.offsets.truncate(keep);
-        while self.recent.back().is_some_and(|e| e.log_id.index >= index) {
-            self.recent.pop_back();
-        }
+        self.recent.pop_back_while(|e| e.log_id.index >= index);
         self.last = match self.offsets.len() {
             0 => None,
             _ => self.entry(self.next_index() - 1).ok().map(|e| e.log_id),
@@ -177,9 +242,7 @@ impl LogInner {
             self.first = self.first.max(index + 1);
             self.last = None;
         }
-        while self.recent.front().is_some_and(|e| e.log_id.index <= index) {
-            self.recent.pop_front();
-        }
+        self.recent.pop_front_while(|e| e.log_id.index <= index);
     }
 
     /// The live entry at `index`, from memory or from the file.
@@ -268,7 +331,7 @@ impl LogStore {
         // Where each entry's record starts, by index (replayed in order: truncations and purges
         // apply to what came before them).
         let mut offsets: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut recent: VecDeque<Entry<TypeConfig>> = VecDeque::new();
+        let mut recent = Cache::default();
         let mut last_purged: Option<LogId<NodeId>> = None;
         let mut valid_len = 0u64;
         let mut data = Vec::new();
@@ -323,25 +386,16 @@ impl LogStore {
                         let index = e.log_id.index;
                         offsets.split_off(&index);
                         offsets.insert(index, pos as u64);
-                        while recent.back().is_some_and(|r| r.log_id.index >= index) {
-                            recent.pop_back();
-                        }
-                        recent.push_back(e);
-                        if recent.len() > CACHED_ENTRIES {
-                            recent.pop_front();
-                        }
+                        recent.pop_back_while(|r| r.log_id.index >= index);
+                        recent.push_back(e, end - pos);
                     }
                     LogRecord::Truncate(i) => {
                         offsets.split_off(&i);
-                        while recent.back().is_some_and(|r| r.log_id.index >= i) {
-                            recent.pop_back();
-                        }
+                        recent.pop_back_while(|r| r.log_id.index >= i);
                     }
                     LogRecord::Purge(id) => {
                         offsets = offsets.split_off(&(id.index + 1));
-                        while recent.front().is_some_and(|r| r.log_id.index <= id.index) {
-                            recent.pop_front();
-                        }
+                        recent.pop_front_while(|r| r.log_id.index <= id.index);
                         last_purged = Some(id);
                     }
                 }
@@ -474,8 +528,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<_> = entries.into_iter().collect();
         let recs: Vec<_> = entries.iter().cloned().map(LogRecord::Entry).collect();
         let res = inner.append_records(&recs).map(|starts| {
-            for (e, at) in entries.into_iter().zip(starts) {
-                inner.push(e, at);
+            let ends: Vec<u64> = starts.iter().skip(1).copied().chain([inner.end]).collect();
+            for ((e, at), end) in entries.into_iter().zip(starts).zip(ends) {
+                inner.push(e, at, (end - at) as usize);
             }
         });
         let failed = res.as_ref().err().map(StorageIOError::write_logs);
@@ -512,6 +567,10 @@ pub struct Applied {
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, Node>,
     pub state: State,
+    /// Writes applied since the group began (a batch entry counts each of its writes): what a
+    /// replay after restart costs is writes, not log entries.
+    #[serde(default)]
+    pub writes: u64,
 }
 
 /// [`SnapshotFile`] by reference, for writing without a copy of the state.
@@ -520,6 +579,13 @@ struct SnapshotFileRef<'a> {
     version: u16,
     meta: &'a SnapshotMeta<NodeId, Node>,
     applied: &'a Applied,
+}
+
+/// The head of a [`SnapshotFile`]: what openraft asks of the current snapshot at start, read
+/// without building a second copy of the state (the rest is skipped unallocated).
+#[derive(Deserialize)]
+struct SnapshotHead {
+    meta: SnapshotMeta<NodeId, Node>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -535,6 +601,8 @@ pub struct StateMachine {
     pub applied: Arc<RwLock<Applied>>,
     dir: PathBuf,
     snapshot_seq: Arc<Mutex<u64>>,
+    /// [`Applied::writes`] as of the newest snapshot, for the snapshot worker.
+    pub snapshot_writes: Arc<AtomicU64>,
     /// Serialises snapshot files and remembers the newest one written: a slow build must not
     /// overwrite a newer snapshot installed from the leader meanwhile.
     snapshot_file: Arc<Mutex<Option<LogId<NodeId>>>>,
@@ -544,6 +612,14 @@ impl StateMachine {
     /// Opens the state machine under `dir`, loading the newest snapshot if there is one.
     pub fn open(dir: &Path) -> io::Result<StateMachine> {
         fs::create_dir_all(dir)?;
+        // Snapshots a crash interrupted before they were renamed into place.
+        for e in fs::read_dir(dir)?.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot.") && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let mut applied = Applied::default();
         match fs::read(dir.join("snapshot.json")) {
             Ok(bytes) => {
@@ -560,10 +636,12 @@ impl StateMachine {
             Err(e) => return Err(e),
         }
         let newest = applied.last_applied;
+        let applied_writes = applied.writes;
         Ok(StateMachine {
             applied: Arc::new(RwLock::new(applied)),
             dir: dir.to_path_buf(),
             snapshot_seq: Arc::new(Mutex::new(0)),
+            snapshot_writes: Arc::new(AtomicU64::new(applied_writes)),
             snapshot_file: Arc::new(Mutex::new(newest)),
         })
     }
@@ -581,6 +659,29 @@ impl StateMachine {
         write_atomic(&self.dir.join("snapshot.json"), bytes)?;
         *newest = last;
         Ok(())
+    }
+
+    /// Makes the snapshot written to `tmp` the snapshot file, unless a newer one is already there.
+    fn commit_snapshot_file(&self, last: Option<LogId<NodeId>>, tmp: &Path) -> io::Result<()> {
+        let done = (|| {
+            File::open(tmp)?.sync_all()?;
+            let mut newest = self
+                .snapshot_file
+                .lock()
+                .map_err(|_| io_err("snapshot lock poisoned"))?;
+            if newest.is_some() && last < *newest {
+                tracing::info!("a newer snapshot is already on disk; keeping it");
+                return fs::remove_file(tmp);
+            }
+            fs::rename(tmp, self.dir.join("snapshot.json"))?;
+            File::open(&self.dir)?.sync_all()?;
+            *newest = last;
+            Ok(())
+        })();
+        if done.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        done
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, StorageError<NodeId>> {
@@ -606,7 +707,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Serialised straight from the shared state under the read lock: no copy of the whole
         // state (which doubled the master's memory at every snapshot). Applying waits for the
         // encoding; the file is written after the lock is released.
-        let (bytes, meta) = {
+        let (tmp, meta, writes) = {
             let a = self.read()?;
             let seq = {
                 let mut s = self
@@ -630,13 +731,26 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 meta: &meta,
                 applied: &a,
             };
-            let bytes =
-                serde_json::to_vec(&file).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            (bytes, meta)
+            // Encoded straight into the file: a buffer of the whole encoded state would be
+            // larger than the state itself.
+            let tmp = self.dir.join(format!("snapshot.{seq}.tmp"));
+            let written = File::create(&tmp).and_then(|f| {
+                let mut w = io::BufWriter::with_capacity(1 << 20, f);
+                serde_json::to_writer(&mut w, &file)?;
+                w.flush()
+            });
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(StorageIOError::write_snapshot(None, &e).into());
+            }
+            (tmp, meta, a.writes)
         };
-        self.write_snapshot_file(meta.last_log_id, &bytes)
+        self.commit_snapshot_file(meta.last_log_id, &tmp)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(self.snapshot_from(meta, bytes))
+        self.snapshot_writes.fetch_max(writes, Ordering::Relaxed);
+        // openraft 0.9 keeps only the meta of a snapshot it had built (core/sm/worker.rs): the
+        // data is read from the file by `get_current_snapshot` when a follower needs it.
+        Ok(self.snapshot_from(meta, Vec::new()))
     }
 }
 
@@ -668,6 +782,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 )))),
                 EntryPayload::Normal(cmd) => {
                     let cmd: Command = cmd;
+                    a.writes += match &cmd.op {
+                        crate::state::Op::Many(w) => w.len() as u64,
+                        _ => 1,
+                    };
                     replies.push(a.state.apply(&cmd));
                 }
                 EntryPayload::Membership(m) => {
@@ -706,6 +824,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .write()
             .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
         *a = file.applied;
+        self.snapshot_writes.store(a.writes, Ordering::Relaxed);
         a.last_applied = meta.last_log_id;
         a.membership = meta.last_membership.clone();
         Ok(())
@@ -716,9 +835,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         match fs::read(self.dir.join("snapshot.json")) {
             Ok(bytes) => {
-                let file: SnapshotFile = serde_json::from_slice(&bytes)
+                let head: SnapshotHead = serde_json::from_slice(&bytes)
                     .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                Ok(Some(self.snapshot_from(file.meta, bytes)))
+                Ok(Some(self.snapshot_from(head.meta, bytes)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
@@ -754,13 +873,90 @@ mod tests {
         std::env::temp_dir().join(format!("tinydfs-log-{name}-{:08x}", rand::random::<u32>()))
     }
 
+    /// A command entry at `index` creating bucket `name`.
+    fn write(index: u64, op: crate::state::Op) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command {
+                version: crate::state::COMMAND_VERSION,
+                request_id: None,
+                time_ms: 1,
+                op,
+            }),
+        }
+    }
+
+    fn create(name: &str) -> crate::state::Op {
+        crate::state::Op::Meta(tinydfs_proto::meta::MetaWrite::CreateBucket {
+            bucket: name.into(),
+            owner: "me".into(),
+        })
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_bytes_and_keeps_the_newest_entry() {
+        let mut c = Cache::default();
+        for i in 1..=10 {
+            c.push_back(entry(i), 1 << 20);
+        }
+        assert_eq!(c.entries.len(), CACHED_BYTES >> 20);
+        assert_eq!(c.front().map(|e| e.log_id.index), Some(7));
+        assert_eq!(c.bytes, CACHED_BYTES);
+        c.push_back(entry(11), 2 * CACHED_BYTES);
+        assert_eq!(c.entries.len(), 1, "the newest entry stays, however large");
+        c.pop_back_while(|_| true);
+        assert_eq!((c.entries.len(), c.bytes), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn snapshots_count_writes_stream_to_their_file_and_reopen() {
+        let dir = tempdir("snap");
+        let mut sm = StateMachine::open(&dir).unwrap();
+        let many = crate::state::Op::Many(
+            ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| crate::state::Batched {
+                    request_id: i as u128 + 1,
+                    op: create(n),
+                })
+                .collect(),
+        );
+        sm.apply([write(1, many), write(2, create("d")), entry(3)])
+            .await
+            .unwrap();
+        // A batch entry counts each of its writes; a blank entry none.
+        assert_eq!(sm.read().unwrap().writes, 4);
+        assert_eq!(sm.snapshot_writes.load(Ordering::Relaxed), 0);
+
+        let built = sm.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(3));
+        assert_eq!(sm.snapshot_writes.load(Ordering::Relaxed), 4);
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["snapshot.json"], "no temporary file is left");
+
+        let mut again = StateMachine::open(&dir).unwrap();
+        {
+            let a = again.read().unwrap();
+            assert_eq!(a.writes, 4);
+            assert_eq!(a.state.buckets.len(), 4);
+        }
+        assert_eq!(again.snapshot_writes.load(Ordering::Relaxed), 4);
+        let current = again.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, built.meta);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn entries_beyond_the_cache_are_read_back_from_the_file() {
         let dir = tempdir("reread");
         write_log(&dir, 5);
         let store = LogStore::open(&dir).unwrap();
         let mut inner = store.inner.lock().unwrap();
-        inner.recent.clear();
+        inner.recent = Cache::default();
         assert_eq!(inner.entry(3).unwrap().log_id.index, 3);
         assert_eq!(inner.last.map(|l| l.index), Some(5));
         // A purge keeps the later entries readable in the rewritten file.
