@@ -9,7 +9,9 @@
 //! kilobytes), which is nothing beside the log write that precedes it. When the average shard
 //! passes [`SHARD_TARGET`] entries each shard splits in two by one more bit of the hash.
 //!
-//! Iteration order is the shards' order, then the ids' (deterministic, but meaningless).
+//! Iteration order is the shards' order, then the ids': it depends on the map's history (shards
+//! never merge back), so no answer of the state machine may depend on it — as with the
+//! `HashMap`s it replaced.
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;

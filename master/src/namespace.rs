@@ -344,8 +344,24 @@ impl Objects {
                 return None;
             }
             if spot.index == leaf.len() {
-                // Keys arriving in order fill leaves whole instead of leaving halves behind.
-                self.leaves.insert(key.into(), Leaf::of(k, object));
+                // The key goes between this full leaf and the next: to the front of the next if
+                // it has room (keys arriving in descending order fill it), else to a new leaf
+                // (keys arriving in order fill leaves whole instead of leaving halves behind).
+                let next = self
+                    .leaves
+                    .range_mut::<str, _>((Bound::Excluded(&*first), Bound::Unbounded))
+                    .next()
+                    .filter(|(_, l)| l.len() < LEAF_MAX);
+                match next {
+                    Some((next_first, l)) => {
+                        let next_first = next_first.clone();
+                        l.insert_at(&l.find(k), k, object);
+                        self.rekey(&next_first, key.into());
+                    }
+                    None => {
+                        self.leaves.insert(key.into(), Leaf::of(k, object));
+                    }
+                }
                 self.len += 1;
                 return None;
             }
@@ -672,6 +688,31 @@ mod tests {
         assert!(
             leaves <= model.len() / (LEAF_MAX / 2) + 64,
             "{leaves} leaves"
+        );
+        // Keys counting down into the gap after a full leaf fill leaves too.
+        let mut down = Objects::new();
+        let mut down_model = BTreeMap::new();
+        for i in (0..1000u64).rev() {
+            let k = format!("newest-first/{i:06}");
+            down.insert(&k, object(i));
+            down_model.insert(k, i);
+        }
+        for i in 0..LEAF_MAX as u64 {
+            let k = format!("a/{i:03}");
+            down.insert(&k, object(i));
+            down_model.insert(k, i);
+        }
+        for i in (0..1000u64).rev() {
+            let k = format!("b/{i:06}");
+            down.insert(&k, object(i));
+            down_model.insert(k, i);
+        }
+        same(&down, &down_model);
+        assert!(
+            down.leaves.len() <= down_model.len() / (LEAF_MAX / 2) + 2,
+            "{} leaves for {} keys",
+            down.leaves.len(),
+            down_model.len()
         );
         if let Some(m) = o.get_mut("bench/writer-007/object-000000000000000099") {
             m.size = 5;

@@ -1128,7 +1128,7 @@ impl State {
             rest.find(d)
                 .map(|pos| key[..q.prefix.len() + pos + d.len()].to_string())
         };
-        let mut cursor = match &q.after {
+        let cursor = match &q.after {
             // Continuing after a common prefix skips every key under it in one step.
             Some(a) if a.as_str() >= q.prefix.as_str() && common_of(a).as_deref() == Some(a) => {
                 match successor(a) {
@@ -1139,11 +1139,9 @@ impl State {
             Some(a) if a.as_str() >= q.prefix.as_str() => Bound::Excluded(a.clone()),
             _ => Bound::Included(q.prefix.clone()),
         };
-        while let Some((key, rec)) = b
-            .objects
-            .range_from(cursor.as_ref().map(String::as_str))
-            .next()
-        {
+        // One iterator through plain keys; a fresh one only to jump past a common prefix.
+        let mut keys = b.objects.range_from(cursor.as_ref().map(String::as_str));
+        while let Some((key, rec)) = keys.next() {
             if !key.starts_with(&q.prefix) {
                 break;
             }
@@ -1158,7 +1156,7 @@ impl State {
                     page.next_after = Some(cp.clone());
                     page.common_prefixes.push(cp);
                     match next {
-                        Some(s) => cursor = Bound::Included(s),
+                        Some(s) => keys = b.objects.range_from(Bound::Included(s.as_str())),
                         None => break,
                     }
                 }
@@ -1169,8 +1167,7 @@ impl State {
                         etag: rec.etag(),
                         last_modified_ms: rec.last_modified_ms,
                     });
-                    page.next_after = Some(key.to_string());
-                    cursor = Bound::Excluded(key.to_string());
+                    page.next_after = Some(key);
                 }
             }
         }

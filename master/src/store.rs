@@ -646,8 +646,14 @@ impl StateMachine {
         })
     }
 
-    /// Writes a snapshot file unless a newer one is already there.
-    fn write_snapshot_file(&self, last: Option<LogId<NodeId>>, bytes: &[u8]) -> io::Result<()> {
+    /// Writes a snapshot file (of a state that had applied `writes` writes) unless a newer one
+    /// is already there.
+    fn write_snapshot_file(
+        &self,
+        last: Option<LogId<NodeId>>,
+        bytes: &[u8],
+        writes: u64,
+    ) -> io::Result<()> {
         let mut newest = self
             .snapshot_file
             .lock()
@@ -658,11 +664,18 @@ impl StateMachine {
         }
         write_atomic(&self.dir.join("snapshot.json"), bytes)?;
         *newest = last;
+        self.snapshot_writes.store(writes, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Makes the snapshot written to `tmp` the snapshot file, unless a newer one is already there.
-    fn commit_snapshot_file(&self, last: Option<LogId<NodeId>>, tmp: &Path) -> io::Result<()> {
+    /// Makes the snapshot written to `tmp` (of a state that had applied `writes` writes) the
+    /// snapshot file, unless a newer one is already there.
+    fn commit_snapshot_file(
+        &self,
+        last: Option<LogId<NodeId>>,
+        tmp: &Path,
+        writes: u64,
+    ) -> io::Result<()> {
         let done = (|| {
             File::open(tmp)?.sync_all()?;
             let mut newest = self
@@ -676,6 +689,7 @@ impl StateMachine {
             fs::rename(tmp, self.dir.join("snapshot.json"))?;
             File::open(&self.dir)?.sync_all()?;
             *newest = last;
+            self.snapshot_writes.store(writes, Ordering::Relaxed);
             Ok(())
         })();
         if done.is_err() {
@@ -745,9 +759,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             }
             (tmp, meta, a.writes)
         };
-        self.commit_snapshot_file(meta.last_log_id, &tmp)
+        self.commit_snapshot_file(meta.last_log_id, &tmp, writes)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        self.snapshot_writes.fetch_max(writes, Ordering::Relaxed);
         // openraft 0.9 keeps only the meta of a snapshot it had built (core/sm/worker.rs): the
         // data is read from the file by `get_current_snapshot` when a follower needs it.
         Ok(self.snapshot_from(meta, Vec::new()))
@@ -817,14 +830,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.write_snapshot_file(meta.last_log_id, &bytes)
+        self.write_snapshot_file(meta.last_log_id, &bytes, file.applied.writes)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let mut a = self
             .applied
             .write()
             .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
         *a = file.applied;
-        self.snapshot_writes.store(a.writes, Ordering::Relaxed);
         a.last_applied = meta.last_log_id;
         a.membership = meta.last_membership.clone();
         Ok(())
