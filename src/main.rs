@@ -9,6 +9,12 @@
 mod bench;
 mod server;
 
+/// jemalloc rather than glibc's malloc: the master's state lives across the runtime's threads,
+/// and glibc keeps what each thread's arena frees (about 80 bytes per object of a million-object
+/// namespace, docs/BENCHMARKS.md); jemalloc gives unused pages back after a few seconds.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
