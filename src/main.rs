@@ -201,7 +201,8 @@ struct MasterArgs {
     election_timeout_max_ms: Option<u64>,
     #[arg(long)]
     raft_heartbeat_ms: Option<u64>,
-    /// Log entries between snapshots (checkpoints).
+    /// Writes (or log entries) between snapshots (checkpoints), at least: the interval also
+    /// grows to half the number of records.
     #[arg(long)]
     snapshot_every: Option<u64>,
     /// First members of a new group: `id=host:port,...` (this master included).
