@@ -381,12 +381,13 @@ async fn memory_and_restart(objects: u64) {
     let total = per_writer * 64;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = g.rss_kib(0);
+    let per_object = |kib: u64| (kib.saturating_sub(before) * 1024) as f64 / total as f64;
     println!(
         "\n{total} objects of one chunk (3 replica locations) loaded in {load:.1} s ({:.0}/s); master RSS {} MiB → {} MiB: {:.0} bytes per object",
         total as f64 / load,
         before / 1024,
         after / 1024,
-        (after.saturating_sub(before) * 1024) as f64 / total as f64
+        per_object(after)
     );
     // The figure above includes the request ids of the last minute's writes (kept for retries,
     // proportional to the write rate, not to the namespace): once they have expired (applying
@@ -398,7 +399,7 @@ async fn memory_and_restart(objects: u64) {
     println!(
         "after the request ids of the load expired: master RSS {} MiB: {:.0} bytes per object",
         settled / 1024,
-        (settled.saturating_sub(before) * 1024) as f64 / total as f64
+        per_object(settled)
     );
     g.kill(0);
     let t0 = Instant::now();
@@ -427,6 +428,6 @@ async fn memory_and_restart(objects: u64) {
     println!(
         "15 s after the restart: master RSS {} MiB: {:.0} bytes per object",
         restarted / 1024,
-        (restarted.saturating_sub(before) * 1024) as f64 / total as f64
+        per_object(restarted)
     );
 }

@@ -646,56 +646,58 @@ impl StateMachine {
         })
     }
 
-    /// Writes a snapshot file (of a state that had applied `writes` writes) unless a newer one
-    /// is already there.
-    fn write_snapshot_file(
+    /// Puts a snapshot of the state at `last` (which had applied `writes` writes) in place with
+    /// `place`, unless a newer one is already there; returns whether it did. Serialised: a slow
+    /// build must not overwrite a newer snapshot installed from the leader meanwhile.
+    fn place_snapshot_file(
         &self,
         last: Option<LogId<NodeId>>,
-        bytes: &[u8],
         writes: u64,
-    ) -> io::Result<()> {
+        place: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<bool> {
         let mut newest = self
             .snapshot_file
             .lock()
             .map_err(|_| io_err("snapshot lock poisoned"))?;
         if newest.is_some() && last < *newest {
             tracing::info!("a newer snapshot is already on disk; keeping it");
-            return Ok(());
+            return Ok(false);
         }
-        write_atomic(&self.dir.join("snapshot.json"), bytes)?;
+        place(&self.dir.join("snapshot.json"))?;
         *newest = last;
         self.snapshot_writes.store(writes, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
-    /// Makes the snapshot written to `tmp` (of a state that had applied `writes` writes) the
-    /// snapshot file, unless a newer one is already there.
+    /// Writes a snapshot file from `bytes` (one received from the leader).
+    fn write_snapshot_file(
+        &self,
+        last: Option<LogId<NodeId>>,
+        bytes: &[u8],
+        writes: u64,
+    ) -> io::Result<()> {
+        self.place_snapshot_file(last, writes, |path| write_atomic(path, bytes))
+            .map(drop)
+    }
+
+    /// Makes the snapshot written to `tmp` the snapshot file (or removes it if a newer one is
+    /// there).
     fn commit_snapshot_file(
         &self,
         last: Option<LogId<NodeId>>,
         tmp: &Path,
         writes: u64,
     ) -> io::Result<()> {
-        let done = (|| {
-            File::open(tmp)?.sync_all()?;
-            let mut newest = self
-                .snapshot_file
-                .lock()
-                .map_err(|_| io_err("snapshot lock poisoned"))?;
-            if newest.is_some() && last < *newest {
-                tracing::info!("a newer snapshot is already on disk; keeping it");
-                return fs::remove_file(tmp);
-            }
-            fs::rename(tmp, self.dir.join("snapshot.json"))?;
-            File::open(&self.dir)?.sync_all()?;
-            *newest = last;
-            self.snapshot_writes.store(writes, Ordering::Relaxed);
-            Ok(())
-        })();
-        if done.is_err() {
+        let placed = File::open(tmp).and_then(|f| f.sync_all()).and_then(|()| {
+            self.place_snapshot_file(last, writes, |path| {
+                fs::rename(tmp, path)?;
+                File::open(&self.dir)?.sync_all()
+            })
+        });
+        if !matches!(placed, Ok(true)) {
             let _ = fs::remove_file(tmp);
         }
-        done
+        placed.map(drop)
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, StorageError<NodeId>> {
