@@ -7,6 +7,8 @@
 //! rebuilt from registrations and chunk reports after a restart.
 //!
 //! - [`state`]: the state machine (buckets, objects, uploads, chunks, node ids) and S3 listing.
+//! - [`namespace`], [`object`], [`idmap`]: the state's big structures, laid out for memory (a
+//!   bucket's objects in packed leaves, the compact record, maps keyed by 128-bit ids).
 //! - [`store`]: the Raft log, vote and snapshots on disk.
 //! - [`network`]: Raft messages between masters.
 //! - [`registry`]: liveness, space, replica locations and placement.
