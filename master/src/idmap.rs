@@ -7,7 +7,7 @@
 //! hundred entries and grown by an eighth at a time, so an entry costs its size and a few
 //! percent. Lookups are a binary search in one shard; inserting moves half a shard (a few
 //! kilobytes), which is nothing beside the log write that precedes it. When the average shard
-//! passes [`SHARD_TARGET`] entries each shard splits in two by one more bit of the hash.
+//! passes `SHARD_TARGET` entries each shard splits in two by one more bit of the hash.
 //!
 //! Iteration order is the shards' order, then the ids': it depends on the map's history (shards
 //! never merge back), so no answer of the state machine may depend on it — as with the

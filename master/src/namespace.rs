@@ -2,7 +2,7 @@
 //!
 //! A `BTreeMap<Box<str>, Box<Object>>` spends about 180 bytes on an object with a 40-byte key:
 //! two heap allocations (the key and the record) and a node slot in a tree whose nodes are about
-//! half full when keys arrive in order. [`Objects`] keeps instead leaves of up to [`LEAF_MAX`]
+//! half full when keys arrive in order. [`Objects`] keeps instead leaves of up to `LEAF_MAX`
 //! objects in one vector each, with their keys front-coded in one byte vector (each key as the
 //! length it shares with the one before and the rest of its bytes, the way LevelDB's blocks and
 //! HBase's key encoders store sorted keys); a `BTreeMap` finds the leaf by its first key. Keys
