@@ -3,10 +3,9 @@
 //! needs the cluster secret; `/health` is open so that health checks need no credentials.
 
 use crate::network::paths as raft_paths;
-use crate::registry::Registry;
-use crate::state::{Batched, Command, MetaReplyKind, Op, Reply, COMMAND_VERSION};
-use crate::store::Applied;
-use crate::{MasterConfig, Raft, TypeConfig};
+use crate::node::{peer_health, Master};
+use crate::raft::TypeConfig;
+use crate::state::{Batched, MetaReplyKind, Op, Reply};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,34 +13,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tinydfs_proto::client::paths;
 use tinydfs_proto::meta::*;
 use tinydfs_proto::time::now_ms;
 use tinydfs_proto::{ChunkMeta, NodeId};
-
-/// Everything a request handler needs.
-pub struct Master {
-    pub raft: Raft,
-    /// The term in which this master leads and since when (None: not leading). Until chunkservers
-    /// had a dead-node timeout to report to a new leader, an empty registry means "not heard
-    /// yet", not "no copy" (safe mode).
-    pub leader_since: Mutex<Option<(u64, std::time::Instant)>>,
-    /// Serialises membership changes (each reads the voter set, then changes it).
-    pub membership_lock: tokio::sync::Mutex<()>,
-    /// Chunk copies made by the repair worker since start.
-    pub repaired: std::sync::atomic::AtomicU64,
-    pub applied: Arc<RwLock<Applied>>,
-    /// Writes applied as of the newest snapshot (see [`Applied::writes`]).
-    pub snapshot_writes: Arc<std::sync::atomic::AtomicU64>,
-    pub registry: Mutex<Registry>,
-    pub config: MasterConfig,
-}
 
 type Shared = Arc<Master>;
 
@@ -114,194 +95,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, MetaError> {
     serde_json::from_slice(body).map_err(|e| MetaError::BadRequest(e.to_string()))
 }
 
-impl Master {
-    /// The master group as this master last saw it committed.
-    fn membership(&self) -> openraft::Membership<u64, BasicNode> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone()
-    }
-
-    /// The internal address of `leader`, or of the leader this master knows of.
-    pub(crate) fn leader_addr(&self, leader: Option<u64>) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = leader.or(m.current_leader)?;
-        m.membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
-    }
-
-    /// Whether this master has led long enough (one dead-node timeout in its current term) for
-    /// every live chunkserver to have registered and reported to it.
-    pub fn settled(&self) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
-        let Ok(mut since) = self.leader_since.lock() else {
-            return false;
-        };
-        if metrics.current_leader != Some(self.config.id) {
-            *since = None;
-            return false;
-        }
-        match *since {
-            Some((term, at)) if term == metrics.current_term => {
-                at.elapsed().as_secs_f64() >= self.config.dead_node_timeout_secs
-            }
-            _ => {
-                *since = Some((metrics.current_term, std::time::Instant::now()));
-                false
-            }
-        }
-    }
-
-    /// Copies the durable draining flags into the leader's registry.
-    pub fn refresh_draining(&self) -> Result<(), MetaError> {
-        let a = self.state()?;
-        let draining = a
-            .state
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.draining)
-            .map(|(id, _)| *id)
-            .collect();
-        self.registry()?.set_draining(draining);
-        Ok(())
-    }
-
-    /// Fails with NotLeader unless this master leads (soft state lives on the leader only).
-    pub fn check_leader(&self) -> Result<(), MetaError> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        if leader == Some(self.config.id) {
-            Ok(())
-        } else {
-            Err(MetaError::NotLeader(self.leader_addr(leader)))
-        }
-    }
-
-    fn forward(&self, f: ForwardToLeader<u64, BasicNode>) -> MetaError {
-        MetaError::NotLeader(
-            f.leader_node
-                .map(|n| n.addr)
-                .or_else(|| self.leader_addr(f.leader_id)),
-        )
-    }
-
-    /// Proposes a command and waits until it is committed and applied.
-    pub async fn propose(
-        &self,
-        request_id: Option<u128>,
-        op: Op,
-    ) -> Result<MetaReplyKind, MetaError> {
-        let cmd = Command {
-            version: COMMAND_VERSION,
-            request_id,
-            time_ms: now_ms(),
-            op,
-        };
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => {
-                let Reply(r) = resp.data;
-                r
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(f)),
-            Err(e) => Err(MetaError::Unavailable(e.to_string())),
-        }
-    }
-
-    /// Waits until this master is known to lead and has applied everything committed before.
-    async fn linearize(&self) -> Result<(), MetaError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(self.forward(f))
-            }
-            Err(e) => Err(MetaError::Unavailable(e.to_string())),
-        }
-    }
-
-    pub(crate) fn state(&self) -> Result<std::sync::RwLockReadGuard<'_, Applied>, MetaError> {
-        self.applied
-            .read()
-            .map_err(|_| MetaError::Unavailable("state lock poisoned".into()))
-    }
-
-    /// The leader's soft state, emptied when the Raft term changed since it was filled: what
-    /// an earlier term learnt (replicas, pending deletions) may have changed under another
-    /// leader, so chunkservers register and report again.
-    pub(crate) fn registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>, MetaError> {
-        let mut reg = self
-            .registry
-            .lock()
-            .map_err(|_| MetaError::Unavailable("registry lock poisoned".into()))?;
-        let term = self.raft.metrics().borrow().current_term;
-        if reg.term != term {
-            reg.reset(term);
-        }
-        Ok(reg)
-    }
-}
-
-/// Names the cluster once the first leader is elected (applied once: later leaders see the name).
-pub async fn name_cluster(m: Shared, mut restore: Option<crate::state::Backup>) {
-    loop {
-        let named = m
-            .state()
-            .map(|s| !s.state.cluster_id.is_empty())
-            .unwrap_or(false);
-        if named {
-            return;
-        }
-        if m.check_leader().is_ok() {
-            // A restored group takes the backup's state, cluster id included, so that the
-            // cluster's chunkservers recognise it.
-            let op = match &restore {
-                Some(b) => Op::Restore {
-                    state: Box::new(b.state.clone()),
-                },
-                None => Op::Init {
-                    cluster_id: format!("{:032x}", rand::random::<u128>()),
-                },
-            };
-            match m.propose(None, op).await {
-                Ok(_) => {
-                    if let Some(b) = restore.take() {
-                        tracing::info!(
-                            cluster_id = %b.state.cluster_id,
-                            objects = b.state.object_count(),
-                            "metadata restored from a backup"
-                        );
-                    }
-                    continue;
-                }
-                Err(e) => tracing::warn!(error = %e, "could not name the cluster yet"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-impl Master {
-    /// This master's Raft view.
-    pub fn raft_status(&self) -> RaftStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let learners: Vec<u64> = membership.learner_ids().collect();
-        RaftStatus {
-            role: format!("{:?}", m.state).to_lowercase(),
-            term: m.current_term,
-            leader: m.current_leader,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            voters,
-            learners,
-        }
-    }
-}
-
 async fn health(State(m): State<Shared>) -> Response {
     let body = MasterHealth {
         role: "master".into(),
@@ -313,18 +106,6 @@ async fn health(State(m): State<Shared>) -> Response {
         Ok(b) => ([("content-type", "application/json")], b).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-}
-
-/// Asks another master for its health (for the status report).
-async fn peer_health(addr: &str) -> Option<MasterHealth> {
-    let http = tinydfs_proto::client::http_client();
-    let resp = http
-        .get(tinydfs_proto::client::url(addr, paths::HEALTH))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    serde_json::from_slice(&resp.bytes().await.ok()?).ok()
 }
 
 async fn members(State(m): State<Shared>, body: Bytes) -> Response {
@@ -709,78 +490,6 @@ async fn gateway_beat(State(m): State<Shared>, body: Bytes) -> Response {
 
 async fn status(State(m): State<Shared>) -> Response {
     reply(m.cluster_status().await)
-}
-
-impl Master {
-    /// The cluster as the leader sees it (`admin status`, the status page): every master as
-    /// each reports itself, then [`Master::summary`]. Leader only: chunkservers and counts are
-    /// its soft state.
-    pub async fn cluster_status(&self) -> Result<ClusterStatus, MetaError> {
-        self.check_leader()?;
-        // Every master of the group, as each reports itself (unreachable ones as such).
-        let membership = self.membership();
-        let mut masters = Vec::new();
-        for (id, node) in membership.nodes() {
-            let health = if *id == self.config.id {
-                Some(MasterHealth {
-                    role: "master".into(),
-                    id: *id,
-                    pid: std::process::id(),
-                    raft: self.raft_status(),
-                })
-            } else {
-                peer_health(&node.addr).await
-            };
-            masters.push(NodeStatus {
-                id: *id,
-                role: "master".into(),
-                addr: node.addr.clone(),
-                state: health
-                    .as_ref()
-                    .map_or_else(|| "unreachable".to_string(), |h| h.raft.role.clone()),
-                pid: health.as_ref().map(|h| h.pid),
-                capacity: 0,
-                free: 0,
-                chunks: 0,
-                raft: health.map(|h| h.raft),
-                ..Default::default()
-            });
-        }
-        let mut s = self.summary()?;
-        masters.append(&mut s.nodes);
-        s.nodes = masters;
-        Ok(s)
-    }
-
-    /// The leader's chunkservers, gateways and counts, without asking the other masters (for
-    /// [`Master::cluster_status`] and metrics scrapes). Leader only.
-    pub fn summary(&self) -> Result<ClusterStatus, MetaError> {
-        self.check_leader()?;
-        let a = self.state()?;
-        let reg = self.registry()?;
-        let target = self.config.replicas.max(1);
-        let settled = self.settled();
-        let (mut under, mut lost) = (0u64, 0u64);
-        for c in a.state.chunks.keys() {
-            let copies = reg.good_copies(c);
-            under += u64::from(copies < target);
-            lost += u64::from(reg.live_copies(c) == 0 && settled);
-        }
-        Ok(ClusterStatus {
-            cluster_id: a.state.cluster_id.clone(),
-            nodes: reg.status(),
-            buckets: a.state.buckets.len() as u64,
-            objects: a.state.object_count(),
-            chunks: a.state.chunks.len() as u64,
-            under_replicated: under,
-            lost,
-            settled,
-            repaired: self.repaired.load(std::sync::atomic::Ordering::Relaxed),
-            deletes_ordered: reg.deletes_ordered,
-            lost_reported: reg.lost_reported,
-            rebalancing: reg.rebalancing,
-        })
-    }
 }
 
 /// Most problems one fsck answer lists.

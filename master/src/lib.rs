@@ -6,204 +6,59 @@
 //! their free space, where replicas are — is kept by the leader in a [`registry::Registry`] and
 //! rebuilt from registrations and chunk reports after a restart.
 //!
-//! - [`state`]: the state machine (buckets, objects, uploads, chunks, node ids) and S3 listing.
+//! Where each part lives:
+//!
+//! - [`config`]: [`MasterConfig`] and the defaults of its timings and sizes.
+//! - [`state`]: the state machine. [`state::State::apply`] hands each write to the file of the
+//!   part of the state it changes, under `state/`: the log entry and its answers (`command.rs`),
+//!   the cluster and its chunkservers (`cluster.rs`), buckets (`buckets.rs`), objects
+//!   (`objects.rs`), multipart uploads (`multipart.rs`), upload leases (`leases.rs`), the chunk
+//!   table (`chunks.rs`), access keys (`keys.rs`), lifecycle rules ([`state::lifecycle`]), S3
+//!   listings (`listing.rs`) and backups (`backup.rs`).
 //! - [`namespace`], [`object`], [`idmap`]: the state's big structures, laid out for memory (a
 //!   bucket's objects in packed leaves, the compact record, maps keyed by 128-bit ids).
-//! - [`store`]: the Raft log, vote and snapshots on disk.
+//! - [`raft`]: the types of the Raft group. [`store`]: its storage on disk, the log and vote
+//!   ([`store::LogStore`], `store/log.rs`) and the applied state with its snapshots
+//!   ([`store::StateMachine`], `store/state_machine.rs`).
 //! - [`network`]: Raft messages between masters.
+//! - [`node`]: the master node ([`node::Master`]) that handlers and workers share: it proposes
+//!   commands, makes reads linearizable, knows whether it leads, and reports the cluster's status.
 //! - [`registry`]: liveness, space, replica locations and placement.
 //! - [`api`]: the internal HTTP API that gateways, chunkservers and admins call.
+//! - [`repair`]: the leader's worker that keeps every chunk at its number of copies (repair,
+//!   drain, rebalance) and lets expired leases lapse.
 //! - [`lifecycle`]: the leader's worker that applies buckets' lifecycle rules.
 //! - [`ops`]: the read-only operations listener (health, metrics, and the [`status_page`]).
+//!
+//! This file starts a master ([`run`]) and its snapshot worker.
 
 pub mod api;
+pub mod config;
 pub mod idmap;
 pub mod lifecycle;
 pub mod namespace;
 pub mod network;
+pub mod node;
 pub mod object;
 pub mod ops;
+pub mod raft;
 pub mod registry;
 pub mod repair;
 pub mod state;
 pub mod status_page;
 pub mod store;
 
+pub use config::{
+    MasterConfig, DEAD_NODE_TIMEOUT, DEFAULT_LIFECYCLE_DAY_MS, DEFAULT_LIFECYCLE_INTERVAL,
+    DEFAULT_REBALANCE_THRESHOLD, DEFAULT_REPAIR_CONCURRENCY, DEFAULT_REPAIR_INTERVAL,
+    DEFAULT_RESERVE, RAFT_ELECTION_MAX_MS, RAFT_ELECTION_MIN_MS, RAFT_HEARTBEAT_MS, SNAPSHOT_EVERY,
+};
+pub use raft::{Raft, TypeConfig};
+
 use axum::serve::ListenerExt;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Cursor;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-openraft::declare_raft_types!(
-    /// Types of the master's Raft group.
-    pub TypeConfig:
-        D = state::Command,
-        R = state::Reply,
-        NodeId = u64,
-        Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
-);
-
-/// The master's Raft handle.
-pub type Raft = openraft::Raft<TypeConfig>;
-
-/// Heartbeat interval of the Raft leader: a fifth of the shortest election timeout, so a few
-/// lost or late heartbeats on a loaded machine do not start an election.
-pub const RAFT_HEARTBEAT_MS: u64 = 150;
-/// Election timeout range: a follower that hears nothing for this long stands for election.
-/// Sets the floor of failover time (the aim is under 3 s from a leader's death to a write).
-pub const RAFT_ELECTION_MIN_MS: u64 = 750;
-pub const RAFT_ELECTION_MAX_MS: u64 = 1500;
-/// Log entries between snapshots: bounds replay time at restart.
-pub const SNAPSHOT_EVERY: u64 = 10_000;
-/// A chunkserver silent this long is dead: three missed heartbeats and some slack.
-pub const DEAD_NODE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Free bytes a chunkserver keeps in reserve; placement skips nodes below it.
-pub const DEFAULT_RESERVE: u64 = 256 * 1024 * 1024;
-/// Chunks re-replicated at once: a few 64 MiB copies keep disks and network busy without
-/// starving client traffic.
-pub const DEFAULT_REPAIR_CONCURRENCY: usize = 4;
-/// Usage difference (fraction of capacity) a rebalance leaves between chunkservers.
-pub const DEFAULT_REBALANCE_THRESHOLD: f64 = 0.05;
-/// How often the repair worker rescans the chunk table.
-pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the lifecycle worker looks for expired objects and uploads: lifecycle rules count
-/// in days, so a minute late is nothing.
-pub const DEFAULT_LIFECYCLE_INTERVAL: Duration = Duration::from_secs(60);
-/// The length of a lifecycle "day" (S3 rules count in days); shorter only in tests.
-pub const DEFAULT_LIFECYCLE_DAY_MS: u64 = 86_400_000;
-
-/// Configuration of a master.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
-pub struct MasterConfig {
-    /// This master's Raft id (never reused for another data folder).
-    pub id: u64,
-    /// Address of the internal listener (`host:port`).
-    pub listen: String,
-    /// Address the others reach this master at; the listen address when empty.
-    pub advertise: String,
-    /// Address of the read-only operations listener (health, metrics, status page); empty
-    /// for none.
-    pub ops_listen: String,
-    /// Where the Raft log and snapshots live.
-    pub data_dir: PathBuf,
-    /// Shared secret every internal request must carry.
-    pub secret: String,
-    pub raft_heartbeat_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    pub snapshot_every: u64,
-    /// Seconds of silence after which a chunkserver is dead.
-    pub dead_node_timeout_secs: f64,
-    /// Free bytes a chunkserver must keep; placement skips it below that.
-    pub reserve_bytes: u64,
-    /// Copies the gateway must reach for a write to succeed when a pipeline member fails.
-    pub min_replicas: usize,
-    /// The first members of a new group, `id=host:port` each (this master among them). Empty:
-    /// a group of one. Every listed master may initialize the group; the same list is safe.
-    pub initial_members: Vec<String>,
-    /// Start empty and wait to be added to a running group (`tinydfs admin master add`).
-    pub join: bool,
-    /// Copies every chunk should have; the repair worker restores it after failures.
-    pub replicas: usize,
-    /// Chunks copied at once by the repair worker (its bandwidth limit).
-    pub repair_concurrency: usize,
-    /// How often the repair worker looks for under-replicated chunks.
-    pub repair_interval_ms: u64,
-    /// How often the lifecycle worker applies buckets' lifecycle rules.
-    pub lifecycle_interval_ms: u64,
-    /// Length of a lifecycle "day" in milliseconds (rules say `Days`); 86,400,000 but in tests.
-    pub lifecycle_day_ms: u64,
-    /// A backup file (`tinydfs admin backup`) to restore into this new, empty master group.
-    pub restore: Option<PathBuf>,
-    /// A rebalance stops once the usage (fraction of capacity used) of the fullest and the
-    /// emptiest writable chunkserver differ by less than this.
-    pub rebalance_threshold: f64,
-    /// HTTPS on the internal listener and to peers (off unless set).
-    #[serde(flatten)]
-    pub internal_tls: tinydfs_proto::tls::InternalTls,
-}
-
-impl Default for MasterConfig {
-    fn default() -> Self {
-        MasterConfig {
-            id: 1,
-            listen: "127.0.0.1:9100".into(),
-            advertise: String::new(),
-            ops_listen: String::new(),
-            data_dir: PathBuf::from("data/master"),
-            secret: String::new(),
-            raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
-            election_timeout_min_ms: RAFT_ELECTION_MIN_MS,
-            election_timeout_max_ms: RAFT_ELECTION_MAX_MS,
-            snapshot_every: SNAPSHOT_EVERY,
-            dead_node_timeout_secs: DEAD_NODE_TIMEOUT.as_secs_f64(),
-            reserve_bytes: DEFAULT_RESERVE,
-            min_replicas: tinydfs_proto::DEFAULT_MIN_REPLICAS,
-            initial_members: Vec::new(),
-            join: false,
-            replicas: tinydfs_proto::DEFAULT_REPLICAS,
-            repair_concurrency: DEFAULT_REPAIR_CONCURRENCY,
-            repair_interval_ms: DEFAULT_REPAIR_INTERVAL.as_millis() as u64,
-            lifecycle_interval_ms: DEFAULT_LIFECYCLE_INTERVAL.as_millis() as u64,
-            lifecycle_day_ms: DEFAULT_LIFECYCLE_DAY_MS,
-            rebalance_threshold: DEFAULT_REBALANCE_THRESHOLD,
-            restore: None,
-            internal_tls: Default::default(),
-        }
-    }
-}
-
-impl MasterConfig {
-    /// The initial members as a map, this master included.
-    fn members(&self) -> anyhow::Result<BTreeMap<u64, openraft::BasicNode>> {
-        let mut members = BTreeMap::new();
-        for m in &self.initial_members {
-            let (id, addr) = m
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("initial member {m:?} is not id=host:port"))?;
-            let id: u64 = id
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("bad master id in {m:?}"))?;
-            members.insert(
-                id,
-                openraft::BasicNode {
-                    addr: addr.trim().to_string(),
-                },
-            );
-        }
-        if members.is_empty() {
-            members.insert(
-                self.id,
-                openraft::BasicNode {
-                    addr: self.advertise(),
-                },
-            );
-        }
-        anyhow::ensure!(
-            members.contains_key(&self.id),
-            "this master (id {}) is not among the initial members",
-            self.id
-        );
-        Ok(members)
-    }
-
-    fn advertise(&self) -> String {
-        if self.advertise.is_empty() {
-            self.listen.clone()
-        } else {
-            self.advertise.clone()
-        }
-    }
-}
 
 /// How often the snapshot worker looks at the log.
 const SNAPSHOT_CHECK: Duration = Duration::from_millis(500);
@@ -214,7 +69,7 @@ const SNAPSHOT_CHECK: Duration = Duration::from_millis(500);
 /// write constant however large the namespace grows (while it only grows, snapshots come at
 /// doubling sizes), and restart replays at most about half a state's worth of writes after it.
 /// Writes, not entries: one batch entry can hold hundreds of writes.
-async fn snapshot_worker(m: Arc<api::Master>) {
+async fn snapshot_worker(m: Arc<node::Master>) {
     let mut metrics = m.raft.metrics();
     loop {
         tokio::time::sleep(SNAPSHOT_CHECK).await;
@@ -330,17 +185,18 @@ pub async fn run(
         Duration::from_secs_f64(config.dead_node_timeout_secs),
         config.reserve_bytes,
     );
-    let master = Arc::new(api::Master {
+    let master = Arc::new(node::Master {
         raft: raft.clone(),
         leader_since: std::sync::Mutex::new(None),
         membership_lock: tokio::sync::Mutex::new(()),
         repaired: std::sync::atomic::AtomicU64::new(0),
+        lifecycle_passes: std::sync::atomic::AtomicU64::new(0),
         applied,
         snapshot_writes,
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),
     });
-    tokio::spawn(api::name_cluster(master.clone(), restore));
+    tokio::spawn(node::name_cluster(master.clone(), restore));
     tokio::spawn(snapshot_worker(master.clone()));
     tokio::spawn(repair::repair_worker(master.clone()));
     tokio::spawn(lifecycle::lifecycle_worker(master.clone()));

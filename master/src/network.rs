@@ -2,7 +2,7 @@
 //!
 //! A group of one never sends any; the network is here so that more members are configuration.
 
-use crate::TypeConfig;
+use crate::raft::TypeConfig;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };

@@ -6,7 +6,7 @@
 //! 64 fixed bytes — size, time, the ETag as the 16 bytes of its MD5, and the object's chunk when
 //! it is a single chunk holding all its bytes (the length is then the size) — and everything
 //! else (user metadata, other headers, checksums, parts, tags, several chunks, an ETag that is not
-//! a plain MD5, an uncommon content type) in one optional boxed [`Extras`]. The conversion is
+//! a plain MD5, an uncommon content type) in one optional boxed `Extras`. The conversion is
 //! exact both ways, so snapshots and backups keep storing [`ObjectRecord`]s; a bucket's objects are
 //! kept in a [`crate::namespace::Objects`].
 
@@ -41,7 +41,7 @@ struct Extras {
     tags: Vec<(String, String)>,
 }
 
-/// An object record in 64 bytes plus, for objects with more than data, one boxed [`Extras`].
+/// An object record in 64 bytes plus, for objects with more than data, one boxed `Extras`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Object {
     pub size: u64,

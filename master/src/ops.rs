@@ -5,7 +5,7 @@
 //! Metrics are computed at scrape time: every master reports its Raft view; the leader also
 //! reports the cluster counts, from [`Master::summary`] (the code `admin status` uses).
 
-use crate::api::Master;
+use crate::node::Master;
 use crate::status_page;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -126,6 +126,18 @@ impl Collector for MasterMetrics {
             "tinydfs_master_replicas_reported_lost",
             "Replicas chunkservers reported lost (corrupt, failed disk) since this master started",
             s.lost_reported,
+        )?;
+        counter(
+            &mut enc,
+            "tinydfs_master_reports_judged",
+            "Full chunk reports judged for garbage since this master started",
+            s.reports_judged,
+        )?;
+        counter(
+            &mut enc,
+            "tinydfs_master_lifecycle_passes",
+            "Whole passes of the lifecycle rules since this master started",
+            s.lifecycle_passes,
         )
     }
 }

@@ -123,6 +123,8 @@ pub struct Registry {
     pub deletes_ordered: u64,
     /// Replicas chunkservers reported lost since this master started.
     pub lost_reported: u64,
+    /// Full chunk reports judged for garbage (deletions allowed) since this master started.
+    pub reports_judged: u64,
 }
 
 impl Registry {
@@ -144,6 +146,7 @@ impl Registry {
             rebalancing: false,
             deletes_ordered: 0,
             lost_reported: 0,
+            reports_judged: 0,
         }
     }
 
@@ -284,6 +287,7 @@ impl Registry {
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.reported = true;
             }
+            self.reports_judged += u64::from(may_delete);
         }
         let now = Instant::now();
         for id in &delete {
@@ -670,151 +674,4 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(node: NodeId, chunks: Vec<u128>) -> Heartbeat {
-        Heartbeat {
-            node_id: node,
-            addr: format!("n{node}"),
-            capacity: 100,
-            free: 50,
-            pid: 2,
-            chunks: Some(
-                chunks
-                    .into_iter()
-                    .map(|c| ChunkMeta {
-                        id: ChunkId(c),
-                        len: 1,
-                        crc32c: 0,
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn placement_uses_distinct_live_nodes_with_room() {
-        let mut r = Registry::new(Duration::from_secs(60), 10);
-        r.register(1, "a".into(), 100, 50, 1, String::new());
-        r.register(2, "b".into(), 100, 50, 2, String::new());
-        r.register(3, "c".into(), 100, 5, 3, String::new()); // below the reserve
-        for _ in 0..50 {
-            let p = r.place(3, 2, &[]).unwrap();
-            assert_eq!(p.len(), 2);
-            assert_ne!(p[0].id, p[1].id);
-            assert!(p.iter().all(|n| n.id != 3));
-        }
-        assert!(r.place(3, 3, &[]).is_none());
-        // A node the caller saw fail is avoided while others suffice.
-        r.register(4, "d".into(), 100, 50, 4, String::new());
-        for _ in 0..20 {
-            let p = r.place(2, 2, &[1]).unwrap();
-            assert!(p.iter().all(|n| n.id != 1));
-        }
-        assert_eq!(r.place(3, 3, &[1]).unwrap().len(), 3);
-        // A draining node takes nothing new.
-        r.set_draining([4].into());
-        for _ in 0..20 {
-            assert!(r.place(3, 2, &[]).unwrap().iter().all(|n| n.id != 4));
-            assert_ne!(r.pick_target(&[], &[]).unwrap().id, 4);
-        }
-        assert!(r.place(3, 3, &[]).is_none());
-    }
-
-    #[test]
-    fn placement_spreads_replicas_over_zones() {
-        let mut r = Registry::new(Duration::from_secs(60), 0);
-        // Zone "a" has far more free space, so weighting alone would favour it.
-        r.register(1, "a1".into(), 1000, 900, 1, "a".into());
-        r.register(2, "a2".into(), 1000, 900, 2, "a".into());
-        r.register(3, "b1".into(), 1000, 10, 3, "b".into());
-        r.register(4, "c1".into(), 1000, 10, 4, "c".into());
-        for _ in 0..50 {
-            let p = r.place(3, 2, &[]).unwrap();
-            let zones: HashSet<&str> = p
-                .iter()
-                .map(|n| r.node(n.id).unwrap().zone.as_str())
-                .collect();
-            assert_eq!(zones.len(), 3, "{p:?}");
-            // A repair copy goes to a zone that has no copy yet.
-            assert_eq!(r.pick_target(&[1], &["a", "b"]).unwrap().id, 4);
-        }
-    }
-
-    #[test]
-    fn reports_judge_garbage_and_keep_fresh_replicas() {
-        let mut r = Registry::new(Duration::from_secs(60), 10);
-        r.register(1, "a".into(), 100, 50, 1, String::new());
-        r.register(2, "b".into(), 100, 50, 2, String::new());
-        r.add_replicas(ChunkId(9), &[1, 2]);
-        assert_eq!(r.live_copies(&ChunkId(9)), 2);
-        // A report taken before the pipeline stored chunk 9 does not erase it...
-        let del = r.heartbeat(&report(2, vec![5]), true, |_| false).unwrap();
-        assert!(del.is_empty());
-        assert_eq!(r.live_copies(&ChunkId(9)), 2);
-        assert_eq!(r.live_copies(&ChunkId(5)), 1);
-        // ...but a chunk known only from reports goes when a report no longer lists it.
-        r.heartbeat(&report(2, vec![]), true, |_| false).unwrap();
-        assert_eq!(r.live_copies(&ChunkId(5)), 0);
-        // Garbage and stale copies never count as replicas; they are ordered deleted only out
-        // of safe mode.
-        let judge = |c: &ChunkMeta| c.id == ChunkId(6);
-        let del = r.heartbeat(&report(2, vec![6, 7]), false, judge).unwrap();
-        assert!(del.is_empty());
-        assert_eq!(r.live_copies(&ChunkId(6)), 0);
-        let del = r.heartbeat(&report(2, vec![6, 7]), true, judge).unwrap();
-        assert_eq!(del, vec![ChunkId(6)]);
-        assert_eq!(r.live_copies(&ChunkId(7)), 1);
-        // Surplus copies ordered deleted go with the next heartbeat, once; a report taken
-        // before the node deleted it does not bring the copy back, and no repair picks it.
-        r.order_delete(2, ChunkId(7));
-        assert_eq!(r.live_copies(&ChunkId(7)), 0);
-        assert_eq!(r.deleting(&ChunkId(7)), vec![2]);
-        let mut hb = report(2, vec![7]);
-        assert_eq!(r.heartbeat(&hb, true, |_| false).unwrap(), vec![ChunkId(7)]);
-        assert_eq!(r.live_copies(&ChunkId(7)), 0);
-        assert!(r.heartbeat(&hb, true, |_| false).unwrap().is_empty());
-        assert_eq!(r.live_copies(&ChunkId(7)), 0);
-        assert_eq!(r.deleting(&ChunkId(7)), vec![2]);
-        hb.chunks = None;
-        // Once every live node has reported...
-        assert!(!r.all_reported());
-        r.heartbeat(&report(1, vec![9]), true, |_| false).unwrap();
-        assert!(r.all_reported());
-        // ...and a new term forgets it all.
-        r.reset(5);
-        assert_eq!(r.live_count(), 0);
-        r.register(2, "b".into(), 100, 50, 2, String::new());
-        assert!(!r.all_reported());
-        // A replica reported lost stops counting at once and is remembered for fsck.
-        r.register(1, "a".into(), 100, 50, 1, String::new());
-        r.add_replicas(ChunkId(9), &[1, 2]);
-        hb.lost = vec![ChunkId(9)];
-        r.heartbeat(&hb, true, |_| false).unwrap();
-        assert_eq!(r.holders(&ChunkId(9)), vec![1]);
-        assert!(r.lost_lately(&ChunkId(9)));
-        // An unknown node must register again.
-        assert!(r.heartbeat(&report(77, vec![]), true, |_| false).is_none());
-    }
-
-    #[test]
-    fn write_rate_is_measured_over_the_window_and_restarts_reset_it() {
-        let mut r = Registry::new(Duration::from_secs(60), 0);
-        r.register(1, "a".into(), 100, 50, 1, String::new());
-        let n = r.nodes.get_mut(&1).unwrap();
-        let t = Instant::now();
-        n.record_written(1000, t);
-        assert_eq!(n.write_rate(), 0, "one sample is no rate");
-        n.record_written(3000, t + Duration::from_secs(2));
-        assert_eq!(n.write_rate(), 1000);
-        // Samples older than the window are dropped.
-        n.record_written(3000, t + THROUGHPUT_WINDOW + Duration::from_secs(1));
-        assert_eq!(n.written.len(), 2);
-        assert_eq!(n.write_rate(), 0);
-        // A smaller counter: the chunkserver restarted.
-        n.record_written(10, t + THROUGHPUT_WINDOW + Duration::from_secs(2));
-        assert_eq!(n.written.len(), 1);
-    }
-}
+mod tests;

@@ -17,7 +17,7 @@
 //! - Expired upload leases are made to expire in the state (a `Tick` command) when no gateway
 //!   writes anything, so that their chunks become collectable garbage.
 
-use crate::api::Master;
+use crate::node::Master;
 use crate::state::Op;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -116,10 +116,10 @@ async fn run_copy(m: &Master, client: &ChunkClient, copy: &Copy) {
     let result = tokio::time::timeout(limit, client.replicate(&copy.target, copy.id, &order))
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
+            Err(tinydfs_proto::http::CallError::TimedOut(format!(
                 "{} did not finish the copy in time",
                 copy.target.addr
-            ))
+            )))
         });
     match result {
         Ok(r) if r.len == copy.len && r.crc32c == copy.crc32c => {

@@ -1,0 +1,79 @@
+//! Backups (`tinydfs admin backup`) and restoring one into a new, empty master group.
+
+use super::{err, ok, MetaReplyData, Reply, State};
+use serde::{Deserialize, Serialize};
+use tinydfs_proto::meta::*;
+
+/// Version of [`Backup`] files.
+pub const BACKUP_VERSION: u16 = 1;
+
+/// A consistent copy of the metadata (`tinydfs admin backup`), restored with `--restore`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Backup {
+    pub version: u16,
+    pub taken_ms: u64,
+    /// Log index of the last entry the copy includes.
+    pub applied_index: u64,
+    pub state: State,
+}
+
+/// [`Backup`] by reference, to write one without copying the state.
+#[derive(Serialize)]
+pub struct BackupRef<'a> {
+    pub version: u16,
+    pub taken_ms: u64,
+    pub applied_index: u64,
+    pub state: &'a State,
+}
+
+impl Backup {
+    /// Reads a backup file, refusing other versions and empty clusters.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Backup> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", path.display()))?;
+        let b: Backup = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not a tinydfs backup: {e}", path.display()))?;
+        anyhow::ensure!(
+            b.version == BACKUP_VERSION,
+            "backup version {} is not {BACKUP_VERSION}",
+            b.version
+        );
+        anyhow::ensure!(
+            !b.state.cluster_id.is_empty(),
+            "the backup holds no cluster"
+        );
+        Ok(b)
+    }
+}
+
+impl State {
+    /// Replaces a new, empty state by a backup ([`super::Op::Restore`]).
+    pub(super) fn apply_restore(&mut self, state: &State) -> Reply {
+        if !self.cluster_id.is_empty() || !self.buckets.is_empty() {
+            return err(MetaError::BadRequest(
+                "a backup can only be restored into a new, empty master group".into(),
+            ));
+        }
+        self.restore(state);
+        ok(MetaReplyData::Done)
+    }
+
+    /// Becomes `backup`, protecting the chunks of leases the old cluster may have issued after
+    /// the backup: from its oldest live lease to well beyond its last one. New leases are
+    /// numbered after that range.
+    fn restore(&mut self, backup: &State) {
+        /// Lease ids the old cluster could have issued after the backup (one per gateway per
+        /// rotation: centuries of them).
+        const SKIP: u32 = 1 << 30;
+        let mut s = backup.clone();
+        let next = s.next_lease_id.max(1);
+        let start = s.leases.keys().next().copied().unwrap_or(next).min(next);
+        let end = next.saturating_add(SKIP);
+        s.protected_leases = Some((start, end));
+        s.next_lease_id = end;
+        // The masters of the new group may reuse the old group's ids.
+        s.retired_masters.clear();
+        s.clock_ms = s.clock_ms.max(self.clock_ms);
+        *self = s;
+    }
+}
