@@ -31,6 +31,7 @@ use tinydfs_proto::client::{
     STREAM_IDLE_TIMEOUT,
 };
 use tinydfs_proto::frame::{footer, FooterSplitter, FOOTER_LEN};
+use tinydfs_proto::http::CallError;
 use tinydfs_proto::{ChunkId, NodeAddr, REQUEST_ID_HEADER};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -267,10 +268,10 @@ async fn receive_batch(
     let Some(down) = downstream else {
         return Ok(PutBatchReply { stored, count });
     };
-    let answer = |joined: Result<Result<Result<PutBatchReply, String>, _>, _>| match joined {
+    let answer = |joined: Result<Result<Result<PutBatchReply, CallError>, _>, _>| match joined {
         Ok(Ok(Ok(r))) if r.count == count => Ok(r.stored),
         Ok(Ok(Ok(r))) => Err(format!("the next member counted {} chunks", r.count)),
-        Ok(Ok(Err(e))) => Err(e),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Err(e)) => Err(format!("{e}")),
         Err(_) => Err("the next member did not answer in time".to_string()),
     };
@@ -448,7 +449,7 @@ async fn gather(
     id: ChunkId,
     rest: &[NodeAddr],
     writer: tokio::task::JoinHandle<Result<(u64, u32), StoreError>>,
-    downstream: Option<tokio::task::JoinHandle<Result<PutChunkReply, String>>>,
+    downstream: Option<tokio::task::JoinHandle<Result<PutChunkReply, CallError>>>,
     rid: &str,
 ) -> Result<PutChunkReply, (StatusCode, String)> {
     let written = match writer.await {
@@ -470,8 +471,10 @@ async fn gather(
     if let Some(down) = downstream {
         // The rest of the pipeline has had the whole stream: it owes an answer soon.
         let result = match timeout(STREAM_IDLE_TIMEOUT, down).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
-            Err(_) => Err("the next member did not answer in time".to_string()),
+            Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string().into())),
+            Err(_) => Err(CallError::TimedOut(
+                "the next member did not answer in time".into(),
+            )),
         };
         match result {
             Ok(r) if r.len == len && r.crc32c == crc => stored.extend(r.stored),

@@ -1,18 +1,28 @@
 //! The tinydfs chunkserver: stores immutable chunks on local disk and serves them.
 //!
-//! - [`store`]: chunk files on one or more disks (hashed sub-folders, CRC32C per 64 KiB block,
-//!   atomic creation), placement by free space, the capacity limit, disk failure handling.
+//! - [`image`]: the chunk image, the bytes of one stored chunk (header, data, a CRC32C per 64 KiB
+//!   block, footer with length and whole-chunk CRC32C), built and checked the same wherever it is
+//!   kept.
+//! - [`store`]: chunk files on one or more disks (hashed sub-folders, atomic creation), the index
+//!   of the chunks held, placement by free space, the capacity limit, disk failure handling,
+//!   verified reads and compaction; its crate-private files each take one concern (disks, write,
+//!   read, delete, compact).
+//! - [`pack`]: pack files, where small chunks are appended as records and made durable in groups
+//!   (one fsync for many writers), replayed at start.
 //! - [`api`]: the internal HTTP API: the write pipeline (receive, write locally while forwarding
 //!   to the next replica, acknowledge once every member has fsynced) and verified reads.
 //! - [`scrub`]: the background worker that re-reads every chunk to find silent corruption.
 //! - [`ops`]: the read-only operations listener (health, Prometheus metrics).
 //! - this file: configuration, registration with the master and heartbeats with chunk reports,
-//!   lost replicas, disk states and the master's deletion orders.
+//!   lost replicas, disk states and the master's deletion orders, and the compaction timer.
+//!
+//! Dependencies run one way: `image` ← `pack` ← `store` ← `api`, `scrub`, `ops` ← this file.
 //!
 //! A chunkserver keeps its identity (node id and cluster id) in its data folder and refuses to
 //! join another cluster with it; it obeys deletion orders only from a master of that cluster.
 
 pub mod api;
+pub mod image;
 pub mod ops;
 pub mod pack;
 pub mod scrub;

@@ -14,18 +14,19 @@
 //!         | 0u32 | crc32c of the 36 bytes before | image (chunk records only)
 //! ```
 //!
-//! A chunk record's image is byte for byte what a chunk file holds (header, data, block CRCs,
-//! footer), so reads and the scrubber check it the same way. A tombstone record says the chunk
-//! was deleted. Records are only ever appended, and files are replayed in order at start, so the
-//! last record of an id decides. A record cut short by a crash was never acknowledged: it ends
-//! the replay of its file. Every start appends to a new file, and a file that reaches its size
-//! limit is followed by a new one.
+//! A chunk record's image ([`crate::image`]) is byte for byte what a chunk file holds (header,
+//! data, block CRCs, footer), so reads and the scrubber check it the same way. A tombstone record
+//! says the chunk was deleted. Records are only ever appended, and files are replayed in order at
+//! start, so the last record of an id decides. A record cut short by a crash was never
+//! acknowledged: it ends the replay of its file. Every start appends to a new file, and a file
+//! that reaches its size limit is followed by a new one.
 //!
 //! Space of deleted chunks comes back by compaction ([`crate::store::ChunkStore::compact`]): a
 //! sealed file whose live records fell under half its size has them appended anew, then is
 //! removed. A tombstone can go with its file before the record it cancels: that chunk then comes
 //! back at the next start, unreferenced, and the master's garbage collection deletes it again.
 
+use crate::image::{image_len, FOOTER_MAGIC, IMAGE_FOOTER_LEN, IMAGE_HEADER_LEN};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -115,7 +116,7 @@ fn parse_header(h: &[u8; RECORD_HEADER_LEN]) -> Option<(bool, ChunkId, u32, u32)
 
 /// Bytes of a chunk record holding `len` data bytes: header and image.
 pub fn record_len(len: u64) -> u64 {
-    RECORD_HEADER_LEN as u64 + crate::store::image_len(len)
+    RECORD_HEADER_LEN as u64 + image_len(len)
 }
 
 struct PackFile {
@@ -407,15 +408,14 @@ fn replay(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<u64> {
 
 /// Whether the chunk record at `slot` holds its whole image: footer and data CRC as announced.
 fn intact(file: &File, slot: Slot, len: u64, crc: u32) -> io::Result<bool> {
-    use crate::store::{FOOTER_LEN, HEADER_LEN};
-    let mut image = vec![0u8; crate::store::image_len(len) as usize];
+    let mut image = vec![0u8; image_len(len) as usize];
     file.read_exact_at(&mut image, slot.at + RECORD_HEADER_LEN as u64)?;
-    let data = &image[HEADER_LEN as usize..(HEADER_LEN + len) as usize];
-    let footer = &image[image.len() - FOOTER_LEN as usize..];
-    let mut want = Vec::with_capacity(16);
+    let data = &image[IMAGE_HEADER_LEN as usize..(IMAGE_HEADER_LEN + len) as usize];
+    let footer = &image[image.len() - IMAGE_FOOTER_LEN as usize..];
+    let mut want = Vec::with_capacity(IMAGE_FOOTER_LEN as usize);
     want.extend_from_slice(&len.to_le_bytes());
     want.extend_from_slice(&crc.to_le_bytes());
-    want.extend_from_slice(b"TDFS");
+    want.extend_from_slice(FOOTER_MAGIC);
     Ok(footer == want.as_slice() && crc32c::crc32c(data) == crc)
 }
 
@@ -484,143 +484,4 @@ fn read_records(file: &File, n: u32, out: &mut Vec<Replayed>) -> io::Result<u64>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tempdir(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("tdfs-pack-{name}-{:08x}", rand::random::<u32>()));
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn record(id: ChunkId, data: &[u8]) -> Vec<u8> {
-        let crc = crc32c::crc32c(data);
-        let mut r = record_header(false, id, data.len() as u32, crc).to_vec();
-        r.extend_from_slice(&crate::store::image(data, crc));
-        r
-    }
-
-    #[test]
-    fn records_replay_in_order_and_a_torn_tail_ends_the_file() {
-        let dir = tempdir("replay");
-        let (a, b, c) = (ChunkId(1), ChunkId(2), ChunkId(3));
-        {
-            let (packs, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
-            assert!(found.is_empty());
-            let sa = packs.append_chunk(&record(a, b"alpha")).unwrap();
-            assert_eq!(
-                sa,
-                Slot {
-                    file: 1,
-                    at: FILE_HEADER_LEN
-                }
-            );
-            packs.append_chunk(&record(b, &[7u8; 70_000])).unwrap();
-            packs.append_tombstone(a).unwrap();
-            packs.append_chunk(&record(c, b"gamma")).unwrap();
-        }
-        // A crash in the middle of an append leaves part of a record.
-        let path = dir.join(file_name(1));
-        let good = fs::metadata(&path).unwrap().len();
-        let torn = record(ChunkId(4), &[1u8; 1000]);
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&torn[..500], good).unwrap();
-        drop(f);
-        let (packs, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
-        let kinds: Vec<String> = found
-            .iter()
-            .map(|r| match r {
-                Replayed::Chunk { id, len, .. } => format!("chunk {} {len}", id.0),
-                Replayed::Tombstone(id) => format!("tombstone {}", id.0),
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            ["chunk 1 5", "chunk 2 70000", "tombstone 1", "chunk 3 5"]
-        );
-        // The next start writes to a new file.
-        let s = packs.append_chunk(&record(ChunkId(5), b"after")).unwrap();
-        assert_eq!(s.file, 2);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_record_whose_data_never_reached_the_disk_ends_its_file() {
-        let dir = tempdir("torn-data");
-        let (a, b) = (ChunkId(1), ChunkId(2));
-        let end = {
-            let (packs, _) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
-            packs.append_chunk(&record(a, b"alpha")).unwrap();
-            packs.append_chunk(&record(b, b"beta")).unwrap().at + record_len(4)
-        };
-        // A crash mid-group: the next record's header is on disk, its data still the zeros
-        // written ahead; a valid-looking record after it was never acknowledged either.
-        let path = dir.join(file_name(1));
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        let torn = record(ChunkId(3), &[7u8; 3000]);
-        f.write_all_at(&torn[..RECORD_HEADER_LEN], end).unwrap();
-        let after = record(ChunkId(4), b"later");
-        f.write_all_at(&after, end + torn.len() as u64).unwrap();
-        drop(f);
-        let (_, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
-        let ids: Vec<u128> = found
-            .iter()
-            .map(|r| match r {
-                Replayed::Chunk { id, .. } | Replayed::Tombstone(id) => id.0,
-            })
-            .collect();
-        assert_eq!(ids, [1, 2]);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_full_file_is_followed_by_a_new_one_and_sparse_files_are_found() {
-        let dir = tempdir("roll");
-        let (packs, _) = Packs::open(&dir, 4096).unwrap();
-        let mut slots = Vec::new();
-        for i in 0..6u128 {
-            slots.push(
-                packs
-                    .append_chunk(&record(ChunkId(i), &[i as u8; 1500]))
-                    .unwrap(),
-            );
-        }
-        // Two records fit in a file: files 1 and 2 are sealed, 3 is current.
-        let files: Vec<u32> = slots.iter().map(|s| s.file).collect();
-        assert_eq!(files, [1, 1, 2, 2, 3, 3]);
-        packs.add_live(1, 2 * record_len(1500) as i64);
-        packs.add_live(3, 2 * record_len(1500) as i64);
-        // File 1 is all live, file 2 all dead, file 3 current.
-        assert_eq!(packs.sparse(), [2]);
-        packs.retire(2).unwrap();
-        assert!(!dir.join(file_name(2)).exists());
-        assert!(packs.file(2).is_none());
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn concurrent_appends_share_syncs_and_all_are_durable() {
-        let dir = tempdir("group");
-        let (packs, _) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
-        let packs = Arc::new(packs);
-        let threads: Vec<_> = (0..16u128)
-            .map(|t| {
-                let p = packs.clone();
-                std::thread::spawn(move || {
-                    for i in 0..20u128 {
-                        p.append_chunk(&record(ChunkId(t * 100 + i), b"small"))
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        drop(packs);
-        let (_, found) = Packs::open(&dir, DEFAULT_FILE_SIZE).unwrap();
-        assert_eq!(found.len(), 320);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;
