@@ -1,11 +1,13 @@
-//! HTTP clients for the internal APIs: the master (following the leader) and chunkservers.
+//! HTTP clients for the internal APIs: the master (following the leader) and chunkservers,
+//! with the paths and the chunk messages they exchange. Both are built on [`crate::http`].
 
+use crate::http::CallError;
 use crate::meta::*;
 use crate::types::*;
-use crate::{CLUSTER_HEADER, REQUEST_ID_HEADER, SECRET_HEADER, VERSION_HEADER, WIRE_VERSION};
+use crate::REQUEST_ID_HEADER;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a metadata call keeps retrying (leader changes, a restarting master) before giving up.
@@ -14,13 +16,15 @@ pub const MASTER_RETRY_WINDOW: Duration = Duration::from_secs(20);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Short, so that a client notices a new leader soon after the election.
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
-/// Connecting to a live peer on a LAN takes milliseconds; a dead one should fail over quickly.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest silence on a chunk stream before the peer is treated as failed (a paused or
 /// partitioned node sends no reset): long enough for an fsync of a 64 MiB chunk on a slow disk.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// TCP keepalive on internal connections, so a vanished peer is noticed on idle pooled sockets.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Longest one call to a master may take: a write waits for its log entry to be replicated and
+/// synced, well under this on a healthy group.
+const MASTER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+// The shared plumbing, also under the names callers have always used.
+pub use crate::http::{http_client, internal_headers, url};
 
 /// Paths of the master's internal API.
 pub mod paths {
@@ -45,57 +49,6 @@ pub mod paths {
     pub const HEALTH_ALT: &str = "/_health";
     /// Chunk data: `{CHUNK}/{id}`.
     pub const CHUNK: &str = "/internal/v1/chunk";
-}
-
-/// The client side of internal TLS, set once when a process starts (see [`use_internal_tls`]).
-static INTERNAL_TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
-
-/// Makes every internal client of this process speak HTTPS, trusting only the CA certificates
-/// in the PEM file `ca`. Call it before the first client is built; later calls change nothing.
-pub fn use_internal_tls(ca: &std::path::Path) -> Result<(), crate::tls::TlsError> {
-    let config = crate::tls::client_config(ca)?;
-    let _ = INTERNAL_TLS.set(config);
-    Ok(())
-}
-
-/// `https` when this process uses internal TLS, else `http`.
-pub fn scheme() -> &'static str {
-    if INTERNAL_TLS.get().is_some() {
-        "https"
-    } else {
-        "http"
-    }
-}
-
-/// The URL of `path` on the internal listener at `addr`.
-pub fn url(addr: &str, path: &str) -> String {
-    format!("{}://{addr}{path}", scheme())
-}
-
-/// Builds the HTTP client every internal caller uses: no proxy, Nagle off, short connect
-/// timeout; with internal TLS, verifying peers against the cluster's CA only.
-pub fn http_client() -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .tcp_keepalive(TCP_KEEPALIVE)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .no_proxy();
-    if let Some(tls) = INTERNAL_TLS.get() {
-        builder = builder.use_preconfigured_tls(tls.clone()).https_only(true);
-    }
-    builder.build().unwrap_or_default()
-}
-
-/// Adds the headers every internal request carries.
-pub fn internal_headers(
-    rb: reqwest::RequestBuilder,
-    secret: &str,
-    cluster_id: &str,
-) -> reqwest::RequestBuilder {
-    rb.header(SECRET_HEADER, secret)
-        .header(CLUSTER_HEADER, cluster_id)
-        .header(VERSION_HEADER, WIRE_VERSION.to_string())
 }
 
 /// Batches of writes in flight at once per client (as for the gateway's chunk batches: fewer,
@@ -224,15 +177,15 @@ impl MasterClient {
             return;
         }
         let (reqs, waiters): (Vec<WriteRequest>, Vec<WriteWaiter>) = batch.into_iter().unzip();
-        let answers: Result<Vec<Result<MetaReply, MetaError>>, MetaError> =
-            self.call(paths::WRITE_BATCH, &reqs).await;
+        let answers: Result<Vec<Result<MetaReply, MetaError>>, Failure> =
+            self.try_call(paths::WRITE_BATCH, &reqs).await;
         match answers {
             Ok(answers) if answers.len() == waiters.len() => {
                 for (tx, a) in waiters.into_iter().zip(answers) {
                     let _ = tx.send(a);
                 }
             }
-            Err(MetaError::BadRequest(e)) if e.contains("HTTP 404") => {
+            Err(Failure::NoSuchPath(_)) => {
                 tracing::info!("the master does not take batched writes; sending them one by one");
                 if let Ok(mut u) = self.no_batches_until.lock() {
                     *u = Some(std::time::Instant::now() + NO_BATCHES_FOR);
@@ -243,7 +196,7 @@ impl MasterClient {
             }
             other => {
                 let e = match other {
-                    Err(e) => e,
+                    Err(e) => MetaError::from(e),
                     Ok(_) => MetaError::Unavailable("a batch got a short answer".into()),
                 };
                 for tx in waiters {
@@ -351,6 +304,15 @@ impl MasterClient {
         path: &str,
         body: &Req,
     ) -> Result<Resp, MetaError> {
+        self.try_call(path, body).await.map_err(MetaError::from)
+    }
+
+    /// Calls the leader, following it and retrying through [`MASTER_RETRY_WINDOW`].
+    async fn try_call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, Failure> {
         let body = serde_json::to_vec(body).map_err(|e| MetaError::BadRequest(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + MASTER_RETRY_WINDOW;
         let mut backoff = FIRST_BACKOFF;
@@ -364,19 +326,17 @@ impl MasterClient {
                     continue;
                 }
                 Ok(Err(MetaError::NotLeader(_))) => MetaError::NotLeader(None),
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Err(e.into()),
                 // No such path: an older master; asking again will not help.
-                Err(e) if e.starts_with("HTTP 404") => {
-                    return Err(MetaError::BadRequest(format!("master {target}: {e}")))
-                }
+                Err(e) if e.is_not_found() => return Err(Failure::NoSuchPath(e)),
                 Err(e) => {
                     tracing::debug!(master = %target, error = %e, "master call failed");
                     self.rotate(&target);
-                    MetaError::Unavailable(format!("master {target}: {e}"))
+                    MetaError::Unavailable(format!("master {e}"))
                 }
             };
             if tokio::time::Instant::now() + backoff > deadline {
-                return Err(retry);
+                return Err(retry.into());
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -388,26 +348,49 @@ impl MasterClient {
         target: &str,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<Result<Resp, MetaError>, String> {
+    ) -> Result<Result<Resp, MetaError>, CallError> {
         let rb = self
             .http
             .post(url(target, path))
             .header("content-type", "application/json")
-            .timeout(Duration::from_secs(30))
+            .timeout(MASTER_CALL_TIMEOUT)
             .body(body);
         let resp = internal_headers(rb, &self.secret, "")
             .send()
             .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ));
+            .map_err(|e| CallError::transport(target, e))?;
+        if !resp.status().is_success() {
+            return Err(CallError::from_response(target, resp).await);
         }
-        serde_json::from_slice(&bytes).map_err(|e| format!("bad reply: {e}"))
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::transport(target, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::decode(target, e))
+    }
+}
+
+/// How a call to the masters failed, before the caller is told as a [`MetaError`].
+enum Failure {
+    /// The answer of a master, or the failure after every retry.
+    Meta(MetaError),
+    /// The master has no such path: an older master (during an upgrade) that does not know
+    /// this call, which the caller may make another way.
+    NoSuchPath(CallError),
+}
+
+impl From<MetaError> for Failure {
+    fn from(e: MetaError) -> Self {
+        Failure::Meta(e)
+    }
+}
+
+impl From<Failure> for MetaError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Meta(e) => e,
+            Failure::NoSuchPath(e) => MetaError::BadRequest(format!("master {e}")),
+        }
     }
 }
 
@@ -481,7 +464,9 @@ pub struct GetChunkQuery {
     pub len: Option<u64>,
 }
 
-/// Client side of the chunkserver data API.
+/// Client side of the chunkserver data API. Its failures are [`CallError`]s: a caller tells a
+/// node without the path or the chunk ([`CallError::is_not_found`]) or out of space
+/// ([`CallError::is_insufficient_storage`]) from a node that did not answer.
 #[derive(Clone)]
 pub struct ChunkClient {
     http: reqwest::Client,
@@ -504,7 +489,7 @@ impl ChunkClient {
         id: ChunkId,
         body: reqwest::Body,
         request_id: &str,
-    ) -> Result<PutChunkReply, String> {
+    ) -> Result<PutChunkReply, CallError> {
         let rb = self
             .http
             .put(url(&head.addr, &format!("{}/{id}", paths::CHUNK)))
@@ -522,7 +507,7 @@ impl ChunkClient {
         rest: &[NodeAddr],
         body: bytes::Bytes,
         request_id: &str,
-    ) -> Result<crate::batch::PutBatchReply, String> {
+    ) -> Result<crate::batch::PutBatchReply, CallError> {
         let rb = self
             .http
             .put(url(&head.addr, paths::BATCH))
@@ -538,8 +523,8 @@ impl ChunkClient {
         target: &NodeAddr,
         id: ChunkId,
         order: &ReplicateOrder,
-    ) -> Result<PutChunkReply, String> {
-        let body = serde_json::to_vec(order).map_err(|e| e.to_string())?;
+    ) -> Result<PutChunkReply, CallError> {
+        let body = serde_json::to_vec(order).map_err(|e| CallError::Encode(e.into()))?;
         let rb = self
             .http
             .post(url(
@@ -556,20 +541,19 @@ impl ChunkClient {
         &self,
         rb: reqwest::RequestBuilder,
         addr: &str,
-    ) -> Result<T, String> {
+    ) -> Result<T, CallError> {
         let resp = internal_headers(rb, &self.secret, "")
             .send()
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| format!("{addr}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{addr}: HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ));
+            .map_err(|e| CallError::transport(addr, e))?;
+        if !resp.status().is_success() {
+            return Err(CallError::from_response(addr, resp).await);
         }
-        serde_json::from_slice(&bytes).map_err(|e| format!("{addr}: bad reply: {e}"))
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::transport(addr, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::decode(addr, e))
     }
 
     /// Opens a read of `len` bytes of a chunk from `offset`; the body streams.
@@ -580,7 +564,7 @@ impl ChunkClient {
         offset: u64,
         len: u64,
         request_id: &str,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, CallError> {
         let rb = self
             .http
             .get(url(&node.addr, &format!("{}/{id}", paths::CHUNK)))
@@ -592,133 +576,13 @@ impl ChunkClient {
         let resp = internal_headers(rb, &self.secret, "")
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", node.addr))?;
+            .map_err(|e| CallError::transport(&node.addr, e))?;
         if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(format!("{}: HTTP {status}: {text}", node.addr));
+            return Err(CallError::from_response(&node.addr, resp).await);
         }
         Ok(resp)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::routing::post;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    #[derive(Default)]
-    struct Seen {
-        singles: AtomicUsize,
-        batches: AtomicUsize,
-        batched_writes: AtomicUsize,
-        not_found: AtomicUsize,
-    }
-
-    /// The bucket a write names, answered back as `Created(true)` for "b-<even>", `Done` else.
-    fn answer(req: &WriteRequest) -> Result<MetaReply, MetaError> {
-        match &req.write {
-            MetaWrite::CreateBucket { bucket, .. } => Ok(match bucket.trim_start_matches("b-") {
-                n if n.parse::<u32>().is_ok_and(|n| n % 2 == 0) => MetaReply::Created(true),
-                _ => MetaReply::Done,
-            }),
-            _ => Err(MetaError::BadRequest("unexpected".into())),
-        }
-    }
-
-    /// A stand-in master speaking the write API; `batches` says whether it has the batch path
-    /// (an older master does not). Single writes take 100 ms, so that writers queue up.
-    async fn master(batches: bool) -> (String, Arc<Seen>) {
-        let seen = Arc::new(Seen::default());
-        let (s1, s2, s3) = (seen.clone(), seen.clone(), seen.clone());
-        let mut app = axum::Router::new().route(
-            paths::WRITE,
-            post(move |body: axum::body::Bytes| async move {
-                s1.singles.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let req: WriteRequest = serde_json::from_slice(&body).unwrap();
-                serde_json::to_vec(&answer(&req)).unwrap()
-            }),
-        );
-        if batches {
-            app = app.route(
-                paths::WRITE_BATCH,
-                post(move |body: axum::body::Bytes| async move {
-                    let reqs: Vec<WriteRequest> = serde_json::from_slice(&body).unwrap();
-                    s2.batches.fetch_add(1, Ordering::SeqCst);
-                    s2.batched_writes.fetch_add(reqs.len(), Ordering::SeqCst);
-                    let answers: Vec<_> = reqs.iter().map(answer).collect();
-                    serde_json::to_vec(&Ok::<_, MetaError>(answers)).unwrap()
-                }),
-            );
-        }
-        let app = app.fallback(move || async move {
-            s3.not_found.fetch_add(1, Ordering::SeqCst);
-            axum::http::StatusCode::NOT_FOUND
-        });
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(l, app).await });
-        (addr, seen)
-    }
-
-    async fn write_many(c: &MasterClient, n: u32) -> Vec<Result<MetaReply, MetaError>> {
-        let writes = (0..n).map(|i| {
-            c.write(MetaWrite::CreateBucket {
-                bucket: format!("b-{i}"),
-                owner: "me".into(),
-            })
-        });
-        futures_util::future::join_all(writes).await
-    }
-
-    fn expected(n: u32) -> Vec<Result<MetaReply, MetaError>> {
-        (0..n)
-            .map(|i| {
-                Ok(if i % 2 == 0 {
-                    MetaReply::Created(true)
-                } else {
-                    MetaReply::Done
-                })
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn concurrent_writes_travel_in_batches_and_each_gets_its_own_answer() {
-        let (addr, seen) = master(true).await;
-        let c = MasterClient::new(vec![addr], "s".into());
-        assert_eq!(
-            format!("{:?}", write_many(&c, 20).await),
-            format!("{:?}", expected(20))
-        );
-        // The first writes find free slots and go alone; the rest wait and go together.
-        let (singles, batches) = (
-            seen.singles.load(Ordering::SeqCst),
-            seen.batches.load(Ordering::SeqCst),
-        );
-        assert!(batches >= 1, "{singles} singles, {batches} batches");
-        assert_eq!(singles + seen.batched_writes.load(Ordering::SeqCst), 20);
-    }
-
-    #[tokio::test]
-    async fn a_master_without_batches_gets_every_write_alone() {
-        let (addr, seen) = master(false).await;
-        let c = MasterClient::new(vec![addr], "s".into());
-        assert_eq!(
-            format!("{:?}", write_many(&c, 8).await),
-            format!("{:?}", expected(8))
-        );
-        assert_eq!(seen.singles.load(Ordering::SeqCst), 8);
-        assert_eq!(seen.not_found.load(Ordering::SeqCst), 1, "one batch tried");
-        // And from then on, without trying batches again for a while.
-        assert_eq!(
-            format!("{:?}", write_many(&c, 4).await),
-            format!("{:?}", expected(4))
-        );
-        assert_eq!(seen.singles.load(Ordering::SeqCst), 12);
-        assert_eq!(seen.not_found.load(Ordering::SeqCst), 1);
-    }
-}
+mod tests;

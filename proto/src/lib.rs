@@ -4,11 +4,19 @@
 //! they exchange is defined here.
 //!
 //! - [`types`]: identifiers and the metadata records kept by the master (objects, parts, chunks).
-//! - [`meta`]: the typed control messages sent to the master (writes, reads, placement, heartbeats).
-//! - [`client`]: the HTTP clients for the master (following the leader) and for chunkservers.
+//! - [`meta`]: the typed metadata messages sent to the master (writes, reads, their answers and
+//!   errors); [`cluster`]: the messages about nodes (registration, heartbeats, placement, status,
+//!   fsck, drain, rebalance, membership), also reachable through `meta`.
+//! - [`client`]: the HTTP clients for the master (following the leader) and for chunkservers,
+//!   with the internal paths and the chunk messages.
+//! - [`http`]: what every internal client shares: scheme and URLs, the reqwest client, the
+//!   internal headers, and [`http::CallError`], the typed failure of a call (its status, or no
+//!   answer, or an answer that does not decode).
+//! - [`tls`]: certificates that reload when their files change, rustls configurations, the
+//!   process's internal TLS, and the TLS listener. Modules depend one way only:
+//!   `client` → `http` → `tls`.
 //! - [`time`]: wall-clock helpers used to stamp log entries and format S3 dates.
 //! - [`ops`]: the read-only operations listener's paths and metrics helpers.
-//! - [`tls`]: certificates that reload when their files change, and rustls configurations.
 //! - [`batch`]: many small chunks in one body.
 //! - [`frame`]: the footer that ends a chunk stream; [`blocks`]: a chunk's per-block CRC32C.
 //!
@@ -18,7 +26,9 @@
 pub mod batch;
 pub mod blocks;
 pub mod client;
+pub mod cluster;
 pub mod frame;
+pub mod http;
 pub mod meta;
 pub mod ops;
 pub mod time;

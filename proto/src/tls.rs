@@ -6,13 +6,18 @@
 //!   load (half written, wrong key) is logged and the previous certificate kept.
 //! - [`server_config`] / [`client_config`]: the rustls configurations of a listener and of a
 //!   client that trusts one CA only (internal TLS).
+//! - [`use_internal_tls`] / [`internal_client_config`]: the client side of internal TLS, set once
+//!   per process; [`crate::http`] builds every internal HTTP client from it.
+//! - [`TlsListener`]: an internal listener serving HTTPS; [`InternalTls`]: a node's settings.
+//!
+//! This module depends on no other module of the crate: the HTTP plumbing depends on it.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// Default time between two checks of a certificate's files for changes: a renewed
@@ -203,6 +208,22 @@ pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
         .with_no_client_auth())
 }
 
+/// The client side of internal TLS, set once when a process starts (see [`use_internal_tls`]).
+static INTERNAL_TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
+
+/// Makes every internal client of this process speak HTTPS, trusting only the CA certificates
+/// in the PEM file `ca`. Call it before the first client is built; later calls change nothing.
+pub fn use_internal_tls(ca: &Path) -> Result<(), TlsError> {
+    let config = client_config(ca)?;
+    let _ = INTERNAL_TLS.set(config);
+    Ok(())
+}
+
+/// The client configuration of internal TLS, if this process uses it.
+pub fn internal_client_config() -> Option<&'static rustls::ClientConfig> {
+    INTERNAL_TLS.get()
+}
+
 /// Longest an internal TLS handshake may take: a peer that connects and stalls holds no
 /// connection slot for longer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -332,7 +353,7 @@ impl InternalTls {
             (false, false, true) => {}
         }
         if let Some(ca) = &self.internal_ca {
-            crate::client::use_internal_tls(ca)?;
+            use_internal_tls(ca)?;
         }
         Ok(match listener {
             Some((c, k)) => Some(acceptor(c, k, DEFAULT_RELOAD_INTERVAL)?),

@@ -1,0 +1,165 @@
+//! The clients against stand-ins: the master client's write batching, and the typed failures
+//! of chunk calls.
+
+use super::*;
+use axum::routing::post;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Default)]
+struct Seen {
+    singles: AtomicUsize,
+    batches: AtomicUsize,
+    batched_writes: AtomicUsize,
+    not_found: AtomicUsize,
+}
+
+/// The bucket a write names, answered back as `Created(true)` for "b-<even>", `Done` else.
+fn answer(req: &WriteRequest) -> Result<MetaReply, MetaError> {
+    match &req.write {
+        MetaWrite::CreateBucket { bucket, .. } => Ok(match bucket.trim_start_matches("b-") {
+            n if n.parse::<u32>().is_ok_and(|n| n % 2 == 0) => MetaReply::Created(true),
+            _ => MetaReply::Done,
+        }),
+        _ => Err(MetaError::BadRequest("unexpected".into())),
+    }
+}
+
+/// A stand-in master speaking the write API; `batches` says whether it has the batch path
+/// (an older master does not). Single writes take 100 ms, so that writers queue up.
+async fn master(batches: bool) -> (String, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let (s1, s2, s3) = (seen.clone(), seen.clone(), seen.clone());
+    let mut app = axum::Router::new().route(
+        paths::WRITE,
+        post(move |body: axum::body::Bytes| async move {
+            s1.singles.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let req: WriteRequest = serde_json::from_slice(&body).unwrap();
+            serde_json::to_vec(&answer(&req)).unwrap()
+        }),
+    );
+    if batches {
+        app = app.route(
+            paths::WRITE_BATCH,
+            post(move |body: axum::body::Bytes| async move {
+                let reqs: Vec<WriteRequest> = serde_json::from_slice(&body).unwrap();
+                s2.batches.fetch_add(1, Ordering::SeqCst);
+                s2.batched_writes.fetch_add(reqs.len(), Ordering::SeqCst);
+                let answers: Vec<_> = reqs.iter().map(answer).collect();
+                serde_json::to_vec(&Ok::<_, MetaError>(answers)).unwrap()
+            }),
+        );
+    }
+    let app = app.fallback(move || async move {
+        s3.not_found.fetch_add(1, Ordering::SeqCst);
+        axum::http::StatusCode::NOT_FOUND
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, seen)
+}
+
+async fn write_many(c: &MasterClient, n: u32) -> Vec<Result<MetaReply, MetaError>> {
+    let writes = (0..n).map(|i| {
+        c.write(MetaWrite::CreateBucket {
+            bucket: format!("b-{i}"),
+            owner: "me".into(),
+        })
+    });
+    futures_util::future::join_all(writes).await
+}
+
+fn expected(n: u32) -> Vec<Result<MetaReply, MetaError>> {
+    (0..n)
+        .map(|i| {
+            Ok(if i % 2 == 0 {
+                MetaReply::Created(true)
+            } else {
+                MetaReply::Done
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_writes_travel_in_batches_and_each_gets_its_own_answer() {
+    let (addr, seen) = master(true).await;
+    let c = MasterClient::new(vec![addr], "s".into());
+    assert_eq!(
+        format!("{:?}", write_many(&c, 20).await),
+        format!("{:?}", expected(20))
+    );
+    // The first writes find free slots and go alone; the rest wait and go together.
+    let (singles, batches) = (
+        seen.singles.load(Ordering::SeqCst),
+        seen.batches.load(Ordering::SeqCst),
+    );
+    assert!(batches >= 1, "{singles} singles, {batches} batches");
+    assert_eq!(singles + seen.batched_writes.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn a_master_without_batches_gets_every_write_alone() {
+    let (addr, seen) = master(false).await;
+    let c = MasterClient::new(vec![addr], "s".into());
+    assert_eq!(
+        format!("{:?}", write_many(&c, 8).await),
+        format!("{:?}", expected(8))
+    );
+    assert_eq!(seen.singles.load(Ordering::SeqCst), 8);
+    assert_eq!(seen.not_found.load(Ordering::SeqCst), 1, "one batch tried");
+    // And from then on, without trying batches again for a while.
+    assert_eq!(
+        format!("{:?}", write_many(&c, 4).await),
+        format!("{:?}", expected(4))
+    );
+    assert_eq!(seen.singles.load(Ordering::SeqCst), 12);
+    assert_eq!(seen.not_found.load(Ordering::SeqCst), 1);
+}
+
+/// A stand-in chunkserver that is full: every chunk write is answered 507.
+async fn full_chunkserver() -> NodeAddr {
+    let app = axum::Router::new()
+        .route(
+            &format!("{}/{{id}}", paths::CHUNK),
+            axum::routing::put(|| async {
+                (axum::http::StatusCode::INSUFFICIENT_STORAGE, "disk full")
+            }),
+        )
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    NodeAddr { id: 1, addr }
+}
+
+#[tokio::test]
+async fn chunk_calls_fail_with_the_peers_status() {
+    let node = full_chunkserver().await;
+    let c = ChunkClient::new("s".into());
+    let id = ChunkId::in_lease(1);
+    let e = c
+        .put(&node, &[], id, reqwest::Body::from("x"), "r")
+        .await
+        .unwrap_err();
+    assert!(e.is_insufficient_storage() && !e.is_not_found(), "{e}");
+    assert!(e.to_string().contains("disk full"), "{e}");
+    // A node without the batch path (older than batches) answers 404.
+    let e = c
+        .put_batch(&node, &[], bytes::Bytes::new(), "r")
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    // Nobody listening: no status, a transport failure.
+    let gone = NodeAddr {
+        id: 2,
+        addr: "127.0.0.1:1".into(),
+    };
+    let e = c.get(&gone, id, 0, 1, "r").await.unwrap_err();
+    assert!(
+        e.status().is_none() && matches!(e, CallError::Transport { .. }),
+        "{e}"
+    );
+}
