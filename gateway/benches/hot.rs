@@ -12,13 +12,19 @@ use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+    SignatureLocation, SigningSettings, UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::http::Headers;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
+use md5::Digest;
 use tinydfs_gateway::auth::{
-    decode_aws_chunked, hmac, signing_key, verify, ChecksumAlgo, ChecksumHasher, Payload,
-    SigningContext,
+    decode_aws_chunked, signing_key, verify, ChecksumAlgo, ChecksumHasher, Payload, SigningContext,
 };
 use tinydfs_gateway::s3::list::{self, ListDoc};
 use tinydfs_proto::blocks::block_crcs;
@@ -53,22 +59,48 @@ fn scope() -> String {
     format!("{DATE}/{REGION}/s3/aws4_request")
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// The signature of a canonical request, as a client computes it.
-fn sign(canonical: &str) -> String {
-    let sts = format!(
-        "AWS4-HMAC-SHA256\n{DATETIME}\n{}\n{}",
-        scope(),
-        sha256_hex(canonical.as_bytes())
-    );
-    hex::encode(hmac(&signing_key(SECRET, DATE, REGION), sts.as_bytes()))
-}
-
 fn secret_for(key: &str) -> Option<String> {
     (key == ACCESS_KEY).then(|| SECRET.to_owned())
+}
+
+/// The bench's credentials, as the SDK's signer takes them.
+fn credentials() -> Credentials {
+    Credentials::new(ACCESS_KEY, SECRET, None, None, "bench")
+}
+
+/// Signs `req` (whose URI is a path and query, as the gateway receives it) as the AWS SDKs do for
+/// S3, at `DATETIME`: the path taken as it is, not normalized.
+fn sign_request(req: &mut http::Request<()>, body: SignableBody<'_>, settings: SigningSettings) {
+    let identity = credentials().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("s3")
+        .time(signed_at())
+        .settings(settings)
+        .build()
+        .expect("complete signing parameters")
+        .into();
+    let headers: Vec<(&str, &str)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().expect("ASCII header values")))
+        .collect();
+    let uri = format!("http://{HOST}{}", req.uri());
+    let signable = SignableRequest::new(req.method().as_str(), uri, headers.into_iter(), body)
+        .expect("a signable request");
+    let (instructions, _signature) = sign(signable, &params)
+        .expect("the request signs")
+        .into_parts();
+    instructions.apply_to_request_http1x(req);
+}
+
+/// S3's signing settings: no double encoding or normalization of the path.
+fn s3_settings() -> SigningSettings {
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings
 }
 
 /// A PutObject as aws-sdk-s3 sends it (CRC32 in a trailer, 11 signed headers), header-signed.
@@ -84,48 +116,38 @@ fn signed_put() -> http::request::Parts {
         ("content-length", "1048681"),
         ("content-type", "image/jpeg"),
         ("host", HOST),
-        ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
-        ("x-amz-date", DATETIME),
         ("x-amz-decoded-content-length", "1048576"),
         ("x-amz-sdk-checksum-algorithm", "CRC32"),
         ("x-amz-trailer", "x-amz-checksum-crc32"),
+        // Not signed (the signer leaves it out, as proxies may change it).
+        ("user-agent", "aws-sdk-rust/1.3.9 os/linux lang/rust/1.86.0"),
     ];
-    let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
-    let names = names.join(";");
-    let mut canonical = format!("PUT\n{path}\nx-id=PutObject\n");
-    for (n, v) in headers {
-        canonical.push_str(&format!("{n}:{v}\n"));
-    }
-    canonical.push_str(&format!("\n{names}\nSTREAMING-UNSIGNED-PAYLOAD-TRAILER"));
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{},SignedHeaders={names},Signature={}",
-        scope(),
-        sign(&canonical)
-    );
     let mut b = http::Request::builder()
         .method("PUT")
         .uri(format!("{path}?x-id=PutObject"));
     for (n, v) in headers {
         b = b.header(n, v);
     }
-    b = b
-        .header("user-agent", "aws-sdk-rust/1.3.9 os/linux lang/rust/1.86.0")
-        .header("authorization", auth);
-    b.body(()).expect("a valid request").into_parts().0
+    let mut req = b.body(()).expect("a valid request");
+    // `x-amz-date` and `x-amz-content-sha256` are added, and signed, by the signer.
+    let mut settings = s3_settings();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let body = SignableBody::Precomputed("STREAMING-UNSIGNED-PAYLOAD-TRAILER".into());
+    sign_request(&mut req, body, settings);
+    req.into_parts().0
 }
 
 /// A presigned GetObject URL (one hour), as `aws s3 presign` makes it.
 fn presigned_get() -> http::request::Parts {
     let path = "/bench-bucket/reports/2024/q1.pdf";
-    let query = format!(
-        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={ACCESS_KEY}%2F{}\
-         &X-Amz-Date={DATETIME}&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&x-id=GetObject",
-        scope().replace('/', "%2F")
-    );
-    let canonical = format!("GET\n{path}\n{query}\nhost:{HOST}\n\nhost\nUNSIGNED-PAYLOAD");
-    let uri = format!("{path}?{query}&X-Amz-Signature={}", sign(&canonical));
-    let req = http::Request::builder().method("GET").uri(uri);
-    let req = req.header("host", HOST).body(()).expect("a valid request");
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(format!("{path}?x-id=GetObject"));
+    let mut req = req.header("host", HOST).body(()).expect("a valid request");
+    let mut settings = s3_settings();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(3600));
+    sign_request(&mut req, SignableBody::UnsignedPayload, settings);
     req.into_parts().0
 }
 
@@ -154,18 +176,24 @@ fn signing_context() -> SigningContext {
 /// An `aws-chunked` body of `data` in chunks of `chunk` bytes; signed (chained from the
 /// context's seed) or not, with a CRC32C trailer or none.
 fn aws_chunked_body(data: &[u8], chunk: usize, signed: bool, trailer: bool) -> Vec<u8> {
-    let key = signing_key(SECRET, DATE, REGION);
-    let head = format!("{DATETIME}\n{}\n", scope());
-    let empty = sha256_hex(b"");
+    let identity = credentials().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("s3")
+        .time(signed_at())
+        .settings(())
+        .build()
+        .expect("complete signing parameters");
     let mut prev = hex::encode([7u8; 32]);
     let mut body = Vec::with_capacity(data.len() + data.len() / chunk * 100 + 200);
     for piece in data.chunks(chunk).chain([&[][..]]) {
         if signed {
-            let sts = format!(
-                "AWS4-HMAC-SHA256-PAYLOAD\n{head}{prev}\n{empty}\n{}",
-                sha256_hex(piece)
-            );
-            prev = hex::encode(hmac(&key, sts.as_bytes()));
+            let piece = Bytes::copy_from_slice(piece);
+            prev = v4::sign_chunk(&piece, &prev, &params)
+                .expect("the chunk signs")
+                .signature()
+                .to_owned();
             body.extend_from_slice(
                 format!("{:x};chunk-signature={prev}\r\n", piece.len()).as_bytes(),
             );
@@ -180,12 +208,13 @@ fn aws_chunked_body(data: &[u8], chunk: usize, signed: bool, trailer: bool) -> V
     if trailer {
         let mut crc = ChecksumHasher::new(ChecksumAlgo::Crc32c);
         crc.update(data);
-        let line = format!("x-amz-checksum-crc32c:{}", crc.finish());
-        body.extend_from_slice(format!("{line}\r\n").as_bytes());
+        let value = crc.finish();
+        body.extend_from_slice(format!("x-amz-checksum-crc32c:{value}\r\n").as_bytes());
         if signed {
-            let hash = sha256_hex(format!("{line}\n").as_bytes());
-            let sts = format!("AWS4-HMAC-SHA256-TRAILER\n{head}{prev}\n{hash}");
-            let sig = hex::encode(hmac(&key, sts.as_bytes()));
+            let mut headers = Headers::new();
+            headers.insert("x-amz-checksum-crc32c", value);
+            let signed = v4::sign_trailer(&headers, &prev, &params).expect("the trailer signs");
+            let sig = signed.signature();
             body.extend_from_slice(format!("x-amz-trailer-signature:{sig}\r\n").as_bytes());
         }
     }
@@ -253,7 +282,7 @@ fn list_page() -> ListPage {
         .map(|i| ListEntry {
             key: format!("logs/2024/01/02/host-{:02}/part {:05}.json.gz", i % 16, i),
             size: 10_000 + i * 37,
-            etag: format!("{:032x}", i * 0x9e37_79b9_7f4a_7c15),
+            etag: format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             last_modified_ms: 1_704_164_645_000 + i * 1000,
         })
         .collect();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tinydfs_proto::batch::BatchEntry;
 use tinydfs_proto::client::{PutChunkReply, STREAM_IDLE_TIMEOUT};
 use tinydfs_proto::frame::footer;
+use tinydfs_proto::http::CallError;
 use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
 use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
 use tokio::sync::mpsc;
@@ -43,7 +44,7 @@ struct OpenChunk {
     id: ChunkId,
     pipeline: Vec<NodeAddr>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    task: JoinHandle<Result<PutChunkReply, String>>,
+    task: JoinHandle<Result<PutChunkReply, CallError>>,
     written: u64,
     crc: u32,
 }
@@ -287,7 +288,7 @@ struct SmallQueue {
 }
 
 /// Where a batched chunk's answer goes: its pipeline and the pipeline's reply for it.
-type Answer = S3Result<(Vec<NodeAddr>, Result<PutChunkReply, String>)>;
+type Answer = S3Result<(Vec<NodeAddr>, Result<PutChunkReply, CallError>)>;
 type Waiter = tokio::sync::oneshot::Sender<Answer>;
 
 impl SmallWrites {
@@ -297,7 +298,7 @@ impl SmallWrites {
         gw: &Gateway,
         entry: BatchEntry,
         request_id: &str,
-    ) -> S3Result<(Vec<NodeAddr>, Result<PutChunkReply, String>)> {
+    ) -> S3Result<(Vec<NodeAddr>, Result<PutChunkReply, CallError>)> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         self.lock().waiting.push((entry, tx));
         loop {
@@ -381,7 +382,7 @@ async fn send_batch(gw: &Gateway, batch: Vec<(BatchEntry, Waiter)>, request_id: 
         .unwrap_or_else(|_| Err("the pipeline did not answer in time".into())),
         None => Err("empty pipeline".into()),
     };
-    if matches!(&reply, Err(e) if e.contains("HTTP 404")) {
+    if matches!(&reply, Err(e) if e.is_not_found()) {
         // A chunkserver older than batches (mid-upgrade): each chunk on its own.
         for (e, w) in entries.into_iter().zip(waiters) {
             let answer = put_single(gw, &pipeline, e, request_id).await;
@@ -393,11 +394,11 @@ async fn send_batch(gw: &Gateway, batch: Vec<(BatchEntry, Waiter)>, request_id: 
         if r.count as usize == entries.len() {
             Ok(r.stored)
         } else {
-            Err(format!(
+            Err(CallError::Other(format!(
                 "the pipeline counted {} of {} chunks",
                 r.count,
                 entries.len()
-            ))
+            )))
         }
     });
     for (e, w) in entries.iter().zip(waiters) {
@@ -416,7 +417,7 @@ async fn put_single(
     pipeline: &[NodeAddr],
     e: BatchEntry,
     request_id: &str,
-) -> Result<PutChunkReply, String> {
+) -> Result<PutChunkReply, CallError> {
     let (head, rest) = pipeline.split_first().ok_or("empty pipeline")?;
     let mut body = bytes::BytesMut::with_capacity(e.data.len() + tinydfs_proto::frame::FOOTER_LEN);
     body.extend_from_slice(&e.data);
@@ -492,7 +493,7 @@ fn settle(
     id: ChunkId,
     len: u64,
     crc: u32,
-    answer: Result<Result<PutChunkReply, String>, tokio::task::JoinError>,
+    answer: Result<Result<PutChunkReply, CallError>, tokio::task::JoinError>,
     stored: &mut Stored,
 ) -> S3Result<()> {
     let reply = match answer.map_err(S3Error::internal)? {
@@ -506,7 +507,7 @@ fn settle(
             let detail = format!("chunk {id} write failed: {e}");
             // The head ran out of space (its own disk: followers' failures come back as
             // missing copies in a successful reply).
-            if e.contains("HTTP 507") {
+            if e.is_insufficient_storage() {
                 return Err(S3Error::insufficient_capacity(detail));
             }
             return Err(S3Error::unavailable(detail));
@@ -604,7 +605,7 @@ async fn read_chunk(
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(chunk = %id, error = %e, "replica read failed; trying another");
-                    last_error = e;
+                    last_error = e.to_string();
                     continue;
                 }
             };

@@ -2,6 +2,7 @@
 //! Internal details go to the log, not to the client.
 
 use crate::auth::AuthError;
+use crate::xml::XmlError;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +55,10 @@ impl S3Error {
             400,
             "The XML you provided was not well-formed or did not validate against our published schema",
         )
+    }
+    /// 403 AccessDenied, saying no more (which key or permission is not the client's business).
+    pub fn access_denied() -> Self {
+        Self::new("AccessDenied", 403, "Access Denied")
     }
     pub fn not_implemented(what: &str) -> Self {
         Self::new(
@@ -124,6 +129,15 @@ impl IntoResponse for S3Error {
 impl From<AuthError> for S3Error {
     fn from(e: AuthError) -> Self {
         S3Error::new(e.code(), e.status(), e.to_string())
+    }
+}
+
+impl From<XmlError> for S3Error {
+    fn from(e: XmlError) -> Self {
+        match e {
+            XmlError::Malformed => S3Error::malformed_xml(),
+            XmlError::NotImplemented(what) => S3Error::not_implemented(what),
+        }
     }
 }
 

@@ -6,26 +6,38 @@
 //! record to the master only when every chunk is durable. Reads stream chunks from one replica and
 //! fall over to another when one fails.
 //!
-//! - [`auth`]: SigV4 (header and presigned), `aws-chunked` bodies, flexible checksums.
-//! - [`s3`]: the request router and one file per operation family.
+//! - [`auth`]: SigV4 (header and presigned; parsing apart from verification), `aws-chunked`
+//!   bodies, flexible checksums, POST policies.
+//! - [`s3`]: the S3 handler: the typed router ([`s3::router`](mod@s3::router): every request is
+//!   parsed once into an [`s3::Endpoint`] that authorization and dispatch both match on), the
+//!   request and its body ([`s3::request`]), and one file per operation family.
 //! - [`data`]: the data path: chunked, pipelined uploads and replica-failover reads.
-//! - [`error`]: the S3 error type; [`xml`]: S3 documents; [`form`]: `multipart/form-data` bodies
-//!   (browser POST uploads).
+//! - [`error`]: the S3 error type, the one place a failure becomes an S3 code and status;
+//!   [`xml`]: S3 documents, written and read (with its own [`xml::XmlError`], so that it needs
+//!   nothing of [`error`]); [`form`]: `multipart/form-data` bodies (browser POST uploads).
+//! - [`keys`]: the cluster's access keys as this gateway knows them, and their reloads.
 //! - [`limits`]: bounds on what a client may send or hold (header size, requests in flight,
 //!   timeouts), each answered with the S3 error AWS gives.
 //! - [`ops`]: S3 request metrics and the read-only operations listener.
-//! - this file: configuration and the HTTP(S) listener.
+//! - this file: configuration, the [`Gateway`] every handler shares, upload leases and the
+//!   HTTP(S) listener.
+//!
+//! Calendar arithmetic (ISO 8601 dates of SigV4, policies and documents) is
+//! `tinydfs_proto::time`'s, shared with the other roles.
 
 pub mod auth;
 pub mod data;
 pub mod error;
 pub mod form;
+pub mod keys;
 pub mod limits;
 pub mod ops;
 #[cfg(test)]
 mod proptests;
 pub mod s3;
 pub mod xml;
+
+pub use keys::{reload_keys, KeyCache};
 
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -156,54 +168,6 @@ pub struct Gateway {
     pub cors: s3::cors::CorsCache,
 }
 
-/// The cluster's access keys as this gateway knows them. Fetches overlap (the periodic one,
-/// ones caused by requests), so each is numbered when it starts: an older fetch that answers
-/// late never replaces a newer one (a deleted key would come back), and grants this gateway
-/// made itself (the owner of a bucket it just created) survive fetches that started before them.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    pub keys: HashMap<String, tinydfs_proto::meta::AccessKey>,
-    installed: u64,
-    /// (fetches started when granted, key id, bucket)
-    local: Vec<(u64, String, String)>,
-}
-
-impl KeyCache {
-    /// Installs the keys a fetch numbered `seq` read, unless a newer fetch's are installed.
-    fn install(&mut self, seq: u64, keys: Vec<tinydfs_proto::meta::AccessKey>) {
-        if seq <= self.installed {
-            return;
-        }
-        self.installed = seq;
-        self.keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
-        // A fetch that started after a local grant has it already.
-        self.local.retain(|(granted, _, _)| *granted >= seq);
-        for (_, id, bucket) in self.local.clone() {
-            self.grant_owner(&id, &bucket);
-        }
-    }
-
-    fn grant_owner(&mut self, id: &str, bucket: &str) {
-        if let Some(k) = self.keys.get_mut(id) {
-            if !k.admin {
-                k.buckets
-                    .insert(bucket.to_string(), tinydfs_proto::meta::Permission::Owner);
-            }
-        }
-    }
-}
-
-impl Gateway {
-    /// Records that `key` created (so owns) `bucket`, before the next fetch tells it.
-    pub fn granted_owner(&self, key: &str, bucket: &str) {
-        let started = self.key_fetches.load(std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut c) = self.keys.write() {
-            c.local.push((started, key.to_string(), bucket.to_string()));
-            c.grant_owner(key, bucket);
-        }
-    }
-}
-
 /// An upload lease. Each upload holds an `Arc` of the lease its chunks are named under until it
 /// has committed them: a held lease is renewed, an unheld old one is left to expire, after
 /// which the master may collect its unreferenced chunks.
@@ -242,16 +206,6 @@ impl Gateway {
     pub fn hold_lease(&self) -> Option<Arc<UploadLease>> {
         let l = self.leases.lock().ok()?;
         l.current.as_ref().map(|(lease, _)| lease.clone())
-    }
-
-    /// The secret of an access key, if the key is known.
-    pub fn secret_for(&self, access_key: &str) -> Option<String> {
-        self.key(access_key).map(|k| k.secret)
-    }
-
-    /// An access key of the cluster.
-    pub fn key(&self, access_key: &str) -> Option<tinydfs_proto::meta::AccessKey> {
-        self.keys.read().ok()?.keys.get(access_key).cloned()
     }
 }
 
@@ -396,99 +350,6 @@ async fn renew_lease(gw: &Gateway) {
     }
 }
 
-/// Makes the configured key the cluster's first (administrator) key if it has none, then
-/// loads the keys; retries until a master answers.
-async fn load_keys(gw: &Gateway) {
-    use tinydfs_proto::meta::{AccessKey, MetaWrite};
-    let bootstrap = MetaWrite::PutKey {
-        key: AccessKey {
-            id: gw.config.access_key_id.clone(),
-            secret: gw.config.secret_access_key.clone(),
-            name: "bootstrap administrator".into(),
-            admin: true,
-            buckets: Default::default(),
-            created_ms: 0,
-        },
-        bootstrap: true,
-    };
-    loop {
-        match gw.master.write(bootstrap.clone()).await {
-            Ok(_) if fetch_keys(gw).await => {
-                // Only the first start's key is taken: a changed configured pair neither
-                // rotates nor revokes the stored one. Say so, rather than refuse it silently.
-                match gw.key(&gw.config.access_key_id) {
-                    None => tracing::error!(
-                        access_key = %gw.config.access_key_id,
-                        "the configured access key is not one of the cluster's keys and will be refused; manage keys with `tinydfs admin key`"
-                    ),
-                    Some(k) if k.secret != gw.config.secret_access_key => tracing::error!(
-                        access_key = %gw.config.access_key_id,
-                        "the configured secret differs from the cluster's for this key; the cluster's is the one accepted (rotate keys with `tinydfs admin key`)"
-                    ),
-                    Some(_) => {}
-                }
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the masters for the access keys yet")
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Replaces the cached keys by the masters' list; false if no master answered.
-async fn fetch_keys(gw: &Gateway) -> bool {
-    use tinydfs_proto::meta::{MetaRead, MetaReply};
-    let seq = gw
-        .key_fetches
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        + 1;
-    match gw.master.read(MetaRead::ListKeys).await {
-        Ok(MetaReply::Keys(keys)) => {
-            if let Ok(mut k) = gw.keys.write() {
-                k.install(seq, keys);
-            }
-            true
-        }
-        Ok(_) => false,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot refresh the access keys");
-            false
-        }
-    }
-}
-
-/// Shortest time between two reloads of the keys caused by requests (unknown key, refused
-/// permission), so that a stream of bad requests costs the masters little.
-const KEY_RELOAD_MIN_GAP: Duration = Duration::from_millis(250);
-
-/// Reloads the keys now, unless a request did so less than [`KEY_RELOAD_MIN_GAP`] ago; true if
-/// they were reloaded.
-pub async fn reload_keys(gw: &Gateway) -> bool {
-    {
-        let Ok(mut last) = gw.keys_reloaded.lock() else {
-            return false;
-        };
-        if last.is_some_and(|t| t.elapsed() < KEY_RELOAD_MIN_GAP) {
-            return false;
-        }
-        *last = Some(Instant::now());
-    }
-    fetch_keys(gw).await
-}
-
-/// Keeps the cached keys current: a new key works, and a deleted one stops working, within
-/// `key_refresh_ms`.
-async fn refresh_keys(gw: Arc<Gateway>) {
-    let every = Duration::from_millis(gw.config.key_refresh_ms.max(100));
-    loop {
-        tokio::time::sleep(every).await;
-        fetch_keys(&gw).await;
-    }
-}
-
 /// How often a gateway tells the masters it is alive (for the status report only).
 const GATEWAY_BEAT_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -583,10 +444,10 @@ pub async fn run(
     // that cannot reach a master yet still stops when told to.
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = async { take_lease(&gw).await; load_keys(&gw).await } => {}
+        _ = async { take_lease(&gw).await; keys::load_keys(&gw).await } => {}
         _ = &mut shutdown => return Ok(()),
     }
-    tokio::spawn(refresh_keys(gw.clone()));
+    tokio::spawn(keys::refresh_keys(gw.clone()));
     tokio::spawn(report_to_masters(gw.clone()));
     tokio::spawn(keep_leases(gw.clone()));
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
@@ -662,42 +523,5 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod key_cache_tests {
-    use super::KeyCache;
-    use tinydfs_proto::meta::{AccessKey, Permission};
-
-    fn key(id: &str) -> AccessKey {
-        AccessKey {
-            id: id.into(),
-            secret: "s".into(),
-            name: String::new(),
-            admin: false,
-            buckets: Default::default(),
-            created_ms: 0,
-        }
-    }
-
-    #[test]
-    fn a_late_older_fetch_never_replaces_a_newer_one_and_local_grants_survive() {
-        let mut c = KeyCache::default();
-        // Fetch 2 (after a key was deleted) answers before fetch 1 (from before).
-        c.install(2, vec![key("a")]);
-        c.install(1, vec![key("a"), key("deleted")]);
-        assert!(!c.keys.contains_key("deleted"));
-        // A bucket created when 2 fetches had started: kept over fetch 2's (older) answer...
-        c.local.push((2, "a".into(), "b".into()));
-        c.grant_owner("a", "b");
-        c.install(2, vec![key("a")]); // ignored: not newer
-        c.installed = 1;
-        c.install(2, vec![key("a")]);
-        assert_eq!(c.keys["a"].buckets.get("b"), Some(&Permission::Owner));
-        // ...and dropped once a fetch that started after it answers (it has the grant).
-        c.install(3, vec![key("a")]);
-        assert!(c.keys["a"].buckets.is_empty());
-        assert!(c.local.is_empty());
     }
 }

@@ -99,13 +99,12 @@ impl ChecksumAlgo {
         }
     }
 
-    /// The reflected CRC this algorithm is, as (width in bits, reflected polynomial); `None`
-    /// for the hashes. All three CRCs start from and end with all bits set.
-    fn crc(self) -> Option<(u32, u64)> {
+    /// The CRC this algorithm is, in crc-fast's catalogue; `None` for the hashes.
+    fn crc(self) -> Option<crc_fast::CrcAlgorithm> {
         match self {
-            Self::Crc32 => Some((32, 0xEDB8_8320)),
-            Self::Crc32c => Some((32, 0x82F6_3B78)),
-            Self::Crc64Nvme => Some((64, 0x9A6C_9329_AC4B_C9B5)),
+            Self::Crc32 => Some(crc_fast::CrcAlgorithm::Crc32IsoHdlc),
+            Self::Crc32c => Some(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            Self::Crc64Nvme => Some(crc_fast::CrcAlgorithm::Crc64Nvme),
             Self::Sha1 | Self::Sha256 => None,
         }
     }
@@ -206,47 +205,10 @@ impl ChecksumHasher {
     }
 }
 
-/// `a * b` modulo the CRC polynomial, both in the CRC's reflected bit order (the bit worth
-/// x^0 is the top bit of the `width`-bit value).
-fn mul_mod(a: u64, mut b: u64, width: u32, poly: u64) -> u64 {
-    let mut product = 0;
-    for i in (0..width).rev() {
-        if a >> i & 1 == 1 {
-            product ^= b;
-        }
-        // b *= x: one step right in reflected order, reduced by the polynomial.
-        b = if b & 1 == 1 { (b >> 1) ^ poly } else { b >> 1 };
-    }
-    product
-}
-
-/// x^(8 * `bytes`) modulo the polynomial, by squaring: O(log bytes) multiplications.
-fn x_pow_8n(bytes: u64, width: u32, poly: u64) -> u64 {
-    let one = 1u64 << (width - 1);
-    // x^8: the x^0 bit moved down eight places (width is at least 32).
-    let mut square = one >> 8;
-    let mut result = one;
-    let mut n = bytes;
-    while n > 0 {
-        if n & 1 == 1 {
-            result = mul_mod(result, square, width, poly);
-        }
-        square = mul_mod(square, square, width, poly);
-        n >>= 1;
-    }
-    result
-}
-
 /// The CRC of `A || B` from `crc(A)`, `crc(B)` and the length of `B`, for CRC32, CRC32C and
-/// CRC64NVME (`None` for the hashes).
-///
-/// For these CRCs (reflected, initial value and final XOR both all ones) the register after
-/// `A || B` is the register after `A`, multiplied by x^(8·len(B)) modulo the polynomial, plus
-/// (XOR) what `B` alone contributes; the initial value and final XOR cancel out, leaving
-/// `crc(A || B) = crc(A) · x^(8·len(B)) mod P  ⊕  crc(B)`.
+/// CRC64NVME (`None` for the hashes): crc-fast's combination, O(log len(B)).
 pub fn crc_combine(algo: ChecksumAlgo, crc_a: u64, crc_b: u64, len_b: u64) -> Option<u64> {
-    let (width, poly) = algo.crc()?;
-    Some(mul_mod(crc_a, x_pow_8n(len_b, width, poly), width, poly) ^ crc_b)
+    Some(crc_fast::checksum_combine(algo.crc()?, crc_a, crc_b, len_b))
 }
 
 /// The object checksum of a multipart upload from its parts' checksums (raw digests) and sizes,

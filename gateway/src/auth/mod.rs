@@ -2,6 +2,11 @@
 //! the `aws-chunked` body encoding with its chunk/trailer signatures, and the
 //! `x-amz-checksum-*` flexible checksums.
 //!
+//! - `sigv4`: what a request claims (`sigv4/parse.rs`), the canonical request
+//!   (`sigv4/canonical.rs`), and the verification of both against the keys and the clock.
+//! - `chunked`: the `aws-chunked` decoder; `checksum`: flexible checksums, whole and composite.
+//! - [`policy`]: the signed policies of browser form uploads; `error`: [`AuthError`].
+//!
 //! Typical use: [`verify`] the request head, then depending on
 //! [`Verified::payload`] either check the body with a [`Sha256Check`] or
 //! decode it with [`decode_aws_chunked`] (and check any trailing checksum

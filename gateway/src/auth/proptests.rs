@@ -3,10 +3,8 @@
 //! against a straightforward model signer. Case counts are kept moderate (CI runs them).
 
 use super::chunked::decode_aws_chunked;
-use super::sigv4::{
-    canonical_query, canonical_uri, hmac, parse_query, verify, Payload, SigningContext,
-    EMPTY_SHA256,
-};
+use super::sigv4::canonical::{canonical_query, canonical_uri, parse_query};
+use super::sigv4::{hmac, verify, Payload, SigningContext, EMPTY_SHA256};
 use super::AuthError;
 use bytes::Bytes;
 use futures_util::Stream;

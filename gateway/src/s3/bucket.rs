@@ -1,7 +1,7 @@
 //! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
 //! GetBucketVersioning, and canned bucket ACLs (Get/PutBucketAcl: `private`, `public-read`).
 
-use super::{xml_response, S3Request};
+use super::request::{xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
 use crate::xml::{self, elem};
 use crate::Gateway;

@@ -4,7 +4,9 @@
 //! inside the copied range, copying through this gateway only the bytes of the (at most two)
 //! chunks the range covers partly.
 
-use super::{bucket, multipart, object, xml_response, S3Request};
+use super::request::{xml_response, S3Request};
+use super::router::{parse_query, MAX_KEY_LEN};
+use super::{bucket, multipart, object};
 use crate::data;
 use crate::error::{S3Error, S3Result};
 use crate::xml::{self, elem};
@@ -34,7 +36,7 @@ pub fn parse_copy_source(value: &str) -> S3Result<(String, String)> {
         None => (value, None),
     };
     if let Some(q) = query {
-        for (k, v) in super::parse_query(Some(q)) {
+        for (k, v) in parse_query(Some(q)) {
             if k == "versionId" && v != "null" {
                 return Err(S3Error::new(
                     "NoSuchVersion",
@@ -52,7 +54,7 @@ pub fn parse_copy_source(value: &str) -> S3Result<(String, String)> {
     if bucket.is_empty() || key.is_empty() {
         return Err(bad());
     }
-    if key.len() > super::MAX_KEY_LEN {
+    if key.len() > MAX_KEY_LEN {
         return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
     }
     Ok((bucket.to_string(), key.to_string()))
@@ -98,7 +100,7 @@ async fn authorize_source(gw: &Gateway, req: &S3Request, src_bucket: &str) -> S3
     if bucket::is_public(gw, src_bucket).await? {
         return Ok(());
     }
-    Err(super::access_denied())
+    Err(S3Error::access_denied())
 }
 
 /// What a `x-amz-metadata-directive` or `x-amz-tagging-directive` header asks for: true for

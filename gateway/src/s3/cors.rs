@@ -8,10 +8,9 @@
 //! that a page's requests do not each cost a read from the masters; a change made through
 //! another gateway takes effect within that time (at once on the gateway that made it).
 
-use super::lifecycle::{parse_tree, read_verified_body, Node};
-use super::{xml_response, S3Request};
+use super::request::{read_verified_body, xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
-use crate::xml::{self, elem};
+use crate::xml::{self, elem, parse_tree, Node};
 use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method};

@@ -6,24 +6,18 @@
 //! else S3's rule language has (tag and size filters, transitions, noncurrent versions) is
 //! refused with 501 NotImplemented naming the element, never stored and silently ignored.
 
-use super::{xml_response, S3Request, MAX_XML_BODY};
-use crate::auth::{ChecksumAlgo, ChecksumHasher, Payload};
+use super::request::{read_verified_body, xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
-use crate::xml::{self, elem};
+use crate::xml::{self, elem, parse_tree, Node};
 use crate::Gateway;
 use axum::body::Body;
 use axum::response::Response;
-use base64::Engine;
-use futures_util::StreamExt;
-use md5::{Digest, Md5};
 use std::collections::HashSet;
 use tinydfs_proto::meta::{LifecycleRule, MetaRead, MetaReply, MetaWrite, MAX_LIFECYCLE_RULES};
-use tinydfs_proto::time::iso8601;
+use tinydfs_proto::time::{iso8601, parse_iso8601_date, SECS_PER_DAY};
 
 /// Longest rule ID S3 accepts, in characters.
 pub const MAX_RULE_ID_LEN: usize = 255;
-/// Deepest element nesting read from a configuration document (S3's rules nest four deep).
-const MAX_DEPTH: usize = 16;
 
 /// PutBucketLifecycleConfiguration: replaces the bucket's rules.
 pub async fn put(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
@@ -77,176 +71,6 @@ pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
         .status(204)
         .body(Body::empty())
         .unwrap_or_default())
-}
-
-/// Reads the (small) body and checks its integrity as S3 does for this operation: it needs
-/// `Content-MD5`, an `x-amz-checksum-*` (header or trailer) or a signed payload, and every one
-/// given must match.
-pub(super) async fn read_verified_body(req: &mut S3Request) -> S3Result<Vec<u8>> {
-    let content_md5 = match req.header("content-md5") {
-        None => None,
-        Some(v) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-                .filter(|d| d.len() == 16)
-                .ok_or_else(|| {
-                    S3Error::new(
-                        "InvalidDigest",
-                        400,
-                        "The Content-MD5 you specified was invalid.",
-                    )
-                })?,
-        ),
-    };
-    let mut checks: Vec<(ChecksumHasher, String)> = Vec::new();
-    for (name, value) in &req.headers {
-        if let Some(algo) = ChecksumAlgo::from_header_name(name.as_str()) {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            checks.push((ChecksumHasher::new(algo), value));
-        }
-    }
-    let trailer_algo = req
-        .header("x-amz-trailer")
-        .and_then(|t| ChecksumAlgo::from_header_name(t.trim()));
-    let signed = matches!(
-        req.auth.payload,
-        Payload::Sha256(_) | Payload::StreamingSigned { .. }
-    );
-    if content_md5.is_none() && checks.is_empty() && trailer_algo.is_none() && !signed {
-        return Err(S3Error::invalid_request(
-            "Missing required header for this request: Content-MD5",
-        ));
-    }
-    let (mut stream, trailers) = req.take_body();
-    let mut body = Vec::new();
-    while let Some(b) = stream.next().await {
-        body.extend_from_slice(&b?);
-        if body.len() > MAX_XML_BODY {
-            return Err(S3Error::new(
-                "MaxMessageLengthExceeded",
-                400,
-                "Your request was too big.",
-            ));
-        }
-    }
-    if let Some(want) = content_md5 {
-        if Md5::digest(&body).as_slice() != want.as_slice() {
-            return Err(S3Error::new(
-                "BadDigest",
-                400,
-                "The Content-MD5 you specified did not match what we received.",
-            ));
-        }
-    }
-    for (mut h, expected) in checks {
-        h.update(&body);
-        h.verify(&expected)?;
-    }
-    if let Some(algo) = trailer_algo {
-        let value = trailers.get(algo.header_name()).ok_or_else(|| {
-            S3Error::invalid_request(format!(
-                "the trailer {} was announced but not sent",
-                algo.header_name()
-            ))
-        })?;
-        let mut h = ChecksumHasher::new(algo);
-        h.update(&body);
-        h.verify(&value)?;
-    }
-    Ok(body)
-}
-
-/// An element of a request document: its local name, its text and its child elements.
-#[derive(Debug, Default)]
-pub(super) struct Node {
-    pub name: String,
-    pub text: String,
-    pub children: Vec<Node>,
-}
-
-/// Reads a document into a tree of elements; anything not well-formed is MalformedXML.
-pub(super) fn parse_tree(body: &[u8]) -> S3Result<Node> {
-    use quick_xml::events::Event;
-    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml())?;
-    let mut reader = quick_xml::Reader::from_str(text);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
-    let open = |e: &quick_xml::events::BytesStart| -> S3Result<Node> {
-        let name = std::str::from_utf8(e.local_name().as_ref())
-            .map_err(|_| S3Error::malformed_xml())?
-            .to_string();
-        Ok(Node {
-            name,
-            ..Default::default()
-        })
-    };
-    loop {
-        let event = reader.read_event().map_err(|_| S3Error::malformed_xml())?;
-        let closed = match event {
-            Event::Start(e) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(S3Error::malformed_xml());
-                }
-                stack.push(open(&e)?);
-                None
-            }
-            Event::Empty(e) => Some(open(&e)?),
-            Event::End(_) => Some(stack.pop().ok_or_else(S3Error::malformed_xml)?),
-            Event::Text(t) => {
-                let t = t.unescape().map_err(|_| S3Error::malformed_xml())?;
-                match stack.last_mut() {
-                    Some(top) => top.text.push_str(&t),
-                    None if t.trim().is_empty() => {}
-                    None => return Err(S3Error::malformed_xml()),
-                }
-                None
-            }
-            Event::CData(c) => {
-                let raw = c.into_inner();
-                let t = std::str::from_utf8(&raw).map_err(|_| S3Error::malformed_xml())?;
-                stack
-                    .last_mut()
-                    .ok_or_else(S3Error::malformed_xml)?
-                    .text
-                    .push_str(t);
-                None
-            }
-            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => None,
-            Event::Eof => break,
-        };
-        if let Some(node) = closed {
-            match stack.last_mut() {
-                Some(parent) => parent.children.push(node),
-                None if root.is_none() => root = Some(node),
-                None => return Err(S3Error::malformed_xml()),
-            }
-        }
-    }
-    if !stack.is_empty() {
-        return Err(S3Error::malformed_xml());
-    }
-    root.ok_or_else(S3Error::malformed_xml)
-}
-
-impl Node {
-    /// A container's text must be blank (only whitespace between its children).
-    pub(super) fn check_container(&self) -> S3Result<()> {
-        if self.text.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(S3Error::malformed_xml())
-        }
-    }
-
-    /// A leaf's text; a leaf with children is MalformedXML.
-    pub(super) fn leaf(&self) -> S3Result<&str> {
-        if self.children.is_empty() {
-            Ok(&self.text)
-        } else {
-            Err(S3Error::malformed_xml())
-        }
-    }
 }
 
 /// Sets an element that may appear once.
@@ -439,17 +263,6 @@ fn parse_expiration(e: &Node, rule: &mut LifecycleRule) -> S3Result<()> {
     Ok(())
 }
 
-/// Days from 1970-01-01 to a civil date (proleptic Gregorian; Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// An `Expiration/Date`: ISO 8601, which S3 requires to be midnight UTC
 /// (`2030-01-01T00:00:00Z`, `2030-01-01T00:00:00.000Z`, `2030-01-01`). Epoch milliseconds.
 pub fn parse_midnight(s: &str) -> S3Result<u64> {
@@ -458,21 +271,8 @@ pub fn parse_midnight(s: &str) -> S3Result<u64> {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
-    let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
-    if !digits(y, 4) || !digits(m, 2) || !digits(d, 2) {
-        return Err(bad());
-    }
-    let (y, m, d): (i64, i64, i64) = (
-        y.parse().map_err(|_| bad())?,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
+    // A day beyond its month (2030-02-30) and days before 1970 are refused too.
+    let days = parse_iso8601_date(date).ok_or_else(bad)?;
     if let Some(t) = time {
         let t = t
             .strip_suffix('Z')
@@ -486,16 +286,7 @@ pub fn parse_midnight(s: &str) -> S3Result<u64> {
             return Err(bad());
         }
     }
-    let days = days_from_civil(y, m, d);
-    if !(1..=12).contains(&m) || days < 0 {
-        return Err(bad());
-    }
-    let ms = days as u64 * 86_400_000;
-    // A day beyond its month (2030-02-30) does not survive the round trip.
-    if !iso8601(ms).starts_with(date) {
-        return Err(bad());
-    }
-    Ok(ms)
+    Ok(days * SECS_PER_DAY * 1000)
 }
 
 /// The configuration document GetBucketLifecycleConfiguration returns.
@@ -548,183 +339,4 @@ pub(crate) fn render(rules: &[LifecycleRule]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn doc(rules: &str) -> Vec<u8> {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LifecycleConfiguration xmlns=\"{}\">{rules}</LifecycleConfiguration>",
-            xml::NS
-        )
-        .into_bytes()
-    }
-
-    fn code(body: &[u8]) -> (&'static str, u16) {
-        match parse_configuration(body) {
-            Ok(r) => panic!("accepted: {r:?}"),
-            Err(e) => (e.code, e.status.as_u16()),
-        }
-    }
-
-    #[test]
-    fn parses_the_supported_rules_and_renders_them_back() {
-        let body = doc(concat!(
-            "<Rule><ID>logs</ID><Filter><Prefix>logs/ a&amp;b</Prefix></Filter><Status>Enabled</Status>",
-            "<Expiration><Days>30</Days></Expiration></Rule>",
-            "<Rule><ID>old</ID><Prefix>tmp/</Prefix><Status>Disabled</Status>",
-            "<AbortIncompleteMultipartUpload><DaysAfterInitiation>7</DaysAfterInitiation></AbortIncompleteMultipartUpload>",
-            "<Expiration><Date>2030-01-01T00:00:00Z</Date></Expiration></Rule>",
-            "<Rule>\n  <Filter/>\n  <Status>Enabled</Status><Expiration><ExpiredObjectDeleteMarker>true</ExpiredObjectDeleteMarker></Expiration></Rule>",
-        ));
-        let rules = parse_configuration(&body).unwrap();
-        assert_eq!(rules.len(), 3);
-        assert_eq!(
-            rules[0],
-            LifecycleRule {
-                id: Some("logs".into()),
-                enabled: true,
-                prefix: Some("logs/ a&b".into()),
-                expiration_days: Some(30),
-                ..Default::default()
-            }
-        );
-        assert_eq!(
-            rules[1],
-            LifecycleRule {
-                id: Some("old".into()),
-                enabled: false,
-                prefix: Some("tmp/".into()),
-                legacy_prefix: true,
-                expiration_date_ms: Some(1_893_456_000_000),
-                abort_incomplete_days: Some(7),
-                ..Default::default()
-            }
-        );
-        assert_eq!(rules[2].prefix, None);
-        assert_eq!(rules[2].expired_object_delete_marker, Some(true));
-        assert_eq!(
-            rules[2].id.as_ref().map(String::len),
-            Some(32),
-            "named by us"
-        );
-        // What GET renders parses back to the same rules.
-        assert_eq!(
-            parse_configuration(render(&rules).as_bytes()).unwrap(),
-            rules
-        );
-    }
-
-    #[test]
-    fn refuses_what_s3_refuses() {
-        let rule = |inner: &str| doc(&format!("<Rule>{inner}</Rule>"));
-        let exp = "<Expiration><Days>1</Days></Expiration>";
-        for (body, want) in [
-            (b"<LifecycleConfiguration><Rule>".to_vec(), ("MalformedXML", 400)),
-            (b"not xml".to_vec(), ("MalformedXML", 400)),
-            (doc(""), ("MalformedXML", 400)),
-            (b"<Other/>".to_vec(), ("MalformedXML", 400)),
-            (rule(&format!("<Filter/>{exp}")), ("MalformedXML", 400)),
-            (rule(&format!("<Status>On</Status><Filter/>{exp}")), ("MalformedXML", 400)),
-            (rule(&format!("<Status>Enabled</Status>{exp}")), ("MalformedXML", 400)),
-            (
-                rule(&format!("<Status>Enabled</Status><Filter/><Prefix/>{exp}")),
-                ("MalformedXML", 400),
-            ),
-            (rule(&format!("<Status>Enabled</Status><Filter/><Bogus/>{exp}")), ("MalformedXML", 400)),
-            (
-                rule("<Status>Enabled</Status><Filter/><Expiration><Days>x</Days></Expiration>"),
-                ("MalformedXML", 400),
-            ),
-            (
-                rule("<Status>Enabled</Status><Filter/><Expiration><Days>1</Days><Date>2030-01-01T00:00:00Z</Date></Expiration>"),
-                ("MalformedXML", 400),
-            ),
-            (rule("<Status>Enabled</Status><Filter/>"), ("InvalidRequest", 400)),
-            (
-                rule("<Status>Enabled</Status><Filter/><Expiration><Days>0</Days></Expiration>"),
-                ("InvalidArgument", 400),
-            ),
-            (
-                rule("<Status>Enabled</Status><Filter/><AbortIncompleteMultipartUpload><DaysAfterInitiation>-1</DaysAfterInitiation></AbortIncompleteMultipartUpload>"),
-                ("InvalidArgument", 400),
-            ),
-            (
-                rule("<Status>Enabled</Status><Filter/><Expiration><Date>2030-01-01T10:00:00Z</Date></Expiration>"),
-                ("InvalidArgument", 400),
-            ),
-            (
-                rule("<Status>Enabled</Status><Filter/><Expiration><Date>2030-02-30T00:00:00Z</Date></Expiration>"),
-                ("InvalidArgument", 400),
-            ),
-            (
-                rule(&format!("<ID>{}</ID><Status>Enabled</Status><Filter/>{exp}", "x".repeat(256))),
-                ("InvalidArgument", 400),
-            ),
-            (
-                doc(&format!(
-                    "<Rule><ID>a</ID><Status>Enabled</Status><Filter/>{exp}</Rule><Rule><ID>a</ID><Status>Enabled</Status><Filter/>{exp}</Rule>"
-                )),
-                ("InvalidArgument", 400),
-            ),
-            (
-                rule(&format!("<Status>Enabled</Status><Filter><Tag><Key>k</Key><Value>v</Value></Tag></Filter>{exp}")),
-                ("NotImplemented", 501),
-            ),
-            (
-                rule(&format!("<Status>Enabled</Status><Filter><ObjectSizeGreaterThan>5</ObjectSizeGreaterThan></Filter>{exp}")),
-                ("NotImplemented", 501),
-            ),
-            (
-                rule("<Status>Enabled</Status><Filter/><Transition><Days>1</Days><StorageClass>GLACIER</StorageClass></Transition>"),
-                ("NotImplemented", 501),
-            ),
-            (
-                rule("<Status>Enabled</Status><Filter/><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration>"),
-                ("NotImplemented", 501),
-            ),
-        ] {
-            assert_eq!(code(&body), want, "{}", String::from_utf8_lossy(&body));
-        }
-        let many: String = (0..=MAX_LIFECYCLE_RULES)
-            .map(|i| format!("<Rule><ID>{i}</ID><Status>Enabled</Status><Filter/>{exp}</Rule>"))
-            .collect();
-        assert_eq!(code(&doc(&many)), ("MalformedXML", 400));
-        let most: String = (0..MAX_LIFECYCLE_RULES)
-            .map(|i| format!("<Rule><ID>{i}</ID><Status>Enabled</Status><Filter/>{exp}</Rule>"))
-            .collect();
-        assert_eq!(
-            parse_configuration(&doc(&most)).unwrap().len(),
-            MAX_LIFECYCLE_RULES
-        );
-    }
-
-    #[test]
-    fn unsupported_elements_are_named() {
-        let body = doc("<Rule><Status>Enabled</Status><Filter><And><Prefix>a</Prefix></And></Filter><Expiration><Days>1</Days></Expiration></Rule>");
-        let e = parse_configuration(&body).unwrap_err();
-        assert!(e.message.contains("And"), "{}", e.message);
-    }
-
-    #[test]
-    fn dates_must_be_midnight_utc() {
-        assert_eq!(parse_midnight("1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(parse_midnight("2000-03-01").unwrap(), 951_868_800_000);
-        assert_eq!(
-            parse_midnight("2030-01-01T00:00:00.000Z").unwrap(),
-            1_893_456_000_000
-        );
-        assert!(parse_midnight("2030-01-01T00:00:00+00:00").is_ok());
-        for bad in [
-            "2030-01-01T00:00:01Z",
-            "2030-01-01T00:00:00+01:00",
-            "2030-13-01",
-            "2029-02-29",
-            "30-01-01",
-            "",
-            "1969-12-31",
-        ] {
-            assert!(parse_midnight(bad).is_err(), "{bad}");
-        }
-        assert!(parse_midnight("2028-02-29").is_ok());
-    }
-}
+mod tests;

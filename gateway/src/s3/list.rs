@@ -2,7 +2,7 @@
 //! file handles parameters, continuation tokens and `encoding-type=url`, and [`encode`]s the
 //! answer (a pure function, so that `benches/hot.rs` can time it).
 
-use super::{xml_response, S3Request};
+use super::request::{xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
 use crate::xml::{self, elem};
 use crate::Gateway;

@@ -8,7 +8,7 @@
 //! the CRC of the whole object combined from the parts' CRCs (see `auth::checksum`).
 
 use super::object::{attrs_from, receive_with, write_condition};
-use super::{xml_response, S3Request};
+use super::request::{xml_response, S3Request};
 use crate::auth::{combine_parts, ChecksumAlgo};
 use crate::error::{S3Error, S3Result};
 use crate::xml::{self, elem};

@@ -7,7 +7,9 @@
 //! after it are ignored, as on S3. The object is committed only when the file ended inside the
 //! policy's `content-length-range`.
 
-use super::{object, xml_response, S3Request, MAX_KEY_LEN};
+use super::request::{xml_response, S3Request};
+use super::router::{Endpoint, MAX_KEY_LEN};
+use super::{access, object};
 use crate::auth::policy::{self, PolicyError};
 use crate::auth::AuthError;
 use crate::data;
@@ -40,15 +42,6 @@ const HEADER_FIELDS: &[&str] = &[
     "content-encoding",
     "expires",
 ];
-
-/// Whether a request is a form upload (its body is `multipart/form-data`).
-pub fn is_form_upload(headers: &HeaderMap) -> bool {
-    headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
-}
 
 fn malformed() -> S3Error {
     S3Error::new(
@@ -256,7 +249,7 @@ pub async fn post_object(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Respo
 
     // Authentication: the policy's signature, then the signing key's right to write.
     if !fields.contains_key("policy") && !fields.contains_key("x-amz-signature") {
-        return Err(super::access_denied());
+        return Err(S3Error::access_denied());
     }
     if fields.contains_key("awsaccesskeyid") || fields.contains_key("signature") {
         return Err(AuthError::Unsupported(
@@ -270,9 +263,12 @@ pub async fn post_object(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Respo
         signed = verify();
     }
     let access_key = signed?;
-    if super::authorize(&gw, &access_key, Some(&bucket), "PostObject").is_err() {
+    let endpoint = Endpoint::PostObject {
+        bucket: bucket.clone(),
+    };
+    if access::authorize(&gw, &access_key, &endpoint).is_err() {
         crate::reload_keys(&gw).await;
-        super::authorize(&gw, &access_key, Some(&bucket), "PostObject")?;
+        access::authorize(&gw, &access_key, &endpoint)?;
     }
 
     // The key, with the file's name for `${filename}`.
@@ -462,27 +458,6 @@ const QUERY_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Method;
-
-    #[test]
-    fn form_uploads_are_recognized_and_named() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "content-type",
-            "multipart/form-data; boundary=abc".parse().unwrap(),
-        );
-        assert!(is_form_upload(&h));
-        assert_eq!(
-            super::super::operation(&Method::POST, true, false, &[], &h),
-            "PostObject"
-        );
-        assert_eq!(
-            super::super::needed("PostObject"),
-            Some(tinydfs_proto::meta::Permission::Write)
-        );
-        h.insert("content-type", "application/xml".parse().unwrap());
-        assert!(!is_form_upload(&h));
-    }
 
     #[test]
     fn unsupported_fields_are_refused() {

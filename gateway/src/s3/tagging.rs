@@ -6,10 +6,9 @@
 //! 128 characters and values of at most 256, unique keys, letters, digits, spaces and
 //! `+ - = . _ : / @` only, no `aws:` prefix. A breach is `400 InvalidTag`.
 
-use super::lifecycle::{parse_tree, read_verified_body, Node};
-use super::{xml_response, S3Request};
+use super::request::{read_verified_body, xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
-use crate::xml::{self, elem};
+use crate::xml::{self, elem, parse_tree, Node};
 use crate::Gateway;
 use axum::body::Body;
 use axum::response::Response;

@@ -4,7 +4,7 @@
 //! feature (Object Lock headers), the answer is AWS's. docs/S3-OPERATIONS.md lists every
 //! operation with its status.
 
-use super::S3Request;
+use super::request::S3Request;
 use crate::error::{S3Error, S3Result};
 use axum::http::Method;
 
@@ -163,7 +163,7 @@ mod tests {
             method: m,
             bucket: Some("b".into()),
             key: key.map(str::to_string),
-            query: super::super::parse_query(Some(query)),
+            query: super::super::router::parse_query(Some(query)),
             headers: h,
             auth: Verified::anonymous(),
             body: std::sync::Mutex::new(None),
