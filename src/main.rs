@@ -4,8 +4,13 @@
 //!   overriding it).
 //! - `server`: a complete local cluster under one data folder, each node its own child process.
 //! - `health ADDR`: exit 0 when the node at ADDR answers (container health checks).
-//! - `admin status`: the cluster as the master sees it.
+//! - `admin ...`: status, fsck, decommission, rebalance, backup, keys, master membership.
+//! - `bench`: measures an S3 endpoint.
+//!
+//! Files: `main.rs` (command line, role configurations), `server.rs` (the local cluster and its
+//! readiness contract), `admin/` (one file per admin command family), `bench.rs`.
 
+mod admin;
 mod bench;
 mod server;
 
@@ -68,55 +73,7 @@ enum Cmd {
     /// Administer a running cluster.
     Admin {
         #[command(subcommand)]
-        cmd: AdminCmd,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCmd {
-    /// Nodes with role, address, state and process id; chunk and object counts.
-    Status(server::StatusArgs),
-    /// Change the master group.
-    Master {
-        #[command(subcommand)]
-        cmd: MasterCmd,
-    },
-    /// Check every object's chunks; exit 0 when healthy, 1 when not, 2 when it cannot tell.
-    Fsck(server::FsckArgs),
-    /// Drain a chunkserver (by id or address) so that it can be removed without losing data.
-    Decommission(server::DecommissionArgs),
-    /// Even out chunkserver usage, e.g. after adding chunkservers.
-    Rebalance(server::RebalanceArgs),
-    /// Write a consistent copy of the master metadata to FILE (restore: `master --restore`).
-    Backup(server::BackupArgs),
-    /// Buckets with their owner, object count and size.
-    Buckets(server::BucketsArgs),
-    /// Create, list, change and delete S3 access keys.
-    Key {
-        #[command(subcommand)]
-        cmd: server::KeyCmd,
-    },
-}
-
-#[derive(Subcommand)]
-enum MasterCmd {
-    /// Add a master (started with `tinydfs master --join`) to the running group.
-    Add {
-        /// The new master's Raft id (never one used before).
-        #[arg(long)]
-        id: u64,
-        /// The new master's internal address.
-        #[arg(long)]
-        addr: String,
-        #[command(flatten)]
-        target: server::Target,
-    },
-    /// Remove a master from the group; its id is retired.
-    Remove {
-        #[arg(long)]
-        id: u64,
-        #[command(flatten)]
-        target: server::Target,
+        cmd: admin::AdminCmd,
     },
 }
 
@@ -524,14 +481,17 @@ fn main() {
         match cli.cmd {
             Cmd::Master(a) => {
                 follow_parent();
+                server::wait_for_start_gate();
                 tinydfs_master::run(master_config(a)?, shutdown_signal()).await
             }
             Cmd::Chunkserver(a) => {
                 follow_parent();
+                server::wait_for_start_gate();
                 tinydfs_chunkserver::run(chunkserver_config(a)?, shutdown_signal()).await
             }
             Cmd::Gateway(a) => {
                 follow_parent();
+                server::wait_for_start_gate();
                 tinydfs_gateway::run(gateway_config(a)?, shutdown_signal()).await
             }
             Cmd::Server(a) => server::run(a, &cli.log_format).await,
@@ -541,47 +501,7 @@ fn main() {
                 internal_ca,
             } => health(&addr, timeout, internal_ca.as_deref()).await,
             Cmd::Bench(a) => bench::bench(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Status(a),
-            } => server::status(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Fsck(a),
-            } => server::fsck(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Decommission(a),
-            } => server::decommission(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Rebalance(a),
-            } => server::rebalance(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Backup(a),
-            } => server::backup(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Buckets(a),
-            } => server::buckets(a).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Key { cmd },
-            } => server::key(cmd).await,
-            Cmd::Admin {
-                cmd: AdminCmd::Master { cmd },
-            } => {
-                let (change, target) = match cmd {
-                    MasterCmd::Add { id, addr, target } => (
-                        tinydfs_proto::meta::MembershipChange::Add { id, addr },
-                        target,
-                    ),
-                    MasterCmd::Remove { id, target } => {
-                        (tinydfs_proto::meta::MembershipChange::Remove { id }, target)
-                    }
-                };
-                let voters = target
-                    .client()?
-                    .change_members(&change)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("membership change failed: {e}"))?;
-                println!("masters: {voters:?}");
-                Ok(())
-            }
+            Cmd::Admin { cmd } => admin::run(cmd).await,
         }
     });
     if let Err(e) = result {

@@ -1,4 +1,26 @@
-//! `tinydfs server` (a local cluster of child processes) and `tinydfs admin status`.
+//! `tinydfs server`: a complete local cluster under one data folder, each node a child process
+//! of this one, supervised until Ctrl-C or SIGTERM (a child that dies is reported, not
+//! restarted). Addresses, the cluster secret, the S3 credentials and, with `--internal-tls`, the
+//! internal certificates are chosen once and kept in the data folder.
+//!
+//! # When the cluster is ready
+//!
+//! The nodes start in an order scripts can rely on:
+//!
+//! 1. the masters, then the chunkservers, each waited for until it answers its health check;
+//!    then until every chunkserver has registered with the master group;
+//! 2. the gateway's process, held before it opens any port (see [`wait_for_start_gate`]);
+//! 3. `DATA_DIR/cluster.json`, written atomically (a temporary file renamed over it) with every
+//!    node's name, role, address, operations address and process id, the gateway's included;
+//!    only then is the gateway let go;
+//! 4. once the gateway answers on the S3 address, the line `tinydfs is running: S3 endpoint
+//!    URL (region REGION)` on standard output, followed by the data folder, the nodes and the
+//!    credentials, and flushed.
+//!
+//! So whoever finds the S3 port answering, or reads a line starting `tinydfs is running`, finds
+//! the complete `cluster.json` of this run. The file's presence alone means nothing: one left by
+//! an earlier run in the same folder stays until this run replaces it. When start-up fails, the
+//! nodes started are stopped and `tinydfs server` exits non-zero without printing the line.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -16,6 +38,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Version of `cluster.json`.
 const CLUSTER_FILE_VERSION: u16 = 1;
+/// Set in the environment of a node that must wait, before it starts, until its standard input
+/// closes: `server` holds the gateway this way until `cluster.json` names it.
+const START_GATE_ENV: &str = "TINYDFS_START_GATE";
 
 #[derive(Args)]
 pub struct ServerArgs {
@@ -349,6 +374,7 @@ fn spawn(
     secret: &str,
     log_format: &str,
     creds: Option<&Credentials>,
+    gated: bool,
 ) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
     let logs = dir.join("logs");
@@ -362,9 +388,15 @@ fn spawn(
         .env("TINYDFS_CLUSTER_SECRET", secret)
         .env("TINYDFS_LOG_FORMAT", log_format)
         .env("TINYDFS_PARENT_PID", std::process::id().to_string())
-        .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    if gated {
+        // Held until this end of the pipe closes (`Child::stdin` dropped).
+        cmd.env(START_GATE_ENV, "1")
+            .stdin(std::process::Stdio::piped());
+    } else {
+        cmd.stdin(std::process::Stdio::null());
+    }
     if let Some(c) = creds {
         cmd.env("TINYDFS_ACCESS_KEY_ID", &c.access_key_id)
             .env("TINYDFS_SECRET_ACCESS_KEY", &c.secret_access_key);
@@ -376,6 +408,21 @@ fn spawn(
     })
 }
 
+/// Waits until `server` lets this node start (its standard input closes), if it was started
+/// held ([`START_GATE_ENV`] set to `1` by a `server` parent, `TINYDFS_PARENT_PID`); returns at
+/// once otherwise, so that the variable leaking into an operator's environment cannot hold a
+/// node started by hand. Should `server` die meanwhile, the pipe closes as well, and the
+/// parent-death signal set before this ends the node.
+pub fn wait_for_start_gate() {
+    let held = std::env::var_os(START_GATE_ENV).is_some_and(|v| v == "1")
+        && std::env::var_os("TINYDFS_PARENT_PID").is_some();
+    if held {
+        tracing::info!("held by the start gate until `server` has written cluster.json");
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    }
+}
+
+/// Writes `cluster.json` atomically: readers find the previous file or the new one, whole.
 fn write_cluster_file(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
     let tmp = dir.join("cluster.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(file)?)?;
@@ -383,7 +430,7 @@ fn write_cluster_file(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the local cluster until Ctrl-C or SIGTERM; a child that dies is reported, not restarted.
+/// Runs the local cluster until Ctrl-C or SIGTERM, in the start-up order of the module doc.
 pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     if a.chunkservers == 0 {
         bail!("--chunkservers must be at least 1");
@@ -415,7 +462,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     // and for this process's own master client.
     let internal = if a.internal_tls {
         let (ca, cert, key) = internal_tls_files(&dir)?;
-        tinydfs_proto::client::use_internal_tls(&ca)?;
+        tinydfs_proto::tls::use_internal_tls(&ca)?;
         Some((ca, cert, key))
     } else {
         None
@@ -432,6 +479,12 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         ],
         None => Vec::new(),
     };
+    let scheme = if a.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://{}", a.s3_addr);
     let mut children: Vec<Spawned> = Vec::new();
     let mut nodes: Vec<LocalNode> = Vec::new();
     let result = async {
@@ -474,7 +527,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             }
             args.extend(node_tls.iter().cloned());
             args.extend(a.master_arg.iter().cloned());
-            let mut m = spawn(&dir, &name, &args, &secret, log_format, None)?;
+            let mut m = spawn(&dir, &name, &args, &secret, log_format, None, false)?;
             wait_healthy(addr, &mut m.child, &name, ca).await?;
             nodes.push(LocalNode {
                 name,
@@ -509,7 +562,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             }
             args.extend(node_tls.iter().cloned());
             args.extend(a.chunkserver_arg.iter().cloned());
-            let mut c = spawn(&dir, &name, &args, &secret, log_format, None)?;
+            let mut c = spawn(&dir, &name, &args, &secret, log_format, None, false)?;
             wait_healthy(&addr, &mut c.child, &name, ca).await?;
             nodes.push(LocalNode {
                 name,
@@ -520,6 +573,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             });
             children.push(c);
         }
+        wait_registered(&master_addrs, &secret, a.chunkservers).await?;
         let gateway_ops = ports.take()?;
         let mut args = vec![
             "gateway".to_string(),
@@ -556,12 +610,16 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         if let Some(d) = &a.domain {
             args.extend(["--domain".into(), d.clone()]);
         }
-        let mut g = spawn(&dir, "gateway-1", &args, &secret, log_format, Some(&creds))?;
-        if a.tls_cert.is_none() {
-            wait_healthy(&a.s3_addr, &mut g.child, "gateway-1", None).await?;
-        } else {
-            wait_listening(&a.s3_addr, &mut g.child).await?;
-        }
+        let mut g = spawn(
+            &dir,
+            "gateway-1",
+            &args,
+            &secret,
+            log_format,
+            Some(&creds),
+            true,
+        )?;
+        let gate = g.child.stdin.take();
         nodes.push(LocalNode {
             name: g.name.clone(),
             role: "gateway".into(),
@@ -570,25 +628,30 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             ops_addr: gateway_ops,
         });
         children.push(g);
-        wait_registered(&master_addrs, &secret, a.chunkservers).await?;
+        write_cluster_file(
+            &dir,
+            &ClusterFile {
+                version: CLUSTER_FILE_VERSION,
+                s3_endpoint: endpoint.clone(),
+                masters: master_addrs.clone(),
+                server_pid: std::process::id(),
+                nodes: nodes.clone(),
+                internal_ca: ca.map(Path::to_path_buf),
+            },
+        )?;
+        drop(gate);
+        let g = children
+            .last_mut()
+            .context("the gateway was just started")?;
+        if a.tls_cert.is_none() {
+            wait_healthy(&a.s3_addr, &mut g.child, "gateway-1", None).await?;
+        } else {
+            wait_listening(&a.s3_addr, &mut g.child).await?;
+        }
         anyhow::Ok(())
     }
     .await;
-    let scheme = if a.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let endpoint = format!("{scheme}://{}", a.s3_addr);
-    let file = ClusterFile {
-        version: CLUSTER_FILE_VERSION,
-        s3_endpoint: endpoint.clone(),
-        masters: master_addrs.clone(),
-        server_pid: std::process::id(),
-        nodes: nodes.clone(),
-        internal_ca: ca.map(Path::to_path_buf),
-    };
-    if let Err(e) = result.and_then(|_| write_cluster_file(&dir, &file)) {
+    if let Err(e) = result {
         stop_all(children).await;
         return Err(e.context(format!("logs are in {}", dir.join("logs").display())));
     }
@@ -734,590 +797,4 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
     }
-}
-
-/// Which cluster an admin command talks to.
-#[derive(Args)]
-pub struct Target {
-    /// Internal addresses of the masters (comma-separated).
-    #[arg(long, env = "TINYDFS_MASTERS", value_delimiter = ',')]
-    master: Option<Vec<String>>,
-    /// Data folder of a local `tinydfs server` (finds the masters and the secret there).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long, env = "TINYDFS_CLUSTER_SECRET", hide_env_values = true)]
-    cluster_secret: Option<String>,
-    /// The CA of the masters' internal TLS certificates (found in the data folder of a local
-    /// cluster started with --internal-tls).
-    #[arg(long, env = "TINYDFS_INTERNAL_CA")]
-    internal_ca: Option<PathBuf>,
-}
-
-impl Target {
-    fn local(&self) -> anyhow::Result<Option<ClusterFile>> {
-        match &self.data_dir {
-            Some(d) => {
-                let text = std::fs::read_to_string(d.join("cluster.json"))
-                    .with_context(|| format!("no running local cluster in {}", d.display()))?;
-                Ok(Some(serde_json::from_str(&text)?))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// A client of the target's masters.
-    pub fn client(&self) -> anyhow::Result<MasterClient> {
-        let local = self.local()?;
-        let masters = match (&self.master, &local) {
-            (Some(m), _) => m.clone(),
-            (None, Some(l)) => l.masters.clone(),
-            (None, None) => bail!("give --master ADDR or --data-dir DIR"),
-        };
-        let secret = match (&self.cluster_secret, &self.data_dir) {
-            (Some(s), _) => s.clone(),
-            (None, Some(d)) => crate::read_opt(&d.join("cluster.secret"))
-                .context("no cluster.secret in the data folder")?,
-            (None, None) => bail!("set TINYDFS_CLUSTER_SECRET"),
-        };
-        let local_ca = local.and_then(|l| l.internal_ca);
-        if let Some(ca) = self.internal_ca.clone().or(local_ca) {
-            tinydfs_proto::client::use_internal_tls(&ca)?;
-        }
-        Ok(MasterClient::new(masters, secret))
-    }
-}
-
-#[derive(Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    target: Target,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `tinydfs admin status`.
-pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
-    let local = a.target.local()?;
-    let client = a.target.client()?;
-    let mut s = client
-        .status()
-        .await
-        .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
-    if let Some(l) = &local {
-        // Gateways report themselves to the leader; one that never did is looked up here.
-        let known: Vec<String> = s
-            .nodes
-            .iter()
-            .filter(|n| n.role == "gateway")
-            .map(|n| n.addr.clone())
-            .collect();
-        for n in l
-            .nodes
-            .iter()
-            .filter(|n| n.role == "gateway" && !known.contains(&n.addr))
-        {
-            let up = crate::health(&n.addr, 2.0, None).await.is_ok()
-                || tokio::net::TcpStream::connect(&n.addr).await.is_ok();
-            s.nodes.push(tinydfs_proto::meta::NodeStatus {
-                id: 0,
-                role: "gateway".into(),
-                addr: n.addr.clone(),
-                state: if up { "alive" } else { "dead" }.into(),
-                pid: n.pid,
-                capacity: 0,
-                free: 0,
-                chunks: 0,
-                raft: None,
-                ..Default::default()
-            });
-        }
-    }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
-    }
-    println!("cluster {}", s.cluster_id);
-    println!(
-        "{:<12} {:>4} {:<22} {:<12} {:<8} {:>8} {:>8} {:>14}  RAFT",
-        "ROLE", "ID", "ADDRESS", "STATE", "ZONE", "PID", "CHUNKS", "FREE"
-    );
-    for n in &s.nodes {
-        let raft = n
-            .raft
-            .as_ref()
-            .map(|r| {
-                format!(
-                    "term {} applied {} log {}",
-                    r.term, r.applied_index, r.last_log_index
-                )
-            })
-            .unwrap_or_default();
-        println!(
-            "{:<12} {:>4} {:<22} {:<12} {:<8} {:>8} {:>8} {:>14}  {raft}",
-            n.role,
-            n.id,
-            n.addr,
-            n.state,
-            n.zone,
-            n.pid.map(|p| p.to_string()).unwrap_or_default(),
-            n.chunks,
-            n.free
-        );
-    }
-    println!(
-        "buckets {}  objects {}  chunks {}  under-replicated {}  lost {}{}",
-        s.buckets,
-        s.objects,
-        s.chunks,
-        s.under_replicated,
-        s.lost,
-        if s.rebalancing { "  (rebalancing)" } else { "" }
-    );
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct FsckArgs {
-    #[command(flatten)]
-    target: Target,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
-}
-
-/// Exit code of `fsck` for a cluster that is not healthy.
-const EXIT_UNHEALTHY: i32 = 1;
-/// Exit code of `fsck` when the health cannot be judged (safe mode).
-const EXIT_UNKNOWN: i32 = 2;
-
-/// `tinydfs admin fsck`.
-pub async fn fsck(a: FsckArgs) -> anyhow::Result<()> {
-    let r = match a.target.client()?.fsck().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tinydfs: the master does not answer: {e}");
-            std::process::exit(EXIT_UNKNOWN);
-        }
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        for p in &r.problems {
-            let upload = p
-                .upload_id
-                .as_ref()
-                .map(|u| format!(" (upload {u})"))
-                .unwrap_or_default();
-            println!(
-                "{:<16} {}/{}{upload} chunk {} copies {}/{}",
-                p.state, p.bucket, p.key, p.chunk, p.copies, p.wanted
-            );
-        }
-        if r.truncated {
-            println!("... more problems not listed");
-        }
-        println!(
-            "objects {}  uploads {}  chunks {}  missing {}  under-replicated {}  corrupt {}",
-            r.objects, r.uploads, r.chunks, r.missing, r.under_replicated, r.corrupt
-        );
-        println!(
-            "{}",
-            if !r.settled {
-                "UNKNOWN: the master leader is in safe mode (chunkservers still reporting); try again"
-            } else if r.healthy() {
-                "HEALTHY"
-            } else {
-                "NOT HEALTHY"
-            }
-        );
-    }
-    if !r.settled {
-        std::process::exit(EXIT_UNKNOWN);
-    }
-    if !r.healthy() {
-        std::process::exit(EXIT_UNHEALTHY);
-    }
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct DecommissionArgs {
-    /// The chunkserver: its id or its address.
-    node: String,
-    /// Cancel a decommission instead (the node takes data again).
-    #[arg(long)]
-    cancel: bool,
-    /// Wait until the node holds nothing any more.
-    #[arg(long)]
-    wait: bool,
-    /// Seconds to wait at most with --wait.
-    #[arg(long, default_value_t = 3600.0)]
-    timeout: f64,
-    #[command(flatten)]
-    target: Target,
-}
-
-/// `tinydfs admin decommission`.
-pub async fn decommission(a: DecommissionArgs) -> anyhow::Result<()> {
-    let client = a.target.client()?;
-    let id = client
-        .drain(&tinydfs_proto::meta::DrainRequest {
-            node: a.node.clone(),
-            drain: !a.cancel,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("decommission failed: {e}"))?;
-    if a.cancel {
-        println!("chunkserver {id}: decommission cancelled");
-        return Ok(());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs_f64(a.timeout);
-    loop {
-        let s = client
-            .status()
-            .await
-            .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
-        let node = s
-            .nodes
-            .iter()
-            .find(|n| n.role == "chunkserver" && n.id == id)
-            .context("the chunkserver is no longer listed")?;
-        println!(
-            "chunkserver {id} ({}): {}, {} chunks left",
-            node.addr, node.state, node.chunks
-        );
-        if !a.wait || node.state == "drained" {
-            if node.state == "drained" {
-                println!("chunkserver {id} holds no data: it may be stopped and removed");
-            }
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("chunkserver {id} is not drained yet");
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-#[derive(Args)]
-pub struct RebalanceArgs {
-    /// Stop a running rebalance.
-    #[arg(long)]
-    stop: bool,
-    /// Wait until usage is even.
-    #[arg(long)]
-    wait: bool,
-    /// Seconds to wait at most with --wait.
-    #[arg(long, default_value_t = 3600.0)]
-    timeout: f64,
-    #[command(flatten)]
-    target: Target,
-}
-
-/// `tinydfs admin rebalance`.
-pub async fn rebalance(a: RebalanceArgs) -> anyhow::Result<()> {
-    let client = a.target.client()?;
-    let r = client
-        .rebalance(!a.stop)
-        .await
-        .map_err(|e| anyhow::anyhow!("rebalance failed: {e}"))?;
-    for (id, used) in &r.usage {
-        println!("chunkserver {id}: {:.1}% used", used * 100.0);
-    }
-    println!(
-        "rebalance {} (threshold {:.1} points)",
-        if r.running { "running" } else { "stopped" },
-        r.threshold * 100.0
-    );
-    if !a.wait || a.stop {
-        return Ok(());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs_f64(a.timeout);
-    loop {
-        let s = client
-            .status()
-            .await
-            .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
-        if !s.rebalancing {
-            println!("rebalance finished");
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("the rebalance is still running");
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-#[derive(Args)]
-pub struct BackupArgs {
-    /// The file to write (replaced atomically).
-    file: PathBuf,
-    #[command(flatten)]
-    target: Target,
-}
-
-/// `tinydfs admin backup FILE`.
-pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
-    let copy = a
-        .target
-        .client()?
-        .backup()
-        .await
-        .map_err(|e| anyhow::anyhow!("backup failed: {e}"))?;
-    let bytes = copy.get().as_bytes();
-    let tmp = a.file.with_extension("tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        // It holds the S3 key secrets: readable by this user only.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &a.file)?;
-    #[derive(Deserialize)]
-    struct Summary {
-        applied_index: u64,
-        state: SummaryState,
-    }
-    #[derive(Deserialize)]
-    struct SummaryState {
-        cluster_id: String,
-        buckets: std::collections::HashMap<String, serde::de::IgnoredAny>,
-    }
-    let s: Summary = serde_json::from_str(copy.get())?;
-    println!(
-        "backup of cluster {} at log index {}: {} buckets, {} bytes written to {}",
-        s.state.cluster_id,
-        s.applied_index,
-        s.state.buckets.len(),
-        bytes.len(),
-        a.file.display()
-    );
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct BucketsArgs {
-    #[command(flatten)]
-    target: Target,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `tinydfs admin buckets`.
-pub async fn buckets(a: BucketsArgs) -> anyhow::Result<()> {
-    let list = a
-        .target
-        .client()?
-        .bucket_usage()
-        .await
-        .map_err(|e| anyhow::anyhow!("the master does not answer: {e}"))?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
-    }
-    println!(
-        "{:<40} {:>12} {:>16}  {:<20}  OWNER",
-        "BUCKET", "OBJECTS", "BYTES", "CREATED"
-    );
-    for b in &list {
-        println!(
-            "{:<40} {:>12} {:>16}  {:<20}  {}",
-            b.name,
-            b.objects,
-            b.bytes,
-            tinydfs_proto::time::iso8601(b.created_ms),
-            b.owner
-        );
-    }
-    Ok(())
-}
-
-#[derive(clap::Subcommand)]
-pub enum KeyCmd {
-    /// Create a key; prints its id and secret (the secret is shown only this once).
-    Create {
-        /// A name to recognise the key by.
-        #[arg(long, default_value = "")]
-        name: String,
-        /// Every permission on every bucket.
-        #[arg(long)]
-        admin: bool,
-        /// A permission on a bucket, `BUCKET=read|write|owner` (repeat for several).
-        #[arg(long = "bucket", value_name = "BUCKET=PERMISSION")]
-        buckets: Vec<String>,
-        #[command(flatten)]
-        target: Target,
-        #[arg(long)]
-        json: bool,
-    },
-    /// List keys with their permissions (never their secrets).
-    List {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Give a key a permission on a bucket (`BUCKET=read|write|owner`), or take it away
-    /// (`BUCKET=none`).
-    Grant {
-        id: String,
-        #[arg(value_name = "BUCKET=PERMISSION")]
-        grant: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Delete (revoke) a key: requests signed with it are refused within seconds.
-    Delete {
-        id: String,
-        #[command(flatten)]
-        target: Target,
-    },
-}
-
-/// `BUCKET=read|write|owner|none`.
-fn parse_grant(g: &str) -> anyhow::Result<(String, Option<tinydfs_proto::meta::Permission>)> {
-    let (bucket, perm) = g
-        .split_once('=')
-        .with_context(|| format!("{g:?} is not BUCKET=PERMISSION"))?;
-    let perm = match perm {
-        "none" => None,
-        p => Some(p.parse().map_err(|e: String| anyhow::anyhow!(e))?),
-    };
-    Ok((bucket.to_string(), perm))
-}
-
-/// `count` random characters of `alphabet`.
-fn random_text(alphabet: &[u8], count: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..count)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-        .collect()
-}
-
-/// `tinydfs admin key ...`.
-pub async fn key(cmd: KeyCmd) -> anyhow::Result<()> {
-    use tinydfs_proto::meta::{AccessKey, MetaRead, MetaReply, MetaWrite};
-    let fail = |e: tinydfs_proto::meta::MetaError| anyhow::anyhow!("{e}");
-    match cmd {
-        KeyCmd::Create {
-            name,
-            admin,
-            buckets,
-            target,
-            json,
-        } => {
-            let mut key = AccessKey {
-                id: format!(
-                    "TD{}",
-                    random_text(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 18)
-                ),
-                secret: random_text(
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-                    40,
-                ),
-                name,
-                admin,
-                buckets: Default::default(),
-                created_ms: 0,
-            };
-            for g in &buckets {
-                if let (b, Some(p)) = parse_grant(g)? {
-                    key.buckets.insert(b, p);
-                }
-            }
-            let client = target.client()?;
-            client
-                .write(MetaWrite::PutKey {
-                    key: key.clone(),
-                    bootstrap: false,
-                })
-                .await
-                .map_err(fail)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"access_key_id": key.id, "secret_access_key": key.secret})
-                );
-            } else {
-                println!("access key id:     {}", key.id);
-                println!("secret access key: {}", key.secret);
-                println!("(the secret is not shown again)");
-            }
-        }
-        KeyCmd::List { target, json } => {
-            let MetaReply::Keys(mut keys) = target
-                .client()?
-                .read(MetaRead::ListKeys)
-                .await
-                .map_err(fail)?
-            else {
-                bail!("unexpected answer from the master");
-            };
-            for k in &mut keys {
-                k.secret.clear();
-            }
-            if json {
-                let list: Vec<serde_json::Value> = keys
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "id": k.id, "name": k.name, "admin": k.admin,
-                            "buckets": k.buckets, "created_ms": k.created_ms,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(());
-            }
-            println!("{:<22} {:<6} {:<24} BUCKETS", "ID", "ADMIN", "NAME");
-            for k in &keys {
-                let grants: Vec<String> = k
-                    .buckets
-                    .iter()
-                    .map(|(b, p)| format!("{b}={}", format!("{p:?}").to_lowercase()))
-                    .collect();
-                println!(
-                    "{:<22} {:<6} {:<24} {}",
-                    k.id,
-                    if k.admin { "yes" } else { "no" },
-                    k.name,
-                    grants.join(",")
-                );
-            }
-        }
-        KeyCmd::Grant { id, grant, target } => {
-            let (bucket, permission) = parse_grant(&grant)?;
-            target
-                .client()?
-                .write(MetaWrite::GrantKey {
-                    id: id.clone(),
-                    bucket: bucket.clone(),
-                    permission,
-                })
-                .await
-                .map_err(fail)?;
-            println!("{id}: {grant}");
-        }
-        KeyCmd::Delete { id, target } => {
-            target
-                .client()?
-                .write(MetaWrite::DeleteKey { id: id.clone() })
-                .await
-                .map_err(fail)?;
-            println!("access key {id} deleted");
-        }
-    }
-    Ok(())
 }
