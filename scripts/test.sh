@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: installs the test tools, builds everything once, then runs the
-# whole workspace test suite serially (the end-to-end tests each start a cluster of several
+# The project's test command: installs the test tools, checks formatting and lints, builds
+# everything once, then runs the whole workspace test suite serially (the end-to-end tests each start a cluster of several
 # processes). Uses cargo-nextest when it is installed, else `cargo test`. Extra arguments go to
 # the test runner (a test name filter, for example).
 set -euo pipefail
@@ -20,6 +20,12 @@ export TINYDFS_RCLONE_PYPI="$VENV/bin/rclone"
 export TINYDFS_WEED="$VENV/bin/weed"
 # Headless Chromium for the status page test (tests/ops.rs).
 export TINYDFS_CHROMIUM=/usr/bin/chromium
+
+# Lint gates: formatting and clippy over every member's code, tests and benches (without
+# --workspace, member crates' tests and benches would go unlinted). Lints are declared once,
+# under [workspace.lints] in Cargo.toml.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 cargo build --workspace --all-targets
 

@@ -22,10 +22,6 @@ fn signed_streaming_put(
     tamper: bool,
 ) -> (Vec<(String, String)>, Vec<u8>) {
     let now = std::time::SystemTime::now();
-    let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
-    let day = &amz[..8];
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
     let sig_len = 64 + ";chunk-signature=".len();
     let encoded_len: usize = payload
         .chunks(chunk)
@@ -34,33 +30,24 @@ fn signed_streaming_put(
         + 1
         + sig_len
         + 4;
-    let headers = vec![
-        ("host".to_string(), host.to_string()),
-        (
-            "x-amz-content-sha256".to_string(),
-            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".to_string(),
-        ),
-        ("x-amz-date".to_string(), amz.clone()),
-        (
-            "x-amz-decoded-content-length".to_string(),
-            payload.len().to_string(),
-        ),
-        ("content-encoding".to_string(), "aws-chunked".to_string()),
-        ("content-length".to_string(), encoded_len.to_string()),
-    ];
-    let mut sorted = headers.clone();
-    sorted.sort();
-    let signed: Vec<_> = sorted.iter().map(|(k, _)| k.as_str()).collect();
-    let canonical_headers: String = sorted.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let creq = format!(
-        "PUT\n{path}\n\n{canonical_headers}\n{}\nSTREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-        signed.join(";")
+    let (headers, seed) = sign_v4(
+        now,
+        "PUT",
+        host,
+        path,
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        &[
+            ("x-amz-decoded-content-length", &payload.len().to_string()),
+            ("content-encoding", "aws-chunked"),
+            ("content-length", &encoded_len.to_string()),
+        ],
     );
-    let (key, seed) = sign(day, &amz, &scope, &creq);
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders={}, Signature={seed}",
-        signed.join(";")
-    );
+    let amz = headers
+        .iter()
+        .find(|(k, _)| k == "x-amz-date")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let scope = format!("{}/us-east-1/s3/aws4_request", &amz[..8]);
     let mut body = Vec::new();
     let mut prev = seed;
     let empty = sha_hex(b"");
@@ -71,7 +58,7 @@ fn signed_streaming_put(
             "AWS4-HMAC-SHA256-PAYLOAD\n{amz}\n{scope}\n{prev}\n{empty}\n{}",
             sha_hex(piece)
         );
-        let sig = hex::encode(hmac(&key, sts.as_bytes()));
+        let sig = signature_of(SECRET_KEY, now, &sts);
         body.extend(format!("{:x};chunk-signature={sig}\r\n", piece.len()).into_bytes());
         let mut data = piece.to_vec();
         if tamper && i == 1 {
@@ -81,8 +68,6 @@ fn signed_streaming_put(
         body.extend(b"\r\n");
         prev = sig;
     }
-    let mut headers = headers;
-    headers.push(("authorization".to_string(), auth));
     (headers, body)
 }
 

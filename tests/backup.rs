@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::collections::HashSet;
-use std::time::Duration;
 
 #[test]
 fn metadata_restored_from_a_backup_serves_the_objects_it_names_and_deletes_nothing_newer() {
@@ -78,7 +77,11 @@ fn metadata_restored_from_a_backup_serves_the_objects_it_names_and_deletes_nothi
     wait_until("the restored leader to leave safe mode", || {
         cluster.status()["settled"] == true
     });
-    std::thread::sleep(Duration::from_secs(5));
+    let judged = |s: &serde_json::Value| s["reports_judged"].as_u64().unwrap_or(0);
+    let settled_at = judged(&cluster.status());
+    cluster.wait_for("three full reports of every chunkserver judged", |s| {
+        judged(s) >= settled_at + 9
+    });
     let now: HashSet<String> = cluster.chunk_files().into_iter().map(|(_, c)| c).collect();
     assert!(
         newer.is_subset(&now),

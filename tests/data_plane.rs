@@ -557,15 +557,17 @@ fn a_wiped_master_cannot_make_chunkservers_delete_their_data() {
         .collect();
         nodes.push(cluster.spawn(name, &args));
     }
-    // Long past the new master's safe mode and many heartbeats: the chunkservers refuse it.
+    // Long past the new master's safe mode (1 s) and many heartbeats: every chunkserver has
+    // refused it 30 times (one attempt a heartbeat, 100 ms).
     wait_until("the chunkservers to refuse the foreign master", || {
         servers.iter().all(|(name, _)| {
             std::fs::read_to_string(cluster.dir.join(format!("logs/{name}.log")))
                 .unwrap_or_default()
-                .contains("belongs to cluster")
+                .matches("belongs to cluster")
+                .count()
+                >= 30
         })
     });
-    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(sorted(cluster.chunk_files()), files, "no chunk was deleted");
 }
 

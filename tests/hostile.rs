@@ -41,10 +41,6 @@ fn sign_at(
     payload_hash: &str,
     extra: &[(&str, &str)],
 ) -> (String, Vec<(String, String)>) {
-    let ms = t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    let amz = tinydfs_proto::time::amz_datetime(ms);
-    let day = &amz[..8];
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
     let mut q: Vec<(String, String)> = query.iter().map(|(k, v)| (enc(k), enc(v))).collect();
     q.sort();
     let query = q
@@ -52,25 +48,12 @@ fn sign_at(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    let mut headers: Vec<(String, String)> = vec![
-        ("host".into(), host.into()),
-        ("x-amz-content-sha256".into(), payload_hash.into()),
-        ("x-amz-date".into(), amz.clone()),
-    ];
-    headers.extend(extra.iter().map(|(k, v)| (k.to_lowercase(), v.to_string())));
-    headers.sort();
-    let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-    let canonical: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let creq = format!(
-        "{method}\n{path}\n{query}\n{canonical}\n{}\n{payload_hash}",
-        names.join(";")
-    );
-    let (_, sig) = sign(day, &amz, &scope, &creq);
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders={}, Signature={sig}",
-        names.join(";")
-    );
-    headers.push(("authorization".into(), auth));
+    let target = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let (headers, _) = sign_v4(t, method, host, &target, payload_hash, extra);
     (query, headers)
 }
 
@@ -717,10 +700,8 @@ fn signed_policy_as(
     expires: SystemTime,
     conditions: &[String],
 ) -> Vec<(&'static str, String)> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = SystemTime::now();
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let amz = tinydfs_proto::time::amz_datetime(now_ms);
     let day = amz[..8].to_string();
     let credential = format!("{ak}/{day}/us-east-1/s3/aws4_request");
@@ -735,11 +716,7 @@ fn signed_policy_as(
         all.join(",\n")
     );
     let b64 = aws_smithy_types::base64::encode(policy.as_bytes());
-    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
-        hmac(format!("AWS4{sk}").as_bytes(), day.as_bytes()),
-        |k, part| hmac(&k, part.as_bytes()),
-    );
-    let sig = hex::encode(hmac(&key, b64.as_bytes()));
+    let sig = signature_of(sk, now, &b64);
     vec![
         ("x-amz-credential", credential),
         ("x-amz-algorithm", "AWS4-HMAC-SHA256".into()),

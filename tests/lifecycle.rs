@@ -92,34 +92,32 @@ async fn raw_put(
     payload: &str,
     md5: Option<String>,
 ) -> (u16, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
-    let day = &amz[..8];
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
     let path = format!("/{bucket}");
-    let host = &cluster.s3_addr;
-    let creq = format!(
-        "PUT\n{path}\nlifecycle=\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}"
-    );
-    let (_, sig) = sign(day, &amz, &scope, &creq);
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"
+    let (headers, _) = sign_v4(
+        std::time::SystemTime::now(),
+        "PUT",
+        &cluster.s3_addr,
+        &format!("{path}?lifecycle"),
+        payload,
+        &[],
     );
     let mut req = reqwest::Client::new()
         .put(format!("{}{path}?lifecycle", cluster.endpoint))
-        .header("x-amz-content-sha256", payload)
-        .header("x-amz-date", &amz)
-        .header("authorization", auth)
         .body(body.to_string());
+    for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+        req = req.header(k, v);
+    }
     if let Some(m) = md5 {
         req = req.header("content-md5", m);
     }
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.text().await.unwrap())
+}
+
+/// Whole passes of the leader's lifecycle worker so far.
+fn lifecycle_passes(cluster: &Cluster) -> u64 {
+    cluster.status()["lifecycle_passes"].as_u64().unwrap_or(0)
 }
 
 fn md5_b64(body: &str) -> String {
@@ -449,8 +447,15 @@ fn lifecycle_rules_remove_expired_objects_and_stale_uploads() {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        // A few more rounds, then what no enabled rule selects is still there.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Two more whole passes, then what no enabled rule selects is still there.
+        let passes = lifecycle_passes(&cluster);
+        while lifecycle_passes(&cluster) < passes + 2 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(60),
+                "no lifecycle passes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(upload_exists(&c, "lc-bucket", "keep/big", &kept_upload).await);
         for (bucket, key) in [
             ("lc-bucket", "data/1"),
@@ -481,7 +486,14 @@ fn lifecycle_rules_remove_expired_objects_and_stale_uploads() {
             .await
             .unwrap();
         put(&c, "lc-bucket", "logs/3", data(10, 4)).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let passes = lifecycle_passes(&cluster);
+        while lifecycle_passes(&cluster) < passes + 2 {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(120),
+                "no lifecycle passes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(object_exists(&c, "lc-bucket", "logs/3").await);
     });
 }

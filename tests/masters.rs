@@ -137,9 +137,16 @@ fn the_leader_fails_over_under_concurrent_writers_without_losing_acknowledged_wr
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
+    // Writes flowing before the kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no writes succeeded before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = acked.lock().unwrap().len();
-    assert!(before > 0, "no write succeeded before the kill");
     let killed_at = Instant::now();
     cluster.kill(&format!("master-{first}"));
     // A new leader among the other two, serving writes.

@@ -4,12 +4,11 @@
 
 #![allow(dead_code)]
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const ACCESS_KEY: &str = "TDTESTACCESSKEY";
 pub const SECRET_KEY: &str = "tdtestsecretkey0123456789";
@@ -457,58 +456,100 @@ pub fn md5_hex(b: &[u8]) -> String {
     hex::encode(md5::Md5::digest(b))
 }
 
-pub fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
+/// The tests' one SigV4 signer: aws-sigv4, the AWS SDKs' own. Signs `method` on
+/// `http://{host}{path_and_query}` (path and query already URI-encoded) at `at` with the test
+/// key; the payload is declared by `payload_hash` (a hex SHA-256, `UNSIGNED-PAYLOAD` or a
+/// `STREAMING-…` mode) and the `extra` headers are signed too. Answers the headers to send —
+/// `host`, `x-amz-content-sha256`, the extra ones, then `x-amz-date` and `authorization` — and
+/// the signature (the seed of a signed aws-chunked body).
+pub fn sign_v4(
+    at: SystemTime,
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    payload_hash: &str,
+    extra: &[(&str, &str)],
+) -> (Vec<(String, String)>, String) {
+    sign_v4_as(
+        (ACCESS_KEY, SECRET_KEY),
+        at,
+        method,
+        host,
+        path_and_query,
+        payload_hash,
+        extra,
+    )
 }
 
-/// The SigV4 signing key of the test secret for `day`, and the signature of `creq`.
-pub fn sign(day: &str, amz: &str, scope: &str, creq: &str) -> (Vec<u8>, String) {
-    let sts = format!(
-        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-        sha_hex(creq.as_bytes())
+/// [`sign_v4`] with another key `(access key id, secret)`.
+pub fn sign_v4_as(
+    (access, secret): (&str, &str),
+    at: SystemTime,
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    payload_hash: &str,
+    extra: &[(&str, &str)],
+) -> (Vec<(String, String)>, String) {
+    use aws_sigv4::http_request::{
+        sign, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+        UriPathNormalizationMode,
+    };
+    let identity =
+        aws_credential_types::Credentials::new(access, secret, None, None, "tests").into();
+    let mut settings = SigningSettings::default();
+    // S3 signs the path as it is sent: encoded once, not normalized.
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(at)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("x-amz-content-sha256".to_string(), payload_hash.to_string()),
+    ];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_lowercase(), v.to_string())));
+    let request = SignableRequest::new(
+        method,
+        format!("http://{host}{path_and_query}"),
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Precomputed(payload_hash.to_string()),
+    )
+    .unwrap();
+    let (instructions, signature) = sign(request, &params).unwrap().into_parts();
+    headers.extend(
+        instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let key = ["us-east-1", "s3", "aws4_request"].iter().fold(
-        hmac(format!("AWS4{SECRET_KEY}").as_bytes(), day.as_bytes()),
-        |k, part| hmac(&k, part.as_bytes()),
-    );
-    let sig = hex::encode(hmac(&key, sts.as_bytes()));
-    (key, sig)
+    (headers, signature)
+}
+
+/// The SigV4 signature of `string_to_sign` with the signing key of `secret` on the day of `at`
+/// (aws-chunked chunk signatures, POST policies).
+pub fn signature_of(secret: &str, at: SystemTime, string_to_sign: &str) -> String {
+    let key = aws_sigv4::sign::v4::generate_signing_key(secret, at, "us-east-1", "s3");
+    aws_sigv4::sign::v4::calculate_signature(key, string_to_sign.as_bytes())
 }
 
 pub fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// Signs a single-chunk request whose `x-amz-content-sha256` is `payload_hash`.
+/// Signs a single-chunk request, now, whose `x-amz-content-sha256` is `payload_hash`.
 pub fn signed_headers(
     host: &str,
     method: &str,
     path: &str,
     payload_hash: &str,
 ) -> Vec<(String, String)> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let amz = tinydfs_proto::time::amz_datetime(secs * 1000);
-    let day = &amz[..8];
-    let scope = format!("{day}/us-east-1/s3/aws4_request");
-    let headers = vec![
-        ("host".to_string(), host.to_string()),
-        ("x-amz-content-sha256".to_string(), payload_hash.to_string()),
-        ("x-amz-date".to_string(), amz.clone()),
-    ];
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let creq = format!("{method}\n{path}\n\n{canonical_headers}\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}");
-    let (_, sig) = sign(day, &amz, &scope, &creq);
-    let mut out = headers;
-    out.push((
-        "authorization".to_string(),
-        format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"),
-    ));
-    out
+    sign_v4(SystemTime::now(), method, host, path, payload_hash, &[]).0
 }
 
 /// `tinydfs admin key create --json` with `args`; answers (id, secret).
@@ -533,7 +574,7 @@ pub fn code<T, E: aws_sdk_s3::error::ProvideErrorMetadata>(r: Result<T, E>) -> S
 }
 
 /// The chunks a chunkserver's pack folder holds, read from its files as the chunkserver replays
-/// them (chunkserver/src/pack.rs): records in file order, a tombstone cancels its chunk.
+/// them (chunkserver/src/pack/mod.rs): records in file order, a tombstone cancels its chunk.
 pub fn packed_chunks(dir: &Path) -> Vec<String> {
     packed_locations(dir)
         .into_iter()
