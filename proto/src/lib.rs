@@ -12,6 +12,7 @@
 //! - [`http`]: what every internal client shares: scheme and URLs, the reqwest client, the
 //!   internal headers, and [`http::CallError`], the typed failure of a call (its status, or no
 //!   answer, or an answer that does not decode).
+//! - [`lock`]: the exclusive lock every role takes on each data folder it writes.
 //! - [`tls`]: certificates that reload when their files change, rustls configurations, the
 //!   process's internal TLS, and the TLS listener. Modules depend one way only:
 //!   `client` → `http` → `tls`.
@@ -29,6 +30,7 @@ pub mod client;
 pub mod cluster;
 pub mod frame;
 pub mod http;
+pub mod lock;
 pub mod meta;
 pub mod ops;
 pub mod time;
