@@ -102,3 +102,42 @@ fn internal_endpoints_refuse_requests_without_the_cluster_secret() {
         }
     });
 }
+
+#[test]
+fn internal_requests_of_another_cluster_are_refused() {
+    let cluster = Cluster::start(Opts::default());
+    let secret = std::fs::read_to_string(cluster.dir.join("cluster.secret")).unwrap();
+    let ours = cluster.status()["cluster_id"].as_str().unwrap().to_string();
+    let master = cluster.masters()[0].clone();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .unwrap();
+    rt().block_on(async {
+        for (cluster_id, want) in [
+            ("another-cluster", 409u16),
+            (ours.as_str(), 200),
+            // A node that does not know its cluster yet (or an older one) is let through.
+            ("", 200),
+        ] {
+            let r = http
+                .get(format!("http://{master}/internal/v1/status"))
+                .header(tinydfs_proto::SECRET_HEADER, secret.trim())
+                .header(tinydfs_proto::CLUSTER_HEADER, cluster_id)
+                .header(
+                    tinydfs_proto::VERSION_HEADER,
+                    tinydfs_proto::WIRE_VERSION.to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, want, "cluster {cluster_id:?}: {text}");
+            if want == 409 {
+                assert!(text.contains("belongs to cluster another-cluster"), "{text}");
+            }
+        }
+    });
+}

@@ -75,6 +75,23 @@ async fn require_secret(State(m): State<Shared>, req: Request, next: Next) -> Re
     if let Some(v) = version_mismatch(req.headers()) {
         return (StatusCode::BAD_REQUEST, v).into_response();
     }
+    // Requests of another cluster (a node that belongs to a cluster whose masters lost their
+    // metadata, a master of another group) are refused on every route.
+    let ours = m
+        .state()
+        .map(|a| a.state.cluster_id.clone())
+        .unwrap_or_default();
+    if !ours.is_empty() {
+        tinydfs_proto::http::set_cluster_id(&ours);
+    }
+    let theirs = req
+        .headers()
+        .get(tinydfs_proto::CLUSTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(why) = tinydfs_proto::http::cluster_mismatch(theirs, &ours) {
+        return (StatusCode::CONFLICT, why).into_response();
+    }
     next.run(req).await
 }
 

@@ -12,6 +12,11 @@ pub const RAFT_HEARTBEAT_MS: u64 = 150;
 /// Sets the floor of failover time (the aim is under 3 s from a leader's death to a write).
 pub const RAFT_ELECTION_MIN_MS: u64 = 750;
 pub const RAFT_ELECTION_MAX_MS: u64 = 1500;
+/// Longest wait for a proposal to commit and apply, or for a read to be confirmed by a quorum:
+/// on a leader cut off from the others openraft would wait for ever. A client that sees the
+/// deadline retries with the same request id, which is applied once. A few election timeouts, so
+/// a loaded machine's slow fsync does not turn into errors.
+pub const PROPOSE_TIMEOUT_MS: u64 = 3_000;
 /// Log entries between snapshots: bounds replay time at restart.
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 /// A chunkserver silent this long is dead: three missed heartbeats and some slack.
@@ -51,6 +56,8 @@ pub struct MasterConfig {
     pub raft_heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Longest wait for a proposal to commit or a read to be confirmed ([`PROPOSE_TIMEOUT_MS`]).
+    pub propose_timeout_ms: u64,
     pub snapshot_every: u64,
     /// Seconds of silence after which a chunkserver is dead.
     pub dead_node_timeout_secs: f64,
@@ -95,6 +102,7 @@ impl Default for MasterConfig {
             raft_heartbeat_ms: RAFT_HEARTBEAT_MS,
             election_timeout_min_ms: RAFT_ELECTION_MIN_MS,
             election_timeout_max_ms: RAFT_ELECTION_MAX_MS,
+            propose_timeout_ms: PROPOSE_TIMEOUT_MS,
             snapshot_every: SNAPSHOT_EVERY,
             dead_node_timeout_secs: DEAD_NODE_TIMEOUT.as_secs_f64(),
             reserve_bytes: DEFAULT_RESERVE,

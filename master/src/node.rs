@@ -93,14 +93,33 @@ impl Master {
         Ok(())
     }
 
-    /// Fails with NotLeader unless this master leads (soft state lives on the leader only).
+    /// Fails with NotLeader unless this master leads (soft state lives on the leader only) and a
+    /// quorum has acknowledged it lately: a leader cut off from the majority stops serving at
+    /// once rather than until its requests time out, and names no leader, so clients ask the
+    /// other masters (which elect a new one after an election timeout).
     pub fn check_leader(&self) -> Result<(), MetaError> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        if leader == Some(self.config.id) {
-            Ok(())
-        } else {
-            Err(MetaError::NotLeader(self.leader_addr(leader)))
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.config.id) {
+            return Err(MetaError::NotLeader(self.leader_addr(m.current_leader)));
         }
+        let voters = m.membership_config.membership().voter_ids().count();
+        if quorum_lost(voters, m.millis_since_quorum_ack, self.quorum_lease_ms()) {
+            return Err(MetaError::NotLeader(None));
+        }
+        Ok(())
+    }
+
+    /// How long a leader keeps serving without a quorum's acknowledgement: the longest election
+    /// timeout, by when the others may have elected another leader.
+    fn quorum_lease_ms(&self) -> u64 {
+        self.config
+            .election_timeout_max_ms
+            .max(self.config.election_timeout_min_ms)
+    }
+
+    /// The deadline of a proposal or a linearizable read.
+    fn propose_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.propose_timeout_ms.max(1))
     }
 
     pub(crate) fn forward(&self, f: ForwardToLeader<u64, BasicNode>) -> MetaError {
@@ -123,7 +142,15 @@ impl Master {
             time_ms: now_ms(),
             op,
         };
-        match self.raft.client_write(cmd).await {
+        self.check_leader()?;
+        let write = tokio::time::timeout(self.propose_timeout(), self.raft.client_write(cmd));
+        let Ok(written) = write.await else {
+            // Committed or not, nobody can tell yet: the client retries with its request id.
+            return Err(MetaError::Unavailable(
+                "the proposal was not committed in time".into(),
+            ));
+        };
+        match written {
             Ok(resp) => {
                 let Reply(r) = resp.data;
                 r
@@ -135,7 +162,14 @@ impl Master {
 
     /// Waits until this master is known to lead and has applied everything committed before.
     pub(crate) async fn linearize(&self) -> Result<(), MetaError> {
-        match self.raft.ensure_linearizable().await {
+        self.check_leader()?;
+        let read = tokio::time::timeout(self.propose_timeout(), self.raft.ensure_linearizable());
+        let Ok(confirmed) = read.await else {
+            return Err(MetaError::Unavailable(
+                "the leadership was not confirmed in time".into(),
+            ));
+        };
+        match confirmed {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.forward(f))
@@ -259,6 +293,13 @@ impl Master {
     }
 }
 
+/// Whether a leader of a group of `voters` last acknowledged by a quorum `millis_since_ack` ago
+/// (None: not yet in this term) has lost its quorum: the others may be electing another leader.
+/// A group of one is its own quorum.
+fn quorum_lost(voters: usize, millis_since_ack: Option<u64>, lease_ms: u64) -> bool {
+    voters > 1 && millis_since_ack.is_some_and(|ms| ms > lease_ms)
+}
+
 /// Asks another master for its health (for the status report).
 pub(crate) async fn peer_health(addr: &str) -> Option<MasterHealth> {
     let http = tinydfs_proto::client::http_client();
@@ -307,5 +348,23 @@ pub async fn name_cluster(m: Arc<Master>, mut restore: Option<crate::state::Back
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quorum_lost;
+
+    #[test]
+    fn a_leader_without_a_quorum_for_an_election_timeout_stops_serving() {
+        // Acknowledged lately, or not yet in this term (a new leader): serves.
+        assert!(!quorum_lost(3, Some(200), 1500));
+        assert!(!quorum_lost(3, None, 1500));
+        assert!(!quorum_lost(3, Some(1500), 1500));
+        // Cut off for longer than an election timeout: refuses.
+        assert!(quorum_lost(3, Some(1501), 1500));
+        assert!(quorum_lost(5, Some(60_000), 1500));
+        // A group of one never waits for anybody.
+        assert!(!quorum_lost(1, Some(60_000), 1500));
     }
 }

@@ -46,14 +46,50 @@ pub fn http_client() -> reqwest::Client {
     builder.build().unwrap_or_default()
 }
 
-/// Adds the headers every internal request carries.
+/// The cluster this process belongs to, once it knows ([`set_cluster_id`]): sent on every
+/// internal request, and checked on every one received ([`cluster_mismatch`]).
+static CLUSTER_ID: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// Records the cluster this process belongs to (a master from its state, a chunkserver from
+/// its identity).
+pub fn set_cluster_id(id: &str) {
+    if let Ok(mut ours) = CLUSTER_ID.write() {
+        if *ours != id {
+            *ours = id.to_string();
+        }
+    }
+}
+
+/// The cluster this process belongs to; empty until it knows.
+pub fn cluster_id() -> String {
+    CLUSTER_ID.read().map(|c| c.clone()).unwrap_or_default()
+}
+
+/// Why a request carrying cluster id `theirs` (its [`CLUSTER_HEADER`]) must be refused by a
+/// node of cluster `ours`: both known and different. A sender or receiver that does not know
+/// its cluster yet (a new node, a master before the cluster is named, a node of an older
+/// version) is let through: the secret still guards the listener, and the registration and
+/// heartbeat answers check cluster ids themselves.
+pub fn cluster_mismatch(theirs: &str, ours: &str) -> Option<String> {
+    (!theirs.is_empty() && !ours.is_empty() && theirs != ours).then(|| {
+        format!("this request belongs to cluster {theirs}, not {ours}")
+    })
+}
+
+/// Adds the headers every internal request carries; an empty `cluster_id` sends this process's
+/// own ([`cluster_id`]).
 pub fn internal_headers(
     rb: reqwest::RequestBuilder,
     secret: &str,
     cluster_id: &str,
 ) -> reqwest::RequestBuilder {
+    let cluster = if cluster_id.is_empty() {
+        self::cluster_id()
+    } else {
+        cluster_id.to_string()
+    };
     rb.header(SECRET_HEADER, secret)
-        .header(CLUSTER_HEADER, cluster_id)
+        .header(CLUSTER_HEADER, cluster)
         .header(VERSION_HEADER, WIRE_VERSION.to_string())
 }
 
@@ -166,6 +202,15 @@ impl From<&str> for CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_known_and_different_cluster_is_refused() {
+        assert!(cluster_mismatch("a", "a").is_none());
+        assert!(cluster_mismatch("", "a").is_none());
+        assert!(cluster_mismatch("a", "").is_none());
+        let why = cluster_mismatch("a", "b").unwrap();
+        assert!(why.contains("belongs to cluster a, not b"), "{why}");
+    }
 
     #[test]
     fn kinds_come_from_the_status_not_the_text() {

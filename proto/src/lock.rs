@@ -98,7 +98,10 @@ mod tests {
         }
         let message = lock_dir(&dir).unwrap_err().to_string();
         assert!(message.contains(&dir.display().to_string()), "{message}");
-        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
         drop(held);
         // Released with its holder.
         let again = lock_dir(&dir).unwrap();
