@@ -19,6 +19,7 @@ use tinydfs_proto::http::CallError;
 use tinydfs_proto::meta::{MetaRead, MetaReply, ObjectLocation};
 use tinydfs_proto::{ChunkId, ChunkMeta, NodeAddr, NodeId};
 use tokio::sync::mpsc;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -127,7 +128,7 @@ async fn pipeline(gw: &Gateway) -> S3Result<Vec<NodeAddr>> {
 /// Streams `body` into new chunks; `observe` sees every byte (checksums). Returns what was stored;
 /// on any error, the chunk in flight is aborted and nothing is committed by the caller.
 pub async fn store<S>(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     mut body: S,
     request_id: &str,
     mut observe: impl FnMut(&[u8]),
@@ -239,7 +240,7 @@ async fn push(
 /// Stores a small object, all in `frames`, as one chunk. Concurrent small objects travel
 /// together: the chunk joins the next batch sent down a pipeline ([`SmallWrites`]).
 async fn store_whole(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     frames: Vec<Bytes>,
     stored: &mut Stored,
     request_id: &str,
@@ -261,7 +262,8 @@ async fn store_whole(
         data,
         crc32c: crc,
     };
-    let (pipeline, answer) = gw.small_writes.write(gw, entry, request_id).await?;
+    let send = |batch| send_batch(gw.clone(), batch, request_id.to_string());
+    let (pipeline, answer) = gw.small_writes.write(entry, send).await?;
     settle(gw, &pipeline, id, len, crc, Ok(answer), stored)
 }
 
@@ -272,11 +274,18 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// The most data one batch carries.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// Small chunks waiting to be sent, and the batches in flight. Writers are their own couriers,
-/// as in a group commit: a writer that finds a free slot sends everything waiting as one batch
-/// and hands each waiter its answer; the others wait for theirs, or for a free slot.
+/// Small chunks waiting to be sent, and the batches in flight. As in a group commit, a writer
+/// that finds a free slot takes everything waiting as one batch; the others wait for their
+/// answers, or for a free slot. The batch travels on a task of its own, not inside the request
+/// of the writer that took it: if that client goes away, hyper drops its request, and a batch
+/// carried there would leave every other chunk in it unanswered. A batch once taken always ends
+/// with an answer to each of its chunks.
 #[derive(Default)]
-pub struct SmallWrites {
+pub struct SmallWrites(Arc<SmallShared>);
+
+/// What the writers and the batch tasks share.
+#[derive(Default)]
+struct SmallShared {
     queue: std::sync::Mutex<SmallQueue>,
     freed: tokio::sync::Notify,
 }
@@ -290,48 +299,66 @@ struct SmallQueue {
 /// Where a batched chunk's answer goes: its pipeline and the pipeline's reply for it.
 type Answer = S3Result<(Vec<NodeAddr>, Result<PutChunkReply, CallError>)>;
 type Waiter = tokio::sync::oneshot::Sender<Answer>;
+/// Chunks taken together, each with where its answer goes.
+type Batch = Vec<(BatchEntry, Waiter)>;
 
 impl SmallWrites {
     /// Writes one small chunk through the next batch; answers its pipeline and the reply.
-    async fn write(
-        &self,
-        gw: &Gateway,
-        entry: BatchEntry,
-        request_id: &str,
-    ) -> S3Result<(Vec<NodeAddr>, Result<PutChunkReply, CallError>)> {
+    /// `send` carries a batch and answers each of its waiters ([`send_batch`]); it runs on a
+    /// task of its own.
+    async fn write<F, Fut>(&self, entry: BatchEntry, send: F) -> Answer
+    where
+        F: Fn(Batch) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
-        self.lock().waiting.push((entry, tx));
+        self.0.lock().waiting.push((entry, tx));
         loop {
-            let freed = self.freed.notified();
+            let freed = self.0.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Ok(answer) = rx.try_recv() {
-                return answer;
+            match rx.try_recv() {
+                Ok(answer) => return answer,
+                // Its batch died: answered here, as a receiver that saw its end must not be
+                // polled again (tokio panics).
+                Err(TryRecvError::Closed) => return Err(abandoned()),
+                Err(TryRecvError::Empty) => {}
             }
-            if let Some(batch) = self.take_batch() {
-                // Given back even if this request is cancelled on the way.
-                let _slot = BatchSlot(self);
-                send_batch(gw, batch, request_id).await;
+            if let Some(batch) = self.0.take_batch() {
+                // Given back when the task ends, however it ends (a panic, the runtime stopping).
+                let slot = BatchSlot(self.0.clone());
+                let batch = send(batch);
+                // In this request's span: the batch's log lines carry the id of the request
+                // that took it, the id its chunkserver calls carry too.
+                tokio::spawn(
+                    async move {
+                        let _slot = slot;
+                        batch.await
+                    }
+                    .in_current_span(),
+                );
                 continue;
             }
             tokio::select! {
-                answer = &mut rx => {
-                    // Its courier's request was cancelled on the way.
-                    return answer.unwrap_or_else(|_| {
-                        Err(S3Error::unavailable("the batch carrying this object was abandoned"))
-                    });
-                }
+                answer = &mut rx => return answer.unwrap_or_else(|_| Err(abandoned())),
                 _ = freed => {}
             }
         }
     }
+}
 
+/// The answer of a chunk whose batch task died (a panic) before answering it.
+fn abandoned() -> S3Error {
+    S3Error::unavailable("the batch carrying this object was abandoned")
+}
+
+impl SmallShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, SmallQueue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The chunks waiting (up to a batch's size), if a slot is free; the slot is taken.
-    fn take_batch(&self) -> Option<Vec<(BatchEntry, Waiter)>> {
+    fn take_batch(&self) -> Option<Batch> {
         let mut q = self.lock();
         if q.waiting.is_empty() || q.in_flight >= BATCHES_IN_FLIGHT {
             return None;
@@ -350,10 +377,11 @@ impl SmallWrites {
     }
 }
 
-/// A batch slot taken by [`SmallWrites::take_batch`], freed when dropped.
-struct BatchSlot<'a>(&'a SmallWrites);
+/// A batch slot taken by [`SmallShared::take_batch`], freed when dropped (with the task that
+/// carries the batch).
+struct BatchSlot(Arc<SmallShared>);
 
-impl Drop for BatchSlot<'_> {
+impl Drop for BatchSlot {
     fn drop(&mut self) {
         self.0.lock().in_flight -= 1;
         self.0.freed.notify_waiters();
@@ -361,7 +389,8 @@ impl Drop for BatchSlot<'_> {
 }
 
 /// Sends a batch down one pipeline and hands every chunk of it its answer.
-async fn send_batch(gw: &Gateway, batch: Vec<(BatchEntry, Waiter)>, request_id: &str) {
+async fn send_batch(gw: Arc<Gateway>, batch: Batch, request_id: String) {
+    let (gw, request_id) = (&*gw, request_id.as_str());
     let pipeline = match pipeline(gw).await {
         Ok(p) => p,
         Err(e) => {
@@ -674,3 +703,6 @@ async fn read_chunk(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,10 @@ use crate::types::*;
 use crate::REQUEST_ID_HEADER;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot::error::TryRecvError;
+use tracing::Instrument;
 
 /// How long a metadata call keeps retrying (leader changes, a restarting master) before giving up.
 pub const MASTER_RETRY_WINDOW: Duration = Duration::from_secs(20);
@@ -68,13 +70,27 @@ struct WriteQueue {
     in_flight: usize,
 }
 
+/// The answer of a write whose batch task died (a panic) before answering it.
+fn abandoned() -> MetaError {
+    MetaError::Unavailable("the batch carrying this write was abandoned".into())
+}
+
 /// A client of the master group: finds the leader among the given addresses and follows it.
+/// Clones share one client (its leader, its connections and its write queue).
 ///
 /// Concurrent writes through one client are committed together: a writer that finds one of
-/// [`WRITE_BATCHES_IN_FLIGHT`] slots free sends every write waiting as one request, which the
+/// [`WRITE_BATCHES_IN_FLIGHT`] slots free takes every write waiting as one request, which the
 /// leader appends as one log entry (one replication round and one fsync for all); the others
-/// wait for their answers or for a free slot. A lone write goes at once, on its own.
+/// wait for their answers or for a free slot. A lone write goes at once, on its own. The request
+/// travels on a task of its own, not inside the call of the writer that took it, so that a
+/// caller cancelled on the way (its S3 client went away) fails none of the other writes.
+#[derive(Clone)]
 pub struct MasterClient {
+    inner: Arc<Shared>,
+}
+
+/// What the clones of a [`MasterClient`] and its batch tasks share.
+struct Shared {
     http: reqwest::Client,
     masters: Vec<String>,
     secret: String,
@@ -87,18 +103,26 @@ pub struct MasterClient {
     no_batches_until: Mutex<Option<std::time::Instant>>,
 }
 
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, WriteQueue> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl MasterClient {
     /// A client for the masters at `masters` (`host:port` of their internal listeners).
     pub fn new(masters: Vec<String>, secret: String) -> Self {
         let first = masters.first().cloned().unwrap_or_default();
         MasterClient {
-            http: http_client(),
-            masters,
-            secret,
-            leader: Mutex::new(first),
-            writes: Mutex::new(WriteQueue::default()),
-            freed: tokio::sync::Notify::new(),
-            no_batches_until: Mutex::new(None),
+            inner: Arc::new(Shared {
+                http: http_client(),
+                masters,
+                secret,
+                leader: Mutex::new(first),
+                writes: Mutex::new(WriteQueue::default()),
+                freed: tokio::sync::Notify::new(),
+                no_batches_until: Mutex::new(None),
+            }),
         }
     }
 
@@ -120,6 +144,7 @@ impl MasterClient {
             locations,
         };
         let unbatched = self
+            .inner
             .no_batches_until
             .lock()
             .map(|u| u.is_some_and(|t| std::time::Instant::now() < t))
@@ -128,38 +153,42 @@ impl MasterClient {
             return self.call(paths::WRITE, &req).await;
         }
         let (tx, mut rx) = tokio::sync::oneshot::channel();
-        self.queue().waiting.push((req, tx));
+        self.inner.queue().waiting.push((req, tx));
         loop {
-            let freed = self.freed.notified();
+            let freed = self.inner.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Ok(answer) = rx.try_recv() {
-                return answer;
+            match rx.try_recv() {
+                Ok(answer) => return answer,
+                // Its batch died: answered here, as a receiver that saw its end must not be
+                // polled again (tokio panics).
+                Err(TryRecvError::Closed) => return Err(abandoned()),
+                Err(TryRecvError::Empty) => {}
             }
             if let Some(batch) = self.take_writes() {
-                // Given back even if this caller is cancelled on the way.
-                let _slot = WriteSlot(self);
-                self.send_writes(batch).await;
+                // Given back when the task ends, however it ends (a panic, the runtime stopping).
+                let slot = WriteSlot(self.inner.clone());
+                let client = self.clone();
+                // In this caller's span: the batch's log lines go with the call that took it.
+                tokio::spawn(
+                    async move {
+                        let _slot = slot;
+                        client.send_writes(batch).await
+                    }
+                    .in_current_span(),
+                );
                 continue;
             }
             tokio::select! {
-                answer = &mut rx => {
-                    return answer.unwrap_or_else(|_| Err(MetaError::Unavailable(
-                        "the batch carrying this write was abandoned".into(),
-                    )));
-                }
+                answer = &mut rx => return answer.unwrap_or_else(|_| Err(abandoned())),
                 _ = freed => {}
             }
         }
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, WriteQueue> {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The writes waiting (up to a batch), if a slot is free; the slot is taken.
     fn take_writes(&self) -> Option<Vec<(WriteRequest, WriteWaiter)>> {
-        let mut q = self.queue();
+        let mut q = self.inner.queue();
         if q.waiting.is_empty() || q.in_flight >= WRITE_BATCHES_IN_FLIGHT {
             return None;
         }
@@ -187,7 +216,7 @@ impl MasterClient {
             }
             Err(Failure::NoSuchPath(_)) => {
                 tracing::info!("the master does not take batched writes; sending them one by one");
-                if let Ok(mut u) = self.no_batches_until.lock() {
+                if let Ok(mut u) = self.inner.no_batches_until.lock() {
                     *u = Some(std::time::Instant::now() + NO_BATCHES_FOR);
                 }
                 for (req, tx) in reqs.into_iter().zip(waiters) {
@@ -280,21 +309,26 @@ impl MasterClient {
     }
 
     fn leader(&self) -> String {
-        self.leader.lock().map(|l| l.clone()).unwrap_or_default()
+        self.inner
+            .leader
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     fn set_leader(&self, addr: String) {
-        if let Ok(mut l) = self.leader.lock() {
+        if let Ok(mut l) = self.inner.leader.lock() {
             *l = addr;
         }
     }
 
     /// Moves on to the next master in the list after `current`.
     fn rotate(&self, current: &str) {
-        let pos = self.masters.iter().position(|m| m == current);
+        let masters = &self.inner.masters;
+        let pos = masters.iter().position(|m| m == current);
         let next = match pos {
-            Some(i) => self.masters[(i + 1) % self.masters.len()].clone(),
-            None => self.masters.first().cloned().unwrap_or_default(),
+            Some(i) => masters[(i + 1) % masters.len()].clone(),
+            None => masters.first().cloned().unwrap_or_default(),
         };
         self.set_leader(next);
     }
@@ -350,12 +384,13 @@ impl MasterClient {
         body: Vec<u8>,
     ) -> Result<Result<Resp, MetaError>, CallError> {
         let rb = self
+            .inner
             .http
             .post(url(target, path))
             .header("content-type", "application/json")
             .timeout(MASTER_CALL_TIMEOUT)
             .body(body);
-        let resp = internal_headers(rb, &self.secret, "")
+        let resp = internal_headers(rb, &self.inner.secret, "")
             .send()
             .await
             .map_err(|e| CallError::transport(target, e))?;
@@ -394,10 +429,11 @@ impl From<Failure> for MetaError {
     }
 }
 
-/// A write slot taken by [`MasterClient::take_writes`], freed when dropped.
-struct WriteSlot<'a>(&'a MasterClient);
+/// A write slot taken by [`MasterClient::take_writes`], freed when dropped (with the task that
+/// carries the batch).
+struct WriteSlot(Arc<Shared>);
 
-impl Drop for WriteSlot<'_> {
+impl Drop for WriteSlot {
     fn drop(&mut self) {
         self.0.queue().in_flight -= 1;
         self.0.freed.notify_waiters();

@@ -71,9 +71,8 @@ pub fn cluster_id() -> String {
 /// version) is let through: the secret still guards the listener, and the registration and
 /// heartbeat answers check cluster ids themselves.
 pub fn cluster_mismatch(theirs: &str, ours: &str) -> Option<String> {
-    (!theirs.is_empty() && !ours.is_empty() && theirs != ours).then(|| {
-        format!("this request belongs to cluster {theirs}, not {ours}")
-    })
+    (!theirs.is_empty() && !ours.is_empty() && theirs != ours)
+        .then(|| format!("this request belongs to cluster {theirs}, not {ours}"))
 }
 
 /// Adds the headers every internal request carries; an empty `cluster_id` sends this process's

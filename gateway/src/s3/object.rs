@@ -75,7 +75,7 @@ pub struct Upload {
 
 /// Receives a request body into chunks: verifies Content-MD5, the payload hash or chunk
 /// signatures, and any `x-amz-checksum-*` given as a header or a trailer.
-pub async fn receive(gw: &Gateway, req: &mut S3Request) -> S3Result<Upload> {
+pub async fn receive(gw: &Arc<Gateway>, req: &mut S3Request) -> S3Result<Upload> {
     receive_with(gw, req, None).await
 }
 
@@ -133,7 +133,7 @@ pub fn sent_checksum(req: &S3Request) -> S3Result<Option<(ChecksumAlgo, Option<S
 /// belongs to) when the client did not send it; a checksum of another algorithm is refused,
 /// as on AWS.
 pub async fn receive_with(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     req: &mut S3Request,
     also: Option<ChecksumAlgo>,
 ) -> S3Result<Upload> {

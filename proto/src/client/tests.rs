@@ -163,3 +163,89 @@ async fn chunk_calls_fail_with_the_peers_status() {
         "{e}"
     );
 }
+
+/// A stand-in master whose batch answers wait for permits in `release`; `seen` counts the
+/// requests as they arrive, before they wait.
+async fn held_master() -> (String, Arc<Seen>, Arc<tokio::sync::Semaphore>) {
+    let seen = Arc::new(Seen::default());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s1, s2, r) = (seen.clone(), seen.clone(), release.clone());
+    let app = axum::Router::new()
+        .route(
+            paths::WRITE,
+            post(move |body: axum::body::Bytes| async move {
+                s1.singles.fetch_add(1, Ordering::SeqCst);
+                let req: WriteRequest = serde_json::from_slice(&body).unwrap();
+                serde_json::to_vec(&answer(&req)).unwrap()
+            }),
+        )
+        .route(
+            paths::WRITE_BATCH,
+            post(move |body: axum::body::Bytes| async move {
+                let reqs: Vec<WriteRequest> = serde_json::from_slice(&body).unwrap();
+                s2.batches.fetch_add(1, Ordering::SeqCst);
+                s2.batched_writes.fetch_add(reqs.len(), Ordering::SeqCst);
+                r.acquire().await.unwrap().forget();
+                let answers: Vec<_> = reqs.iter().map(answer).collect();
+                serde_json::to_vec(&Ok::<_, MetaError>(answers)).unwrap()
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, seen, release)
+}
+
+/// Waits (up to a generous bound, for a loaded machine) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn create(c: &MasterClient, i: u32) -> tokio::task::JoinHandle<Result<MetaReply, MetaError>> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        c.write(MetaWrite::CreateBucket {
+            bucket: format!("b-{i}"),
+            owner: "me".into(),
+        })
+        .await
+    })
+}
+
+#[tokio::test]
+async fn a_cancelled_writer_fails_none_of_the_writes_its_batch_carries() {
+    let (addr, seen, release) = held_master().await;
+    let c = MasterClient::new(vec![addr], "s".into());
+    // Both slots busy, as if with batches of other writers, so that writes 0 and 1 wait.
+    c.inner.queue().in_flight = WRITE_BATCHES_IN_FLIGHT;
+    let waiting = [create(&c, 0), create(&c, 1)];
+    until("two writes queued", || c.inner.queue().waiting.len() == 2).await;
+    // A slot comes free without waking them: write 2 finds it and takes all three.
+    c.inner.queue().in_flight -= 1;
+    let taker = create(&c, 2);
+    until("the batch at the master", || {
+        seen.batches.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The caller that took the batch goes away (its S3 client disconnected) while it is out.
+    taker.abort();
+    assert!(taker.await.unwrap_err().is_cancelled());
+    release.add_permits(1);
+    let [w0, w1] = waiting;
+    assert_eq!(
+        format!("{:?}", [w0.await.unwrap(), w1.await.unwrap()]),
+        format!("{:?}", expected(2))
+    );
+    assert_eq!(seen.batches.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.batched_writes.load(Ordering::SeqCst), 3);
+    assert_eq!(seen.singles.load(Ordering::SeqCst), 0);
+    // The batch's slot is given back when its task ends: only the other one is still taken.
+    until("the slot given back", || {
+        c.inner.queue().in_flight == WRITE_BATCHES_IN_FLIGHT - 1
+    })
+    .await;
+}
