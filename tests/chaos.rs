@@ -226,14 +226,31 @@ fn report(events: &[Event], end: u64) {
         .map(|e| e.returned)
         .collect();
     writes.sort_unstable();
-    let mut gap = (0u64, 0u64);
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
     let mut last = 0;
     for &t in writes.iter().chain(std::iter::once(&end)) {
-        if t - last > gap.1 - gap.0 {
-            gap = (last, t);
-        }
+        gaps.push((t - last, last));
         last = t;
     }
+    gaps.sort_unstable_by(|a, b| b.cmp(a));
+    let gap = gaps
+        .first()
+        .map_or((0, 0), |&(len, from)| (from, from + len));
+    let longest: Vec<String> = gaps
+        .iter()
+        .take(3)
+        .map(|(len, from)| {
+            format!(
+                "{:.1} s from {:.1} s",
+                *len as f64 / 1e9,
+                *from as f64 / 1e9
+            )
+        })
+        .collect();
+    eprintln!(
+        "longest stretches without an acknowledged write: {}",
+        longest.join(", ")
+    );
     let ok = events.iter().filter(|e| e.seen != Seen::Unknown).count();
     eprintln!(
         "history: {} operations, {} answered ({:.0}/s), {} writes acknowledged; longest stretch \

@@ -21,9 +21,30 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest silence on a chunk stream before the peer is treated as failed (a paused or
 /// partitioned node sends no reset): long enough for an fsync of a 64 MiB chunk on a slow disk.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest one call to a master may take: a write waits for its log entry to be replicated and
-/// synced, well under this on a healthy group.
-const MASTER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one metadata call to one master may take before the client asks another: a leader
+/// that is paused or cut off sends no reset, and the others elect a new one within the longest
+/// election timeout (1.5 s). A healthy leader answers a write (replicated and synced) in
+/// milliseconds; one slower than this is asked again with the same request id, applied once.
+pub const MASTER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A heartbeat may carry a full chunk report, which a master judges chunk by chunk.
+const HEARTBEAT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls that walk the whole namespace (backup, fsck, bucket usage) or wait for a membership or
+/// drain change: long, and made by an operator, not on a client's path.
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one attempt of a call on `path` may take.
+fn attempt_timeout(path: &str) -> Duration {
+    match path {
+        paths::HEARTBEAT => HEARTBEAT_ATTEMPT_TIMEOUT,
+        paths::BACKUP
+        | paths::FSCK
+        | paths::BUCKET_USAGE
+        | paths::MEMBERS
+        | paths::DRAIN
+        | paths::REBALANCE => ADMIN_CALL_TIMEOUT,
+        _ => MASTER_ATTEMPT_TIMEOUT,
+    }
+}
 
 // The shared plumbing, also under the names callers have always used.
 pub use crate::http::{http_client, internal_headers, url};
@@ -359,7 +380,12 @@ impl MasterClient {
                     self.set_leader(leader);
                     continue;
                 }
-                Ok(Err(MetaError::NotLeader(_))) => MetaError::NotLeader(None),
+                // No leader named (an election, or a leader that lost its quorum), or itself:
+                // ask the next master, which may know the new one.
+                Ok(Err(MetaError::NotLeader(_))) => {
+                    self.rotate(&target);
+                    MetaError::NotLeader(None)
+                }
                 Ok(Err(e)) => return Err(e.into()),
                 // No such path: an older master; asking again will not help.
                 Err(e) if e.is_not_found() => return Err(Failure::NoSuchPath(e)),
@@ -388,7 +414,7 @@ impl MasterClient {
             .http
             .post(url(target, path))
             .header("content-type", "application/json")
-            .timeout(MASTER_CALL_TIMEOUT)
+            .timeout(attempt_timeout(path))
             .body(body);
         let resp = internal_headers(rb, &self.inner.secret, "")
             .send()
