@@ -31,6 +31,21 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest control message the master reads (a full chunk report of ~10 million chunks).
 pub const MAX_INTERNAL_BODY: usize = 1 << 30;
+/// The largest write, or batch of writes, proposed as one log entry: well under the log's
+/// record limit (256 MiB, `store::log`), because an entry the log refuses stops every master
+/// that must append it. An S3 object's record is kilobytes (megabytes for a 5 TB object).
+pub const MAX_COMMAND_BYTES: usize = 64 << 20;
+
+/// Refuses a write body too large to be one log entry.
+fn check_command_size(body: &[u8]) -> Result<(), MetaError> {
+    if body.len() > MAX_COMMAND_BYTES {
+        return Err(MetaError::BadRequest(format!(
+            "a write of {} bytes is larger than one log entry may be ({MAX_COMMAND_BYTES})",
+            body.len()
+        )));
+    }
+    Ok(())
+}
 
 /// The internal router.
 pub fn router(m: Shared) -> Router {
@@ -211,6 +226,7 @@ async fn write(State(m): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
+    check_command_size(body)?;
     let req: WriteRequest = parse(body)?;
     m.check_leader()?;
     note_locations(m, std::slice::from_ref(&req))?;
@@ -228,6 +244,7 @@ async fn write_batch_inner(
     m: &Master,
     body: &[u8],
 ) -> Result<Vec<Result<MetaReply, MetaError>>, MetaError> {
+    check_command_size(body)?;
     let reqs: Vec<WriteRequest> = parse(body)?;
     m.check_leader()?;
     note_locations(m, &reqs)?;
@@ -695,5 +712,19 @@ async fn raft_snapshot(State(m): State<Shared>, body: Bytes) -> Response {
     match serde_json::from_slice::<openraft::raft::InstallSnapshotRequest<TypeConfig>>(&body) {
         Ok(req) => raft_reply(m.raft.install_snapshot(req).await),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_too_large_for_one_log_entry_is_refused_before_it_is_proposed() {
+        assert!(check_command_size(&vec![b' '; MAX_COMMAND_BYTES]).is_ok());
+        let e = check_command_size(&vec![b' '; MAX_COMMAND_BYTES + 1]).unwrap_err();
+        assert!(matches!(e, MetaError::BadRequest(_)), "{e:?}");
+        // The log takes what is proposed: one entry of this size is far under its limit.
+        assert!(MAX_COMMAND_BYTES * 2 < 256 << 20);
     }
 }

@@ -112,11 +112,59 @@ async fn snapshot_worker(m: Arc<node::Master>) {
     }
 }
 
+/// Prepares `--restore FILE` before Raft starts. Refuses a data folder that already holds a
+/// master, and a backup that cannot be read. The master that forms the new group (the lowest id
+/// of `--initial-members`, not `--join`) installs the backup as the group's first snapshot
+/// ([`store::StateMachine::seed`]: never a log entry, whose size is bounded); the other members
+/// start empty and receive that snapshot from the group's leader.
+async fn restore(
+    config: &MasterConfig,
+    backup: &std::path::Path,
+    log: &store::LogStore,
+    sm: &store::StateMachine,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        log.is_empty()? && sm.is_empty()?,
+        "--restore needs a new, empty data folder; {} already holds a master",
+        config.data_dir.display()
+    );
+    let members = (!config.join).then(|| config.members()).transpose()?;
+    let former = members.as_ref().and_then(|m| m.keys().next().copied());
+    let (path, sm, id) = (backup.to_path_buf(), sm.clone(), config.id);
+    // Reading, decoding and writing a whole state: on the blocking pool.
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let b = state::Backup::load(&path)?;
+        let (cluster_id, objects) = (b.state.cluster_id.clone(), b.state.object_count());
+        match members {
+            Some(members) if former == Some(id) => {
+                sm.seed(
+                    b.into_restored_state(tinydfs_proto::time::now_ms()),
+                    members,
+                )?;
+                tracing::info!(%cluster_id, objects, "metadata restored from a backup");
+            }
+            _ => tracing::warn!(
+                id,
+                forming = ?former,
+                "this master does not form the new group: it receives the restored state from \
+                 the group, whose forming master must be started with --restore too"
+            ),
+        }
+        Ok(())
+    })
+    .await?
+}
+
 /// Runs a master until `shutdown` completes.
 pub async fn run(
     config: MasterConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // One process per data folder, taken before anything in it is read or written (a restore's
+    // check too), held until this returns: two masters on one folder would both append to one
+    // log. The second one exits with the lock's one-line message, naming the holder.
+    let _lock =
+        tinydfs_proto::lock::lock_dir(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(!config.secret.is_empty(), "the cluster secret is not set");
     // Before any internal client is built: they all follow it.
     let tls = config.internal_tls.apply(true)?;
@@ -126,8 +174,20 @@ pub async fn run(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let log = store::LogStore::open(&config.data_dir.join("raft"))?;
-    let sm = store::StateMachine::open(&config.data_dir.join("state"))?;
+    // Replaying the log and loading the snapshot read whole files: off the runtime's workers.
+    let (log, sm) = {
+        let dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            Ok((
+                store::LogStore::open(&dir.join("raft"))?,
+                store::StateMachine::open(&dir.join("state"))?,
+            ))
+        })
+        .await??
+    };
+    if let Some(backup) = &config.restore {
+        restore(&config, backup, &log, &sm).await?;
+    }
     let applied = sm.applied.clone();
     let snapshot_writes = sm.snapshot_writes.clone();
     let raft_config = openraft::Config {
@@ -148,18 +208,7 @@ pub async fn run(
         secret: config.secret.clone(),
     };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm).await?;
-    // Read a backup to restore before anything starts, so that a bad file stops the master.
-    let restore = match &config.restore {
-        Some(path) => {
-            anyhow::ensure!(
-                !raft.is_initialized().await?,
-                "--restore needs a new, empty data folder; {} already holds a master",
-                config.data_dir.display()
-            );
-            Some(state::Backup::load(path)?)
-        }
-        None => None,
-    };
+    // A restored group is initialized already (its first snapshot is in place).
     if !raft.is_initialized().await? {
         if config.join {
             tracing::info!(
@@ -196,7 +245,8 @@ pub async fn run(
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),
     });
-    tokio::spawn(node::name_cluster(master.clone(), restore));
+    // A restored group is named already: the backup's cluster id is in its first snapshot.
+    tokio::spawn(node::name_cluster(master.clone(), None));
     tokio::spawn(snapshot_worker(master.clone()));
     tokio::spawn(repair::repair_worker(master.clone()));
     tokio::spawn(lifecycle::lifecycle_worker(master.clone()));
@@ -233,4 +283,213 @@ pub async fn run(
     }
     raft.shutdown().await.ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    fn tempdir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tinydfs-run-{name}-{:08x}", rand::random::<u32>()))
+    }
+
+    fn free_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    fn config(dir: &Path, id: u64) -> MasterConfig {
+        MasterConfig {
+            id,
+            listen: free_addr(),
+            ops_listen: free_addr(),
+            data_dir: dir.to_path_buf(),
+            secret: "test-secret".into(),
+            raft_heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            ..Default::default()
+        }
+    }
+
+    /// A backup of a cluster named `c-restored` holding `buckets` buckets with long names (each
+    /// about 200 bytes of JSON), written to `path`.
+    fn write_backup(path: &Path, buckets: usize) {
+        let mut s = state::State::default();
+        let cmd = |op| state::Command {
+            version: state::COMMAND_VERSION,
+            request_id: None,
+            time_ms: 1,
+            op,
+        };
+        s.apply(&cmd(state::Op::Init {
+            cluster_id: "c-restored".into(),
+        }));
+        for i in 0..buckets {
+            s.apply(&cmd(state::Op::Meta(
+                tinydfs_proto::meta::MetaWrite::CreateBucket {
+                    bucket: format!("bucket-{i:05}-{}", "x".repeat(40)),
+                    owner: "me".into(),
+                },
+            )));
+        }
+        let backup = state::BackupRef {
+            version: state::BACKUP_VERSION,
+            taken_ms: 1,
+            applied_index: 1,
+            state: &s,
+        };
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec(&backup).unwrap()).unwrap();
+    }
+
+    /// The applied index a master's operations listener reports.
+    async fn applied_index(ops: &str) -> Option<u64> {
+        let url = tinydfs_proto::client::url(ops, tinydfs_proto::ops::paths::METRICS);
+        let text = tinydfs_proto::client::http_client()
+            .get(url)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("tinydfs_master_raft_applied_index "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Runs masters with `configs` until each has applied an entry after the group's first
+    /// (the first leader's), then stops them.
+    async fn run_until_applied(configs: Vec<MasterConfig>) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let ops: Vec<String> = configs.iter().map(|c| c.ops_listen.clone()).collect();
+        let tasks: Vec<_> = configs
+            .into_iter()
+            .map(|c| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(run(c, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for o in &ops {
+            while applied_index(o).await.unwrap_or(0) < 1 {
+                assert!(Instant::now() < deadline, "{o} applied nothing");
+                for t in &tasks {
+                    assert!(!t.is_finished(), "a master stopped");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        stop.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    /// The state a master's data folder holds, as a restart loads it.
+    fn stored_state(dir: &Path) -> state::State {
+        let sm = store::StateMachine::open(&dir.join("state")).unwrap();
+        let a = sm.applied.read().unwrap();
+        a.state.clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_master_on_a_data_folder_exits_naming_the_holder() {
+        let dir = tempdir("locked");
+        let held = tinydfs_proto::lock::lock_dir(&dir).unwrap();
+        let mut c = config(&dir, 1);
+        c.restore = Some(dir.join("no-such-backup"));
+        let err = run(c, async {}).await.expect_err("the folder is held");
+        let message = format!("{err:#}");
+        assert_eq!(
+            message,
+            tinydfs_proto::lock::lock_dir(&dir).unwrap_err().to_string()
+        );
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+        // Nothing in the folder was opened: no log, no state.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [tinydfs_proto::lock::LOCK_FILE]);
+        drop(held);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_starts_the_group_from_a_snapshot_not_a_log_entry() {
+        let dir = tempdir("restore");
+        let master = dir.join("master");
+        let file = dir.join("backup.json");
+        write_backup(&file, 2000);
+        let mut c = config(&master, 1);
+        c.restore = Some(file.clone());
+        run_until_applied(vec![c.clone()]).await;
+
+        let restored = stored_state(&master);
+        assert_eq!(restored.cluster_id, "c-restored");
+        assert_eq!(restored.buckets.len(), 2000);
+        assert!(restored.protected_leases.is_some());
+        // The state is the group's first snapshot; the log holds only what came after it (the
+        // first leader's entry), not a record as large as the state, which it once did.
+        let snapshot = std::fs::metadata(master.join("state/snapshot.json"))
+            .unwrap()
+            .len();
+        let log = std::fs::metadata(master.join("raft/raft.log"))
+            .unwrap()
+            .len();
+        assert!(snapshot > 200_000, "{snapshot}");
+        assert!(log < 2_000, "the log holds {log} bytes");
+
+        // A restart serves the same state; a second restore into the folder is refused.
+        c.listen = free_addr();
+        c.ops_listen = free_addr();
+        let again = run(c.clone(), async {})
+            .await
+            .expect_err("not a new folder");
+        assert!(
+            format!("{again:#}").contains("needs a new, empty data folder"),
+            "{again:#}"
+        );
+        c.restore = None;
+        run_until_applied(vec![c]).await;
+        assert_eq!(stored_state(&master).buckets.len(), 2000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_member_of_a_restored_group_receives_the_state() {
+        let dir = tempdir("restore3");
+        let file = dir.join("backup.json");
+        write_backup(&file, 50);
+        let mut configs: Vec<_> = (1..=3)
+            .map(|id| config(&dir.join(format!("master-{id}")), id))
+            .collect();
+        let members: Vec<String> = configs
+            .iter()
+            .map(|c| format!("{}={}", c.id, c.listen))
+            .collect();
+        for c in &mut configs {
+            c.initial_members = members.clone();
+        }
+        // The forming master restores; the second is given the file too (as `tinydfs server
+        // --master-arg` does) and waits; the third knows nothing of it.
+        configs[0].restore = Some(file.clone());
+        configs[1].restore = Some(file.clone());
+        run_until_applied(configs).await;
+        for id in 1..=3 {
+            let s = stored_state(&dir.join(format!("master-{id}")));
+            assert_eq!(s.cluster_id, "c-restored", "master {id}");
+            assert_eq!(s.buckets.len(), 50, "master {id}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

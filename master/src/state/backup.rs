@@ -1,4 +1,9 @@
 //! Backups (`tinydfs admin backup`) and restoring one into a new, empty master group.
+//!
+//! A restore is installed as the new group's first snapshot ([`Backup::into_restored_state`],
+//! then `store::StateMachine::seed`), never as a log entry: a state can be larger than a log
+//! record. [`super::Op::Restore`], the log entry earlier versions proposed, is still applied
+//! when an old log holds one.
 
 use super::{err, ok, MetaReplyData, Reply, State};
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,18 @@ impl Backup {
         );
         Ok(b)
     }
+
+    /// The state a new master group restored from this backup starts with, at `now_ms` (the
+    /// restoring master's clock, as a leader stamps a command): the same state applying
+    /// [`super::Op::Restore`] at that time to an empty state gives.
+    pub fn into_restored_state(self, now_ms: u64) -> State {
+        let mut s = State {
+            clock_ms: now_ms,
+            ..State::default()
+        };
+        s.restore(self.state);
+        s
+    }
 }
 
 impl State {
@@ -54,18 +71,18 @@ impl State {
                 "a backup can only be restored into a new, empty master group".into(),
             ));
         }
-        self.restore(state);
+        self.restore(state.clone());
         ok(MetaReplyData::Done)
     }
 
     /// Becomes `backup`, protecting the chunks of leases the old cluster may have issued after
     /// the backup: from its oldest live lease to well beyond its last one. New leases are
     /// numbered after that range.
-    fn restore(&mut self, backup: &State) {
+    fn restore(&mut self, backup: State) {
         /// Lease ids the old cluster could have issued after the backup (one per gateway per
         /// rotation: centuries of them).
         const SKIP: u32 = 1 << 30;
-        let mut s = backup.clone();
+        let mut s = backup;
         let next = s.next_lease_id.max(1);
         let start = s.leases.keys().next().copied().unwrap_or(next).min(next);
         let end = next.saturating_add(SKIP);

@@ -45,7 +45,9 @@ pub enum Op {
     Tick,
     /// Starts (`drain`) or cancels the decommissioning of a chunkserver.
     Drain { node: NodeId, drain: bool },
-    /// Replaces a new, empty state by a backup (`tinydfs master --restore`).
+    /// Replaces a new, empty state by a backup. Proposed by `tinydfs master --restore` before
+    /// restores became snapshots (a whole state can exceed a log record); still applied from
+    /// older logs, no longer proposed.
     Restore { state: Box<State> },
     /// Several client writes in one entry (a gateway's concurrent commits), applied in order,
     /// each with its own request id and answer.

@@ -841,6 +841,53 @@ fn a_restored_state_never_collects_chunks_of_leases_it_does_not_know() {
 }
 
 #[test]
+fn a_backup_restored_as_a_snapshot_is_the_state_an_old_restore_entry_gives() {
+    let mut old = bucket();
+    put(&mut old, "k", 10);
+    old.apply(&cmd(
+        meta(MetaWrite::AcquireLease {
+            holder: "gw".into(),
+            ttl_ms: None,
+        }),
+        11,
+    ));
+    old.cluster_id = "c1".into();
+    old.retired_masters.insert(7);
+    // An old log's `Op::Restore` entry, applied at time 50...
+    let mut by_entry = State::default();
+    assert!(by_entry
+        .apply(&cmd(
+            Op::Restore {
+                state: Box::new(old.clone())
+            },
+            50
+        ))
+        .0
+        .is_ok());
+    // ...and the snapshot a restore now starts the group with, made at the same time.
+    let backup = Backup {
+        version: BACKUP_VERSION,
+        taken_ms: 12,
+        applied_index: 9,
+        state: old,
+    };
+    let seeded = backup.into_restored_state(50);
+    assert_eq!(
+        serde_json::to_value(&seeded).unwrap(),
+        serde_json::to_value(&by_entry).unwrap()
+    );
+    assert_eq!(
+        seeded.cluster_id, "c1",
+        "the restored group keeps the cluster id"
+    );
+    assert!(
+        seeded.protected_leases.is_some(),
+        "and protects unknown leases"
+    );
+    assert!(seeded.retired_masters.is_empty());
+}
+
+#[test]
 fn drain_flags_a_known_node_only() {
     let mut s = bucket();
     let r = s.apply(&cmd(Op::RegisterNode { addr: "a".into() }, 2));

@@ -3,13 +3,20 @@
 //! The log is one append-only file of framed records (`len u32 | crc32c u32 | JSON`), each an
 //! entry, a truncation or a purge. An append is fsynced before openraft is told it is durable;
 //! openraft hands over every entry proposed meanwhile in one call, so concurrent writers share one
-//! fsync (group commit). At start the file is replayed; a torn last record (a crash mid-append) is
-//! cut off. When entries are purged behind a snapshot the file is rewritten with what remains, so
-//! restart time follows the size of the state, not the number of writes ever made.
+//! fsync (group commit). At start the file is replayed; a torn tail (a crash mid-append) is cut
+//! off, anything else unreadable stops the master ([`TORN_TAIL_MAX`] says how the two are told
+//! apart). A record larger than [`MAX_RECORD`] is refused when written, so the log never holds a
+//! record it could not read back. When entries are purged behind a snapshot the file is rewritten
+//! with what remains, so restart time follows the size of the state, not the number of writes
+//! ever made.
 //! In memory the log keeps each live entry's file offset and only the newest entries decoded
 //! ([`CACHED_ENTRIES`]): a follower that lags further is served from the file.
+//!
+//! Writes (appends, truncations, purges, the vote) run on the blocking pool (see the `store`
+//! module doc), one at a time (`LogStore::writer`), and do their file work without holding the
+//! in-memory index: readers (replication to followers, applying) wait for no fsync.
 
-use super::{io_err, write_atomic, NodeId, STORAGE_VERSION};
+use super::{blocking, io_err, write_atomic, NodeId, STORAGE_VERSION};
 use crate::raft::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -21,10 +28,36 @@ use std::io::{self, Read, Write};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Largest log record accepted at replay; anything bigger is corruption, not an entry.
+/// Largest log record. Appending a bigger one fails (the entry is not written), so that the log
+/// never holds a record replay would refuse; at replay a bigger length is corruption.
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
+
+/// Longest run of unreadable bytes after a bad record that is cut off as a torn tail when it is
+/// not simply a prefix of the record the bad header declares.
+///
+/// Why a torn tail can be told from lost entries: an append is one `write` of all its records
+/// followed by one `fdatasync`, and openraft is told the entries are durable only after the sync
+/// returned. A crash can therefore damage only the last append, which nobody was told about; every
+/// earlier byte was synced. What a crash leaves of that append is a prefix of its bytes (the
+/// common case: the last record's length runs past the end of the file), possibly followed by
+/// zeros where the file's new size reached the disk before its data, and — on filesystems that
+/// write pages back out of order — by later pages of the same append after a zeroed one. So a bad
+/// record at offset P is a torn tail only if nothing after P can be an acknowledged record:
+///
+/// - everything from P on is zeros (the size was written, the data was not), or
+/// - no valid record (length, CRC and JSON all good) starts anywhere after P, and what follows P
+///   is no longer than the record P's header declares (a prefix of it: the write was cut) or
+///   than this bound (a header the crash left wrong, with a few pages of junk behind it).
+///
+/// Anything else — a valid record after the bad one, or more junk than a crash leaves — may be
+/// acknowledged entries: the master refuses to start rather than cut them, and names the file and
+/// offset. (The rare append torn with a hole before its own later records is refused too: it
+/// cannot be told from a lost write in the middle of the log. That master is rebuilt from its
+/// peers, as for any other corruption.)
+const TORN_TAIL_MAX: usize = 1 << 20;
+
 /// The log file starts with this magic and [`STORAGE_VERSION`] (u32 LE).
 const LOG_MAGIC: &[u8; 8] = b"TDFSRLOG";
 const LOG_HEADER_LEN: usize = 12;
@@ -35,9 +68,9 @@ fn log_header() -> Vec<u8> {
     h
 }
 
-// Records are transient (framed and written at once): their size does not matter.
+// Records are transient (decoded and indexed at once): their size does not matter.
 #[allow(clippy::large_enum_variant)]
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum LogRecord {
     Entry(Entry<TypeConfig>),
     /// Delete entries from this index on (a new leader overwrote them).
@@ -46,21 +79,118 @@ enum LogRecord {
     Purge(LogId<NodeId>),
 }
 
-fn encode_record(rec: &LogRecord) -> io::Result<Vec<u8>> {
-    Ok(serde_json::to_vec(rec)?)
+/// [`LogRecord`] by reference, to write an entry without a copy of it (the same JSON).
+#[derive(Serialize)]
+enum LogRecordRef<'a> {
+    Entry(&'a Entry<TypeConfig>),
+    Truncate(u64),
+    Purge(LogId<NodeId>),
 }
 
 fn decode_record(body: &[u8]) -> io::Result<LogRecord> {
     serde_json::from_slice(body).map_err(io_err)
 }
 
-fn frame(rec: &LogRecord) -> io::Result<Vec<u8>> {
-    let body = encode_record(rec)?;
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+/// Appends the framed `rec` to `out`, refusing a record longer than `max` bytes.
+fn frame_into(out: &mut Vec<u8>, rec: &LogRecordRef<'_>, max: u32) -> io::Result<()> {
+    let at = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    serde_json::to_writer(&mut *out, rec)?;
+    let len = out.len() - at - 8;
+    if len > max as usize {
+        out.truncate(at);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a log record of {len} bytes is larger than the largest allowed ({max})"),
+        ));
+    }
+    let crc = crc32c::crc32c(&out[at + 8..]);
+    out[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn frame(rec: &LogRecordRef<'_>, max: u32) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    frame_into(&mut out, rec, max)?;
     Ok(out)
+}
+
+/// What the bytes at an offset of the log hold.
+// Transient (matched at once): its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Framed {
+    /// A record, and the offset after it.
+    Record(LogRecord, usize),
+    /// A record whose length and CRC are good but whose body is not a record this version reads
+    /// (written by a newer one?): never a torn write.
+    Unreadable(io::Error),
+    /// No record: a bad length (zero, over [`MAX_RECORD`], past the end) or a bad CRC.
+    Bad,
+}
+
+fn read_framed(data: &[u8], pos: usize) -> Framed {
+    let Some(head) = data.get(pos..pos.saturating_add(8)) else {
+        return Framed::Bad;
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    // A JSON record is never empty: a zero length is zeros on disk.
+    if len == 0 || len > MAX_RECORD {
+        return Framed::Bad;
+    }
+    let end = pos + 8 + len as usize;
+    let Some(body) = data.get(pos + 8..end) else {
+        return Framed::Bad;
+    };
+    if crc32c::crc32c(body) != crc {
+        return Framed::Bad;
+    }
+    match decode_record(body) {
+        Ok(rec) => Framed::Record(rec, end),
+        Err(e) => Framed::Unreadable(e),
+    }
+}
+
+/// The first offset after `from` where a valid record starts, if any. Cheap on junk: a candidate
+/// needs a length that fits and a body that opens a JSON object before its CRC is computed (the
+/// bytes of JSON text read as a length are far over [`MAX_RECORD`]).
+fn valid_record_after(data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len().saturating_sub(8)).find(|&q| {
+        let len = u32::from_le_bytes([data[q], data[q + 1], data[q + 2], data[q + 3]]) as usize;
+        len > 0
+            && len <= MAX_RECORD as usize
+            && q + 8 + len <= data.len()
+            && data[q + 8] == b'{'
+            && !matches!(read_framed(data, q), Framed::Bad)
+    })
+}
+
+/// Decides whether the bad record at `pos` starts a torn tail that may be cut ([`TORN_TAIL_MAX`]
+/// gives the rule and its reason); if not, the error that stops the master.
+fn judge_bad_record(path: &Path, data: &[u8], pos: usize) -> io::Result<()> {
+    let rest = &data[pos..];
+    if rest.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    let declared = match rest.get(..4) {
+        Some(h) => u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
+        None => 0,
+    };
+    let prefix_of_declared = declared <= MAX_RECORD && rest.len() < 8 + declared as usize;
+    let why = match valid_record_after(data, pos + 1) {
+        Some(q) => format!("a valid record follows at offset {q}"),
+        None if prefix_of_declared || rest.len() <= TORN_TAIL_MAX => return Ok(()),
+        None => format!(
+            "{} bytes follow it, more than a torn append leaves",
+            rest.len()
+        ),
+    };
+    Err(io_err(format!(
+        "{}: corrupt record at offset {pos} and {why}; refusing to start rather than drop entries \
+         that may have been acknowledged (restore this master from a peer: see OPERATIONS.md)",
+        path.display()
+    )))
 }
 
 /// Newest entries kept decoded in memory: openraft reads an entry back right after appending it
@@ -139,11 +269,14 @@ impl Cache {
 }
 
 struct LogInner {
-    /// The log file, open for appending and for reading back older entries.
-    file: File,
+    /// The log file, open for appending and for reading back older entries. Shared so that a
+    /// writer can write and sync it without holding the index.
+    file: Arc<File>,
     path: PathBuf,
     /// Length of the file: where the next record goes.
     end: u64,
+    /// Largest record an append may write ([`MAX_RECORD`]; lower in tests).
+    max_record: u32,
     /// Log index of the entry at `offsets[0]` (Raft indexes are contiguous).
     first: u64,
     /// File offset of each live entry's record, in index order: 8 bytes per entry instead of the
@@ -162,19 +295,6 @@ impl LogInner {
     /// Index after the last live entry.
     fn next_index(&self) -> u64 {
         self.first + self.offsets.len() as u64
-    }
-
-    fn append_records(&mut self, recs: &[LogRecord]) -> io::Result<Vec<u64>> {
-        let mut buf = Vec::new();
-        let mut starts = Vec::with_capacity(recs.len());
-        for r in recs {
-            starts.push(self.end + buf.len() as u64);
-            buf.extend(frame(r)?);
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.end += buf.len() as u64;
-        Ok(starts)
     }
 
     /// Records `entry`, written at file offset `at`, as the newest live entry.
@@ -215,6 +335,16 @@ impl LogInner {
         self.recent.pop_front_while(|e| e.log_id.index <= index);
     }
 
+    /// Whether the entries `start..end` are all decoded in memory.
+    fn cached(&self, start: u64, end: u64) -> bool {
+        start >= end || self.recent.front().is_some_and(|f| f.log_id.index <= start)
+    }
+
+    /// The live entries `start..end`.
+    fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry<TypeConfig>>> {
+        (start..end).map(|i| self.entry(i)).collect()
+    }
+
     /// The live entry at `index`, from memory or from the file.
     fn entry(&self, index: u64) -> io::Result<Entry<TypeConfig>> {
         if let Some(front) = self.recent.front() {
@@ -247,49 +377,33 @@ impl LogInner {
             ))),
         }
     }
+}
 
-    /// Rewrites the log file with only the live entries (after a purge): their records are
-    /// copied as they are, after a header and the purge record.
-    fn compact(&mut self) -> io::Result<()> {
-        let tmp = self.path.with_extension("compact");
-        let start = self.offsets.front().copied().unwrap_or(self.end);
-        let mut live = vec![0u8; (self.end - start) as usize];
-        self.file.read_exact_at(&mut live, start)?;
-        let mut buf = log_header();
-        if let Some(p) = self.last_purged {
-            buf.extend(frame(&LogRecord::Purge(p))?);
-        }
-        let new_start = buf.len() as u64;
-        buf.extend_from_slice(&live);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)?;
-        for o in self.offsets.iter_mut() {
-            *o = *o - start + new_start;
-        }
-        self.end = buf.len() as u64;
-        Ok(())
+/// Writes `buf` at the end of `file` (at `end`) and syncs it. A failed write is cut off again,
+/// so that the file ends where the index says.
+fn write_synced(file: &File, end: u64, buf: &[u8]) -> io::Result<()> {
+    let mut f = file;
+    let written = f.write_all(buf).and_then(|()| file.sync_data());
+    if written.is_err() {
+        let _ = file.set_len(end);
     }
+    written
 }
 
 /// The Raft log and vote, on disk.
 #[derive(Clone)]
 pub struct LogStore {
+    /// The index of the live entries, the newest of them decoded, and the vote. Held briefly:
+    /// never across a write or a sync.
     inner: Arc<Mutex<LogInner>>,
+    /// Held by the one write (append, truncation, purge, vote) under way, through its file work.
+    /// openraft issues them one at a time already; this makes it a property of the store.
+    writer: Arc<Mutex<()>>,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log under `dir`, replaying what is there.
+    /// Opens (or creates) the log under `dir`, replaying what is there. Reads the whole file:
+    /// call it off the runtime's workers.
     pub fn open(dir: &Path) -> io::Result<LogStore> {
         fs::create_dir_all(dir)?;
         let path = dir.join("raft.log");
@@ -317,37 +431,28 @@ impl LogStore {
             }
             let mut pos = LOG_HEADER_LEN;
             valid_len = pos as u64;
-            while pos + 8 <= data.len() {
-                let len =
-                    u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
-                let crc = u32::from_le_bytes([
-                    data[pos + 4],
-                    data[pos + 5],
-                    data[pos + 6],
-                    data[pos + 7],
-                ]);
-                let end = pos + 8 + len as usize;
-                if len > MAX_RECORD
-                    || end > data.len()
-                    || crc32c::crc32c(&data[pos + 8..end]) != crc
-                {
-                    // A crash mid-append leaves the last record short or half-written: cut it.
-                    // A bad record with good ones after it is corruption of acknowledged
-                    // entries: refuse to start rather than drop them.
-                    if end < data.len() && len <= MAX_RECORD {
+            while pos < data.len() {
+                let (rec, end) = match read_framed(&data, pos) {
+                    Framed::Record(rec, end) => (rec, end),
+                    Framed::Unreadable(e) => {
                         return Err(io_err(format!(
-                            "{}: corrupt record at offset {pos} followed by {} more bytes; refusing to start (restore this master from a peer: see OPERATIONS.md)",
-                            path.display(),
-                            data.len() - end
-                        )));
+                            "{}: the record at offset {pos} cannot be read ({e}); was it written by a newer tinydfs?",
+                            path.display()
+                        )))
                     }
-                    tracing::warn!(
-                        offset = pos,
-                        "cutting a torn record off the end of the raft log"
-                    );
-                    break;
-                }
-                match decode_record(&data[pos + 8..end])? {
+                    Framed::Bad => {
+                        // A crash mid-append leaves a torn tail: cut it. Anything else may be
+                        // acknowledged entries: refuse to start rather than drop them.
+                        judge_bad_record(&path, &data, pos)?;
+                        tracing::warn!(
+                            offset = pos,
+                            bytes = data.len() - pos,
+                            "cutting a torn append off the end of the raft log"
+                        );
+                        break;
+                    }
+                };
+                match rec {
                     LogRecord::Entry(e) => {
                         let index = e.log_id.index;
                         offsets.split_off(&index);
@@ -369,6 +474,7 @@ impl LogStore {
                 valid_len = pos as u64;
             }
         }
+        let cut = (valid_len as usize) < data.len();
         drop(data);
         let mut file = OpenOptions::new()
             .create(true)
@@ -384,6 +490,9 @@ impl LogStore {
             // The new file's name must survive a crash too.
             File::open(dir)?.sync_all()?;
             end = header.len() as u64;
+        } else if cut {
+            // The cut must not come back after a crash, under records appended after it.
+            file.sync_all()?;
         }
         let first = offsets
             .keys()
@@ -398,32 +507,144 @@ impl LogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
+        let mut inner = LogInner {
+            file: Arc::new(file),
+            path,
+            end,
+            max_record: MAX_RECORD,
+            first,
+            offsets: offsets.into_values().collect(),
+            recent,
+            last: None,
+            last_purged,
+            vote_path,
+            vote,
+        };
+        if !inner.offsets.is_empty() {
+            inner.last = Some(inner.entry(inner.next_index() - 1)?.log_id);
+        }
         Ok(LogStore {
-            inner: Arc::new(Mutex::new({
-                let mut inner = LogInner {
-                    file,
-                    path,
-                    end,
-                    first,
-                    offsets: offsets.into_values().collect(),
-                    recent,
-                    last: None,
-                    last_purged,
-                    vote_path,
-                    vote,
-                };
-                if !inner.offsets.is_empty() {
-                    inner.last = Some(inner.entry(inner.next_index() - 1)?.log_id);
-                }
-                inner
-            })),
+            inner: Arc::new(Mutex::new(inner)),
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LogInner>, StorageError<NodeId>> {
-        self.inner
+    /// Whether this log has never been written: no entry, no purge, no vote (a new data folder).
+    pub fn is_empty(&self) -> io::Result<bool> {
+        let inner = self.inner()?;
+        Ok(inner.offsets.is_empty() && inner.last_purged.is_none() && inner.vote.is_none())
+    }
+
+    fn inner(&self) -> io::Result<MutexGuard<'_, LogInner>> {
+        self.inner.lock().map_err(|_| io_err("log lock poisoned"))
+    }
+
+    fn writer(&self) -> io::Result<MutexGuard<'_, ()>> {
+        self.writer
             .lock()
-            .map_err(|_| StorageIOError::read_logs(&io_err("log lock poisoned")).into())
+            .map_err(|_| io_err("log writer lock poisoned"))
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, LogInner>, StorageError<NodeId>> {
+        self.inner()
+            .map_err(|e| StorageIOError::read_logs(&e).into())
+    }
+
+    /// Appends `entries` and syncs them (blocking: on the blocking pool).
+    fn write_entries(&self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
+        let _writing = self.writer()?;
+        let (file, end, max) = {
+            let inner = self.inner()?;
+            (inner.file.clone(), inner.end, inner.max_record)
+        };
+        let mut buf = Vec::new();
+        let mut starts = Vec::with_capacity(entries.len());
+        for e in &entries {
+            starts.push(end + buf.len() as u64);
+            frame_into(&mut buf, &LogRecordRef::Entry(e), max)?;
+        }
+        write_synced(&file, end, &buf)?;
+        let new_end = end + buf.len() as u64;
+        let ends: Vec<u64> = starts.iter().skip(1).copied().chain([new_end]).collect();
+        let mut inner = self.inner()?;
+        inner.end = new_end;
+        for ((e, at), next) in entries.into_iter().zip(starts).zip(ends) {
+            inner.push(e, at, (next - at) as usize);
+        }
+        Ok(())
+    }
+
+    /// Deletes the entries from `index` on, durably (blocking).
+    fn write_truncate(&self, index: u64) -> io::Result<()> {
+        let _writing = self.writer()?;
+        let (file, end, max) = {
+            let inner = self.inner()?;
+            (inner.file.clone(), inner.end, inner.max_record)
+        };
+        let buf = frame(&LogRecordRef::Truncate(index), max)?;
+        write_synced(&file, end, &buf)?;
+        let mut inner = self.inner()?;
+        inner.end = end + buf.len() as u64;
+        inner.forget_from(index);
+        Ok(())
+    }
+
+    /// Forgets the entries up to `log_id` (in a snapshot) and rewrites the file with only the
+    /// live ones: their records are copied as they are, after a header and the purge record
+    /// (blocking). Readers go on reading the old file until the new one is in place.
+    fn write_purge(&self, log_id: LogId<NodeId>) -> io::Result<()> {
+        let _writing = self.writer()?;
+        let (file, path, start, end, max) = {
+            let mut inner = self.inner()?;
+            inner.forget_until(log_id.index);
+            inner.last_purged = Some(log_id);
+            let start = inner.offsets.front().copied().unwrap_or(inner.end);
+            (
+                inner.file.clone(),
+                inner.path.clone(),
+                start,
+                inner.end,
+                inner.max_record,
+            )
+        };
+        let tmp = path.with_extension("compact");
+        let mut head = log_header();
+        frame_into(&mut head, &LogRecordRef::Purge(log_id), max)?;
+        let new_start = head.len() as u64;
+        {
+            let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            out.write_all(&head)?;
+            let mut piece = vec![0u8; (1 << 20).min((end - start) as usize)];
+            let mut at = start;
+            while at < end {
+                let n = piece.len().min((end - at) as usize);
+                file.read_exact_at(&mut piece[..n], at)?;
+                out.write_all(&piece[..n])?;
+                at += n as u64;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let mut inner = self.inner()?;
+        inner.file = Arc::new(file);
+        for o in inner.offsets.iter_mut() {
+            *o = *o - start + new_start;
+        }
+        inner.end = new_start + (end - start);
+        Ok(())
+    }
+
+    /// Saves the vote durably (blocking).
+    fn write_vote(&self, vote: Vote<NodeId>) -> io::Result<()> {
+        let _writing = self.writer()?;
+        let path = self.inner()?.vote_path.clone();
+        write_atomic(&path, &serde_json::to_vec(&vote)?)?;
+        self.inner()?.vote = Some(vote);
+        Ok(())
     }
 }
 
@@ -433,22 +654,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         use std::ops::Bound;
-        let inner = self.lock()?;
-        let start = match range.start_bound() {
-            Bound::Included(i) => *i,
-            Bound::Excluded(i) => i + 1,
-            Bound::Unbounded => 0,
-        }
-        .max(inner.first);
-        let end = match range.end_bound() {
-            Bound::Included(i) => i + 1,
-            Bound::Excluded(i) => *i,
-            Bound::Unbounded => u64::MAX,
-        }
-        .min(inner.next_index());
-        (start..end)
-            .map(|i| inner.entry(i))
-            .collect::<io::Result<Vec<_>>>()
+        let (start, end) = {
+            let inner = self.lock()?;
+            let start = match range.start_bound() {
+                Bound::Included(i) => *i,
+                Bound::Excluded(i) => i + 1,
+                Bound::Unbounded => 0,
+            }
+            .max(inner.first);
+            let end = match range.end_bound() {
+                Bound::Included(i) => i + 1,
+                Bound::Excluded(i) => *i,
+                Bound::Unbounded => u64::MAX,
+            }
+            .min(inner.next_index());
+            // Nearly every read is of the newest entries, decoded in memory: served at once.
+            if inner.cached(start, end) {
+                return inner
+                    .entries(start, end)
+                    .map_err(|e| StorageIOError::read_logs(&e).into());
+            }
+            (start, end)
+        };
+        // Older entries are read from the file, off the runtime (a lagging follower's catch-up).
+        let this = self.clone();
+        blocking(move || this.inner()?.entries(start, end))
+            .await
             .map_err(|e| StorageIOError::read_logs(&e).into())
     }
 }
@@ -470,11 +701,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut inner = self.lock()?;
-        let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        write_atomic(&inner.vote_path, &bytes).map_err(|e| StorageIOError::write_vote(&e))?;
-        inner.vote = Some(*vote);
-        Ok(())
+        let (this, vote) = (self.clone(), *vote);
+        blocking(move || this.write_vote(vote))
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -490,15 +720,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut inner = self.lock()?;
         let entries: Vec<_> = entries.into_iter().collect();
-        let recs: Vec<_> = entries.iter().cloned().map(LogRecord::Entry).collect();
-        let res = inner.append_records(&recs).map(|starts| {
-            let ends: Vec<u64> = starts.iter().skip(1).copied().chain([inner.end]).collect();
-            for ((e, at), end) in entries.into_iter().zip(starts).zip(ends) {
-                inner.push(e, at, (end - at) as usize);
-            }
-        });
+        let this = self.clone();
+        // Told durable only once the blocking write has synced the entries.
+        let res = blocking(move || this.write_entries(entries)).await;
         let failed = res.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(res);
         match failed {
@@ -508,27 +733,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut inner = self.lock()?;
-        inner
-            .append_records(&[LogRecord::Truncate(log_id.index)])
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        inner.forget_from(log_id.index);
-        Ok(())
+        let this = self.clone();
+        blocking(move || this.write_truncate(log_id.index))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut inner = self.lock()?;
-        inner.forget_until(log_id.index);
-        inner.last_purged = Some(log_id);
-        inner
-            .compact()
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(())
+        let this = self.clone();
+        blocking(move || this.write_purge(log_id))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::assert_runs_off_the_runtime;
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -539,16 +760,78 @@ mod tests {
         }
     }
 
-    fn write_log(dir: &Path, n: u64) -> Vec<usize> {
+    /// An entry whose record is about `bytes` long (a bucket with a long name).
+    fn big_entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::state::Command {
+                version: crate::state::COMMAND_VERSION,
+                request_id: None,
+                time_ms: 1,
+                op: crate::state::Op::Meta(tinydfs_proto::meta::MetaWrite::CreateBucket {
+                    bucket: "b".repeat(bytes),
+                    owner: "me".into(),
+                }),
+            }),
+        }
+    }
+
+    fn framed(e: &Entry<TypeConfig>) -> Vec<u8> {
+        frame(&LogRecordRef::Entry(e), MAX_RECORD).unwrap()
+    }
+
+    /// Writes a log of `entries`; returns the offset where each record ends.
+    fn write_entries(dir: &Path, entries: &[Entry<TypeConfig>]) -> Vec<usize> {
         std::fs::create_dir_all(dir).unwrap();
         let mut bytes = log_header();
         let mut ends = Vec::new();
-        for i in 1..=n {
-            bytes.extend(frame(&LogRecord::Entry(entry(i))).unwrap());
+        for e in entries {
+            bytes.extend(framed(e));
             ends.push(bytes.len());
         }
         std::fs::write(dir.join("raft.log"), &bytes).unwrap();
         ends
+    }
+
+    fn write_log(dir: &Path, n: u64) -> Vec<usize> {
+        write_entries(dir, &(1..=n).map(entry).collect::<Vec<_>>())
+    }
+
+    /// Changes the log file's bytes with `f`.
+    fn damage(dir: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = std::fs::read(dir.join("raft.log")).unwrap();
+        f(&mut bytes);
+        std::fs::write(dir.join("raft.log"), &bytes).unwrap();
+    }
+
+    fn log_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("raft.log")).unwrap().len()
+    }
+
+    /// The indexes of the live entries after a reopen.
+    fn live(dir: &Path) -> (u64, u64) {
+        let store = LogStore::open(dir).unwrap();
+        let inner = store.inner.lock().unwrap();
+        (inner.first, inner.next_index())
+    }
+
+    /// Opening must fail, naming the file and the offset, and leave the file as it was.
+    fn assert_refused(dir: &Path, offset: usize) -> String {
+        let before = std::fs::read(dir.join("raft.log")).unwrap();
+        let err = LogStore::open(dir)
+            .err()
+            .expect("the log must not open")
+            .to_string();
+        assert!(err.contains("refusing to start"), "{err}");
+        assert!(err.contains(&format!("offset {offset} ")), "{err}");
+        assert!(err.contains(&dir.display().to_string()), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert_eq!(
+            std::fs::read(dir.join("raft.log")).unwrap(),
+            before,
+            "nothing is cut"
+        );
+        err
     }
 
     fn tempdir(name: &str) -> PathBuf {
@@ -575,21 +858,24 @@ mod tests {
         let dir = tempdir("reread");
         write_log(&dir, 5);
         let store = LogStore::open(&dir).unwrap();
-        let mut inner = store.inner.lock().unwrap();
-        inner.recent = Cache::default();
-        assert_eq!(inner.entry(3).unwrap().log_id.index, 3);
-        assert_eq!(inner.last.map(|l| l.index), Some(5));
+        {
+            let mut inner = store.inner.lock().unwrap();
+            inner.recent = Cache::default();
+            assert_eq!(inner.entry(3).unwrap().log_id.index, 3);
+            assert_eq!(inner.last.map(|l| l.index), Some(5));
+        }
         // A purge keeps the later entries readable in the rewritten file.
-        inner.forget_until(2);
-        inner.last_purged = Some(entry(2).log_id);
-        inner.compact().unwrap();
-        assert_eq!(inner.entry(4).unwrap().log_id.index, 4);
-        assert!(inner.entry(2).is_err());
+        store.write_purge(entry(2).log_id).unwrap();
+        {
+            let inner = store.inner.lock().unwrap();
+            assert_eq!(inner.entry(4).unwrap().log_id.index, 4);
+            assert!(inner.entry(2).is_err());
+            assert_eq!(inner.end, log_len(&dir));
+        }
         // So does a truncation.
-        inner.append_records(&[LogRecord::Truncate(5)]).unwrap();
-        inner.forget_from(5);
-        assert_eq!(inner.last.map(|l| l.index), Some(4));
-        drop(inner);
+        store.write_truncate(5).unwrap();
+        assert_eq!(store.inner.lock().unwrap().last.map(|l| l.index), Some(4));
+        drop(store);
         let store = LogStore::open(&dir).unwrap();
         let inner = store.inner.lock().unwrap();
         assert_eq!((inner.first, inner.next_index()), (3, 5));
@@ -615,21 +901,154 @@ mod tests {
         assert_eq!(inner.entry(2).unwrap().log_id.index, 2);
         drop(inner);
         // The cut file takes new records after the second one.
-        assert_eq!(
-            std::fs::metadata(dir.join("raft.log")).unwrap().len(),
-            ends[1] as u64
-        );
+        assert_eq!(log_len(&dir), ends[1] as u64);
         std::fs::remove_dir_all(&dir).unwrap();
 
         let dir = tempdir("corrupt");
         write_log(&dir, 3);
-        let mut bytes = std::fs::read(dir.join("raft.log")).unwrap();
-        bytes[LOG_HEADER_LEN + 10] ^= 0xFF; // inside the first record
-        std::fs::write(dir.join("raft.log"), &bytes).unwrap();
+        damage(&dir, |b| b[LOG_HEADER_LEN + 10] ^= 0xFF); // inside the first record
+        assert_refused(&dir, LOG_HEADER_LEN);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_length_before_good_records_is_refused_not_cut() {
+        // A length over the largest record, then one that runs past the end of the file: both
+        // were taken for a torn tail, and the acknowledged entries after them dropped.
+        for bad_len in [MAX_RECORD + 1, u32::MAX, 1 << 20] {
+            let dir = tempdir("badlen");
+            let ends = write_log(&dir, 4);
+            let at = ends[0]; // the second record
+            damage(&dir, |b| {
+                b[at..at + 4].copy_from_slice(&bad_len.to_le_bytes())
+            });
+            let err = assert_refused(&dir, at);
+            assert!(err.contains(&format!("offset {}", ends[1])), "{err}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_cut() {
+        // The file's new size reached the disk, its data did not: 8 zero bytes read as an empty
+        // record with a good CRC, which stopped the master.
+        for zeros in [3, 8, 4096, 3 * TORN_TAIL_MAX] {
+            let dir = tempdir("zeros");
+            let ends = write_log(&dir, 2);
+            damage(&dir, |b| b.resize(b.len() + zeros, 0));
+            assert_eq!(live(&dir), (1, 3), "{zeros} zeros");
+            assert_eq!(log_len(&dir), ends[1] as u64);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        // Zeros over the last record's body: cut with it.
+        let dir = tempdir("zerobody");
+        let ends = write_log(&dir, 3);
+        damage(&dir, |b| b[ends[1] + 8..].fill(0));
+        assert_eq!(live(&dir), (1, 3));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn junk_after_the_last_record_is_cut_only_if_a_crash_could_have_left_it() {
+        // A few junk bytes with no record after them, or a last record whose CRC fails: torn.
+        let dir = tempdir("junk");
+        let ends = write_log(&dir, 2);
+        damage(&dir, |b| b.extend([0xAB; 100]));
+        assert_eq!(live(&dir), (1, 3));
+        assert_eq!(log_len(&dir), ends[1] as u64);
+        damage(&dir, |b| *b.last_mut().unwrap() ^= 1);
+        assert_eq!(live(&dir), (1, 2));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A torn write of a record longer than the bound: its prefix is cut whatever its size.
+        let dir = tempdir("bigtorn");
+        let ends = write_entries(&dir, &[entry(1), big_entry(2, 2 * TORN_TAIL_MAX)]);
+        damage(&dir, |b| b.truncate(ends[1] - 10));
+        assert_eq!(live(&dir), (1, 2));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A length no append writes, then more junk than a crash leaves: refused.
+        let dir = tempdir("bigjunk");
+        let ends = write_log(&dir, 2);
+        damage(&dir, |b| {
+            b.extend(u32::MAX.to_le_bytes());
+            b.extend(vec![0xAB; TORN_TAIL_MAX + 1]);
+        });
+        let err = assert_refused(&dir, ends[1]);
+        assert!(err.contains("more than a torn append leaves"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A bad last-but-one record: the good one after it may have been acknowledged.
+        let dir = tempdir("badcrc");
+        let ends = write_log(&dir, 3);
+        damage(&dir, |b| b[ends[1] - 1] ^= 1);
+        assert_refused(&dir, ends[0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_good_record_this_version_cannot_decode_stops_the_master() {
+        let dir = tempdir("newer");
+        let ends = write_log(&dir, 1);
+        let body = br#"{"FromTheFuture":1}"#;
+        damage(&dir, |b| {
+            b.extend((body.len() as u32).to_le_bytes());
+            b.extend(crc32c::crc32c(body).to_le_bytes());
+            b.extend(body);
+        });
         let err = LogStore::open(&dir)
             .err()
-            .expect("a corrupt middle record must stop the master");
-        assert!(err.to_string().contains("refusing to start"), "{err}");
+            .expect("must not open")
+            .to_string();
+        assert!(err.contains(&format!("offset {}", ends[0])), "{err}");
+        assert!(log_len(&dir) > ends[0] as u64, "nothing is cut");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_refused_when_appended_and_nothing_is_written() {
+        let dir = tempdir("cap");
+        write_log(&dir, 1);
+        let store = LogStore::open(&dir).unwrap();
+        store.inner.lock().unwrap().max_record = 1000;
+        let len = log_len(&dir);
+        let err = store
+            .write_entries(vec![entry(2), big_entry(3, 2000)])
+            .expect_err("a record over the limit must not be written");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(log_len(&dir), len, "no part of the append is written");
+        assert_eq!(store.inner.lock().unwrap().next_index(), 2);
+        // The log goes on: a record within the limit is written, and the file replays.
+        store.write_entries(vec![big_entry(2, 500)]).unwrap();
+        drop(store);
+        assert_eq!(live(&dir), (1, 3));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writes_and_syncs_leave_the_runtime_thread_free() {
+        let dir = tempdir("offrt");
+        write_log(&dir, 5);
+        let store = LogStore::open(&dir).unwrap();
+        // Each holds the log's index while the write is polled.
+        let mut s = store.clone();
+        assert_runs_off_the_runtime(store.inner.lock().unwrap(), move || async move {
+            s.save_vote(&Vote::new(2, 1)).await.unwrap()
+        });
+        let mut s = store.clone();
+        assert_runs_off_the_runtime(store.inner.lock().unwrap(), move || async move {
+            s.truncate(entry(5).log_id).await.unwrap()
+        });
+        let mut s = store.clone();
+        assert_runs_off_the_runtime(store.inner.lock().unwrap(), move || async move {
+            s.purge(entry(2).log_id).await.unwrap()
+        });
+        drop(store);
+        let store = LogStore::open(&dir).unwrap();
+        let inner = store.inner.lock().unwrap();
+        assert_eq!((inner.first, inner.next_index()), (3, 5));
+        assert_eq!(inner.vote, Some(Vote::new(2, 1)));
+        drop(inner);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

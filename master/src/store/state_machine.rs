@@ -2,22 +2,28 @@
 //! path, and its snapshots.
 //!
 //! Snapshots are the checkpoints: the whole [`State`] as a versioned JSON document, written to a
-//! temporary file, fsynced and renamed into place.
+//! temporary file, fsynced and renamed into place. Building, installing and reading one run on
+//! the blocking pool (see the `store` module doc); so does applying while a build holds the state.
+//!
+//! A new group restored from a backup starts from a snapshot too ([`StateMachine::seed`]): the
+//! restored state is written as the snapshot at the log id of a group's first entry, so it never
+//! goes through the log (where a record is bounded) and members get it as a snapshot.
 
-use super::{io_err, write_atomic, Node, NodeId, STORAGE_VERSION};
+use super::{blocking, io_err, write_atomic, Node, NodeId, STORAGE_VERSION};
 use crate::raft::TypeConfig;
 use crate::state::{Command, Reply, State};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    Entry, EntryPayload, LogId, Membership, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
 /// The applied state plus what openraft needs to know about it.
 #[derive(Default, Serialize, Deserialize, Clone)]
@@ -104,6 +110,76 @@ impl StateMachine {
         })
     }
 
+    /// Whether nothing was ever applied here and no snapshot is on disk (a new data folder).
+    pub fn is_empty(&self) -> io::Result<bool> {
+        let applied = self
+            .applied
+            .read()
+            .map_err(|_| io_err("poisoned"))?
+            .last_applied;
+        Ok(applied.is_none() && !self.dir.join("snapshot.json").exists())
+    }
+
+    /// Starts a new group of `members` that holds `state` (a restored backup); called before
+    /// Raft starts, on a new data folder. The state is written as the snapshot at the log id
+    /// `Raft::initialize` gives a group's first entry (index 0), with `members` as its
+    /// membership: openraft then starts as a group that has applied that entry (it purges the
+    /// log up to it), elects a leader among `members`, and sends the snapshot to every member
+    /// that needs it. The state never goes through the log, whose records are bounded. Blocking
+    /// (the state is encoded into its file).
+    pub fn seed(&self, state: State, members: BTreeMap<NodeId, Node>) -> io::Result<()> {
+        let first = LogId::default();
+        let membership = StoredMembership::new(Some(first), Membership::from(members));
+        let applied = Applied {
+            last_applied: Some(first),
+            membership: membership.clone(),
+            state,
+            writes: 0,
+        };
+        let seq = self.next_seq()?;
+        let meta = SnapshotMeta {
+            last_log_id: Some(first),
+            last_membership: membership,
+            snapshot_id: format!("restored-{seq}"),
+        };
+        let tmp = self.encode_snapshot(seq, &meta, &applied)?;
+        self.commit_snapshot_file(meta.last_log_id, &tmp, 0)?;
+        *self.applied.write().map_err(|_| io_err("poisoned"))? = applied;
+        Ok(())
+    }
+
+    fn next_seq(&self) -> io::Result<u64> {
+        let mut s = self.snapshot_seq.lock().map_err(|_| io_err("poisoned"))?;
+        *s += 1;
+        Ok(*s)
+    }
+
+    /// Encodes a snapshot of `applied` straight into a temporary file and returns its path: a
+    /// buffer of the whole encoded state would be larger than the state itself.
+    fn encode_snapshot(
+        &self,
+        seq: u64,
+        meta: &SnapshotMeta<NodeId, Node>,
+        applied: &Applied,
+    ) -> io::Result<PathBuf> {
+        let file = SnapshotFileRef {
+            version: STORAGE_VERSION,
+            meta,
+            applied,
+        };
+        let tmp = self.dir.join(format!("snapshot.{seq}.tmp"));
+        let written = File::create(&tmp).and_then(|f| {
+            let mut w = io::BufWriter::with_capacity(1 << 20, f);
+            serde_json::to_writer(&mut w, &file)?;
+            w.flush()
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
     /// Puts a snapshot of the state at `last` (which had applied `writes` writes) in place with
     /// `place`, unless a newer one is already there; returns whether it did. Serialised: a slow
     /// build must not overwrite a newer snapshot installed from the leader meanwhile.
@@ -174,23 +250,15 @@ impl StateMachine {
             snapshot: Box::new(Cursor::new(bytes)),
         }
     }
-}
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+    /// Builds a snapshot file of the current state (blocking).
+    fn build_snapshot_file(&self) -> io::Result<SnapshotMeta<NodeId, Node>> {
         // Serialised straight from the shared state under the read lock: no copy of the whole
         // state (which doubled the master's memory at every snapshot). Applying waits for the
-        // encoding; the file is written after the lock is released.
+        // encoding (on the blocking pool); the file is synced after the lock is released.
         let (tmp, meta, writes) = {
-            let a = self.read()?;
-            let seq = {
-                let mut s = self
-                    .snapshot_seq
-                    .lock()
-                    .map_err(|_| StorageIOError::read_state_machine(&io_err("poisoned")))?;
-                *s += 1;
-                *s
-            };
+            let a = self.applied.read().map_err(|_| io_err("poisoned"))?;
+            let seq = self.next_seq()?;
             let snapshot_id = match a.last_applied {
                 Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
                 None => format!("none-{seq}"),
@@ -200,26 +268,80 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership: a.membership.clone(),
                 snapshot_id,
             };
-            let file = SnapshotFileRef {
-                version: STORAGE_VERSION,
-                meta: &meta,
-                applied: &a,
-            };
-            // Encoded straight into the file: a buffer of the whole encoded state would be
-            // larger than the state itself.
-            let tmp = self.dir.join(format!("snapshot.{seq}.tmp"));
-            let written = File::create(&tmp).and_then(|f| {
-                let mut w = io::BufWriter::with_capacity(1 << 20, f);
-                serde_json::to_writer(&mut w, &file)?;
-                w.flush()
-            });
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(StorageIOError::write_snapshot(None, &e).into());
-            }
+            let tmp = self.encode_snapshot(seq, &meta, &a)?;
             (tmp, meta, a.writes)
         };
-        self.commit_snapshot_file(meta.last_log_id, &tmp, writes)
+        self.commit_snapshot_file(meta.last_log_id, &tmp, writes)?;
+        Ok(meta)
+    }
+
+    /// Installs a snapshot received from the leader (blocking: decodes and writes it).
+    fn install_snapshot_file(
+        &self,
+        meta: SnapshotMeta<NodeId, Node>,
+        bytes: Vec<u8>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let file: SnapshotFile = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.write_snapshot_file(meta.last_log_id, &bytes, file.applied.writes)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        drop(bytes);
+        let mut a = self
+            .applied
+            .write()
+            .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
+        *a = file.applied;
+        a.last_applied = meta.last_log_id;
+        a.membership = meta.last_membership;
+        Ok(())
+    }
+
+    /// The snapshot file, if there is one (blocking: reads it whole).
+    fn read_snapshot_file(&self) -> io::Result<Option<Snapshot<TypeConfig>>> {
+        match fs::read(self.dir.join("snapshot.json")) {
+            Ok(bytes) => {
+                let head: SnapshotHead = serde_json::from_slice(&bytes).map_err(io_err)?;
+                Ok(Some(self.snapshot_from(head.meta, bytes)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Applies `entries` to `a` (with the state's write lock held).
+fn apply_entries(a: &mut Applied, entries: Vec<Entry<TypeConfig>>) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(entries.len());
+    for e in entries {
+        a.last_applied = Some(e.log_id);
+        match e.payload {
+            EntryPayload::Blank => replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
+                crate::state::MetaReplyData::Done,
+            )))),
+            EntryPayload::Normal(cmd) => {
+                let cmd: Command = cmd;
+                a.writes += match &cmd.op {
+                    crate::state::Op::Many(w) => w.len() as u64,
+                    _ => 1,
+                };
+                replies.push(a.state.apply(&cmd));
+            }
+            EntryPayload::Membership(m) => {
+                a.membership = StoredMembership::new(Some(e.log_id), m);
+                replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
+                    crate::state::MetaReplyData::Done,
+                ))));
+            }
+        }
+    }
+    replies
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let this = self.clone();
+        let meta = blocking(move || this.build_snapshot_file())
+            .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         // openraft 0.9 keeps only the meta of a snapshot it had built (core/sm/worker.rs): the
         // data is read from the file by `get_current_snapshot` when a follower needs it.
@@ -242,34 +364,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut a = self
-            .applied
-            .write()
-            .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
-        let mut replies = Vec::new();
-        for e in entries {
-            a.last_applied = Some(e.log_id);
-            match e.payload {
-                EntryPayload::Blank => replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
-                    crate::state::MetaReplyData::Done,
-                )))),
-                EntryPayload::Normal(cmd) => {
-                    let cmd: Command = cmd;
-                    a.writes += match &cmd.op {
-                        crate::state::Op::Many(w) => w.len() as u64,
-                        _ => 1,
-                    };
-                    replies.push(a.state.apply(&cmd));
-                }
-                EntryPayload::Membership(m) => {
-                    a.membership = StoredMembership::new(Some(e.log_id), m);
-                    replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
-                        crate::state::MetaReplyData::Done,
-                    ))));
-                }
-            }
+        let entries: Vec<_> = entries.into_iter().collect();
+        let poisoned = || StorageIOError::write_state_machine(&io_err("poisoned"));
+        // Nearly always the state is free: apply here, without a trip to the blocking pool.
+        match self.applied.try_write() {
+            Ok(mut a) => return Ok(apply_entries(&mut a, entries)),
+            Err(TryLockError::Poisoned(_)) => return Err(poisoned().into()),
+            Err(TryLockError::WouldBlock) => {}
         }
-        Ok(replies)
+        // A snapshot build is encoding the state (or a reader holds it): wait for it on the
+        // blocking pool, not on a runtime worker.
+        let applied = self.applied.clone();
+        blocking(move || {
+            let mut a = applied.write().map_err(|_| io_err("poisoned"))?;
+            Ok(apply_entries(&mut a, entries))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_state_machine(&e).into())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -287,38 +398,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, Node>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
+        let (this, meta_owned) = (self.clone(), meta.clone());
         let bytes = snapshot.into_inner();
-        let file: SnapshotFile = serde_json::from_slice(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.write_snapshot_file(meta.last_log_id, &bytes, file.applied.writes)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let mut a = self
-            .applied
-            .write()
-            .map_err(|_| StorageIOError::write_state_machine(&io_err("poisoned")))?;
-        *a = file.applied;
-        a.last_applied = meta.last_log_id;
-        a.membership = meta.last_membership.clone();
-        Ok(())
+        blocking(move || Ok(this.install_snapshot_file(meta_owned, bytes)))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        match fs::read(self.dir.join("snapshot.json")) {
-            Ok(bytes) => {
-                let head: SnapshotHead = serde_json::from_slice(&bytes)
-                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                Ok(Some(self.snapshot_from(head.meta, bytes)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
-        }
+        let this = self.clone();
+        blocking(move || this.read_snapshot_file())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::assert_runs_off_the_runtime;
     use super::*;
     use openraft::CommittedLeaderId;
 
@@ -392,6 +491,71 @@ mod tests {
         assert_eq!(again.snapshot_writes.load(Ordering::Relaxed), 4);
         let current = again.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, built.meta);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn building_and_installing_snapshots_leave_the_runtime_thread_free() {
+        let dir = tempdir("snapoffrt");
+        let sm = StateMachine::open(&dir).unwrap();
+        // A build waits for the state's read lock while the test holds the write lock.
+        let mut s = sm.clone();
+        assert_runs_off_the_runtime(sm.applied.write().unwrap(), move || async move {
+            s.build_snapshot().await.unwrap();
+        });
+        let bytes = std::fs::read(dir.join("snapshot.json")).unwrap();
+        let mut s = sm.clone();
+        let meta = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(s.get_current_snapshot())
+            .unwrap()
+            .unwrap()
+            .meta;
+        // Installing decodes and writes on the blocking pool, then waits for the write lock.
+        let mut s = sm.clone();
+        assert_runs_off_the_runtime(sm.applied.read().unwrap(), move || async move {
+            s.install_snapshot(&meta, Box::new(Cursor::new(bytes)))
+                .await
+                .unwrap();
+        });
+        // Applying while a build holds the state waits on the blocking pool too.
+        let mut s = sm.clone();
+        assert_runs_off_the_runtime(sm.applied.read().unwrap(), move || async move {
+            s.apply([entry(1)]).await.unwrap();
+        });
+        assert_eq!(sm.read().unwrap().last_applied.map(|l| l.index), Some(1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_seeded_state_is_the_first_snapshot_of_a_new_group() {
+        let dir = tempdir("seed");
+        let sm = StateMachine::open(&dir).unwrap();
+        assert!(sm.is_empty().unwrap());
+        let state = State {
+            cluster_id: "c1".into(),
+            ..State::default()
+        };
+        let members: BTreeMap<NodeId, Node> = [(1, Node::new("a:1")), (2, Node::new("b:2"))]
+            .into_iter()
+            .collect();
+        sm.seed(state, members).unwrap();
+        assert!(!sm.is_empty().unwrap());
+        // Reopened as a restart (or openraft at start) sees it: applied at the log id of a
+        // group's first entry, with the members as voters.
+        let mut again = StateMachine::open(&dir).unwrap();
+        assert!(!again.is_empty().unwrap());
+        let (last, membership) = again.applied_state().await.unwrap();
+        assert_eq!(last, Some(LogId::default()));
+        assert_eq!(membership.log_id(), &Some(LogId::default()));
+        assert_eq!(
+            membership.membership().voter_ids().collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(again.read().unwrap().state.cluster_id, "c1");
+        let current = again.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(LogId::default()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
