@@ -29,6 +29,12 @@ const UPLOAD_QUEUE: usize = 16;
 const READ_QUEUE: usize = 8;
 /// How long a read waits for replica locations after a master restart (chunk reports arriving).
 const LOCATION_WAIT: Duration = Duration::from_secs(20);
+/// A replica that has not started answering a read this long is asked in parallel with the next
+/// one (a hedged read): a chunkserver answers a range's headers in milliseconds, while a paused
+/// or cut-off one sends nothing at all.
+const HEDGE_AFTER: Duration = Duration::from_millis(500);
+/// A replica that has not started answering a read this long has failed it.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What an upload stored.
 pub struct Stored {
@@ -629,12 +635,35 @@ async fn read_chunk(
     let deadline = tokio::time::Instant::now() + LOCATION_WAIT;
     let mut last_error = String::from("no live replica known");
     loop {
-        for node in loc.replicas.get(index).cloned().unwrap_or_default() {
-            let resp = match gw.chunks.get(&node, id, from, to - from, request_id).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(chunk = %id, error = %e, "replica read failed; trying another");
-                    last_error = e.to_string();
+        let nodes = loc.replicas.get(index).cloned().unwrap_or_default();
+        let mut next = 0;
+        while next < nodes.len() {
+            let rest = &nodes[next..];
+            let len = to - from;
+            let (asked, answer) = hedged(rest.len(), HEDGE_AFTER, |i| {
+                let node = &rest[i];
+                async move {
+                    tokio::time::timeout(
+                        FIRST_BYTE_TIMEOUT,
+                        gw.chunks.get(node, id, from, len, request_id),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(CallError::TimedOut(format!("{} sent nothing", node.addr)))
+                    })
+                }
+            })
+            .await;
+            next += asked;
+            let (node, resp) = match answer {
+                Ok((i, r)) => (rest[i].clone(), r),
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::warn!(chunk = %id, error = %e, "replica read failed; trying another");
+                    }
+                    if let Some(e) = errors.last() {
+                        last_error = e.to_string();
+                    }
                     continue;
                 }
             };
@@ -702,6 +731,46 @@ async fn read_chunk(
             Err(e) => last_error = e.to_string(),
         }
     }
+}
+
+/// Starts `start(0)`; whenever nothing has answered for `hedge_after` (or every running attempt
+/// failed),
+/// starts the next of `n`, and answers the first success with its index: a read goes around a
+/// replica that is silent without waiting for it to time out. Answers how many were started,
+/// and the failures when all failed. The attempts still running are dropped.
+async fn hedged<F, Fut, T, E>(
+    n: usize,
+    hedge_after: Duration,
+    start: F,
+) -> (usize, Result<(usize, T), Vec<E>>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let launch = |i| {
+        let attempt = start(i);
+        async move { (i, attempt.await) }
+    };
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut errors = Vec::new();
+    let mut started = 0;
+    while started < n || !running.is_empty() {
+        if running.is_empty() {
+            running.push(launch(started));
+            started += 1;
+        }
+        tokio::select! {
+            Some((i, result)) = running.next() => match result {
+                Ok(t) => return (started, Ok((i, t))),
+                Err(e) => errors.push(e),
+            },
+            _ = tokio::time::sleep(hedge_after), if started < n => {
+                running.push(launch(started));
+                started += 1;
+            }
+        }
+    }
+    (started, Err(errors))
 }
 
 #[cfg(test)]
