@@ -158,6 +158,10 @@ struct MasterArgs {
     election_timeout_max_ms: Option<u64>,
     #[arg(long)]
     raft_heartbeat_ms: Option<u64>,
+    /// Longest wait for a metadata write to commit, or a read to be confirmed by a quorum,
+    /// before the caller is told to retry (3000).
+    #[arg(long)]
+    propose_timeout_ms: Option<u64>,
     /// Writes (or log entries) between snapshots (checkpoints), at least: the interval also
     /// grows to half the number of records.
     #[arg(long)]
@@ -238,6 +242,11 @@ struct ChunkserverArgs {
     masters: Option<Vec<String>>,
     #[arg(long)]
     heartbeat_ms: Option<u64>,
+    /// Register as a new node although the disks hold chunks and `identity.json` is missing:
+    /// the cluster then judges those chunks as a new node's (without it, such a start is
+    /// refused).
+    #[arg(long)]
+    accept_new_identity: bool,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -335,6 +344,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.election_timeout_min_ms, a.election_timeout_min_ms);
     set(&mut c.election_timeout_max_ms, a.election_timeout_max_ms);
     set(&mut c.raft_heartbeat_ms, a.raft_heartbeat_ms);
+    set(&mut c.propose_timeout_ms, a.propose_timeout_ms);
     set(&mut c.snapshot_every, a.snapshot_every);
     set(&mut c.initial_members, a.initial_members);
     c.join |= a.join;
@@ -365,6 +375,7 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     set(&mut c.zone, a.zone);
     set(&mut c.masters, a.masters);
     set(&mut c.heartbeat_ms, a.heartbeat_ms);
+    c.accept_new_identity |= a.accept_new_identity;
     c.secret = a.secret.resolve(&c.secret)?;
     a.internal_tls.apply(&mut c.internal_tls);
     Ok(c)

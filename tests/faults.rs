@@ -378,3 +378,199 @@ fn an_object_whose_every_copy_is_gone_answers_503_not_a_broken_body() {
         assert_eq!(head.content_length(), Some(1000));
     });
 }
+
+/// Waits up to a minute for `child` to exit; answers its exit code.
+fn exit_code(child: &mut std::process::Child) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The lines of a node's log that the binary printed as its fatal error.
+fn fatal_lines(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("tinydfs: "))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_second_chunkserver_on_a_data_folder_or_disk_exits_naming_the_holder() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("locks-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // No master is needed to start: registration is retried in the background.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let start = |name: &str, data: &str, extra: &[&str]| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = std::process::Command::new(bin())
+            .args(["chunkserver", "--listen", &addr, "--masters", &nobody])
+            .arg("--data-dir")
+            .arg(dir.join(data))
+            .args(extra)
+            .env("TINYDFS_CLUSTER_SECRET", "locks-test-secret")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (KillOnDrop(child), addr)
+    };
+    let (mut first, addr) = start("first", "a", &[]);
+    wait_until("the first chunkserver to answer", || {
+        std::process::Command::new(bin())
+            .args(["health", &addr, "--timeout", "1"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    let holder = format!("pid {}", first.0.id());
+    // The same data folder (also its disk).
+    let (mut second, _) = start("second", "a", &[]);
+    assert_ne!(exit_code(&mut second.0), 0);
+    let lines = fatal_lines(&dir.join("second.log"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&dir.join("a").display().to_string()),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains(&holder), "{lines:?}");
+    // Another data folder, with the first one's folder as a disk.
+    let disk = format!("--disk={}", dir.join("a").display());
+    let (mut third, _) = start("third", "b", &[&disk]);
+    assert_ne!(exit_code(&mut third.0), 0);
+    let lines = fatal_lines(&dir.join("third.log"));
+    assert!(lines.len() == 1 && lines[0].contains(&holder), "{lines:?}");
+    // Its lock dies with its holder: no stale lock after a crash.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let (mut fourth, addr) = start("fourth", "b", &[&disk]);
+    wait_until("a chunkserver on the freed folder to answer", || {
+        std::process::Command::new(bin())
+            .args(["health", &addr, "--timeout", "1"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(fourth.0.try_wait().unwrap().is_none());
+    drop(fourth);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_chunkserver_never_forgets_its_identity_silently() {
+    let cluster = Cluster::start(Opts::default());
+    let c = cluster.client();
+    let rt = rt();
+    let chunk = cluster.chunk_size() as usize;
+    rt.block_on(async {
+        c.create_bucket().bucket("who").send().await.unwrap();
+        // Chunk files and packed chunks alike.
+        put(&c, "who", "big", data(2 * chunk + 5, 1)).await.unwrap();
+        put(&c, "who", "small", data(1000, 2)).await.unwrap();
+    });
+    let held = |node: &str| {
+        cluster
+            .chunk_files()
+            .iter()
+            .filter(|(n, _)| n == node)
+            .count()
+    };
+    let before = held("chunkserver-1");
+    assert!(before >= 4, "chunkserver-1 holds {before} chunks");
+    let addr = cluster.addr("chunkserver-1");
+    let old_id = cluster.status()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "chunkserver" && n["addr"] == addr.as_str())
+        .and_then(|n| n["id"].as_u64());
+    // The identity file is lost while the node is down.
+    cluster.kill("chunkserver-1");
+    let folder = cluster.dir.join("chunkserver-1");
+    std::fs::remove_file(folder.join("identity.json")).unwrap();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "chunkserver",
+            "--listen",
+            &addr,
+            "--masters",
+            &cluster.masters().join(","),
+            "--heartbeat-ms",
+            "200",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(format!("--data-dir={}", folder.display()));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // Refused: it would register as a new node over its chunks.
+    let mut refused = cluster.spawn("refused", &args(&[]));
+    assert_ne!(exit_code(&mut refused.0), 0);
+    let lines = fatal_lines(&cluster.dir.join("logs/refused.log"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("identity.json") && lines[0].contains("--accept-new-identity"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        held("chunkserver-1"),
+        before,
+        "a refused start touched chunks"
+    );
+    // The operator lets the cluster judge its chunks as a new node's.
+    let _accepted = cluster.spawn("accepted", &args(&["--accept-new-identity"]));
+    let alive_id = || {
+        cluster.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["addr"] == addr.as_str() && n["state"] == "alive")
+            .filter_map(|n| n["id"].as_u64())
+            .find(|id| Some(*id) != old_id)
+    };
+    // Under a new id: the master has not yet even seen the old one dead.
+    wait_until("the node to register anew", || alive_id().is_some());
+    assert!(folder.join("identity.json").exists());
+    rt.block_on(async {
+        assert!(get(&c, "who", "big").await.unwrap() == data(2 * chunk + 5, 1));
+    });
+
+    // A node that cannot save the identity it was given stops instead of serving without it.
+    let fresh = cluster.dir.join("unsaved");
+    std::fs::create_dir_all(fresh.join("identity.json.tmp")).unwrap();
+    let unsaved_addr = format!("127.0.0.1:{}", free_port());
+    let mut unsaved = cluster.spawn(
+        "unsaved",
+        &[
+            "chunkserver".to_string(),
+            "--listen".to_string(),
+            unsaved_addr,
+            "--masters".to_string(),
+            cluster.masters().join(","),
+            format!("--data-dir={}", fresh.display()),
+        ],
+    );
+    assert_ne!(exit_code(&mut unsaved.0), 0);
+    let lines = fatal_lines(&cluster.dir.join("logs/unsaved.log"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("cannot save the node identity"),
+        "{lines:?}"
+    );
+    assert!(!fresh.join("identity.json").exists());
+}

@@ -110,6 +110,17 @@ async fn require_secret(State(cs): State<Shared>, req: Request, next: Next) -> R
     if !tinydfs_proto::secrets_equal(given, &cs.secret) {
         return (StatusCode::FORBIDDEN, "bad cluster secret").into_response();
     }
+    // Orders and pipeline writes of another cluster (a master whose metadata was lost and
+    // named a new cluster) are refused on every route.
+    let theirs = req
+        .headers()
+        .get(tinydfs_proto::CLUSTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ours = tinydfs_proto::http::cluster_id();
+    if let Some(why) = tinydfs_proto::http::cluster_mismatch(theirs, &ours) {
+        return (StatusCode::CONFLICT, why).into_response();
+    }
     next.run(req).await
 }
 

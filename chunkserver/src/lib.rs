@@ -13,13 +13,19 @@
 //!   to the next replica, acknowledge once every member has fsynced) and verified reads.
 //! - [`scrub`]: the background worker that re-reads every chunk to find silent corruption.
 //! - [`ops`]: the read-only operations listener (health, Prometheus metrics).
-//! - this file: configuration, registration with the master and heartbeats with chunk reports,
-//!   lost replicas, disk states and the master's deletion orders, and the compaction timer.
+//! - this file: configuration, the start (folder locks, the identity, opening the store, all on
+//!   a blocking thread), registration with the master and heartbeats with chunk reports, lost
+//!   replicas, disk states and the master's deletion orders, and the compaction timer.
 //!
 //! Dependencies run one way: `image` ← `pack` ← `store` ← `api`, `scrub`, `ops` ← this file.
 //!
 //! A chunkserver keeps its identity (node id and cluster id) in its data folder and refuses to
 //! join another cluster with it; it obeys deletion orders only from a master of that cluster.
+//! The identity is what ties the chunks on its disks to the cluster's records of them, so it is
+//! never given up silently: a node that cannot save the identity it was given exits, and a node
+//! that has chunks but no identity refuses to register as a new node unless the operator says
+//! so (`accept_new_identity`). Each data folder and disk is locked for the life of the process
+//! (`tinydfs_proto::lock`), so two processes never judge one set of chunks.
 
 pub mod api;
 pub mod image;
@@ -36,6 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tinydfs_proto::client::MasterClient;
+use tinydfs_proto::lock::{lock_dir, DirLock};
 use tinydfs_proto::meta::{Heartbeat, HeartbeatReply, RegisterRequest};
 use tokio::sync::watch;
 
@@ -80,6 +87,10 @@ pub struct ChunkserverConfig {
     pub zone: String,
     /// Address of the read-only operations listener (health, metrics); empty for none.
     pub ops_listen: String,
+    /// Register as a new node even though the disks hold chunks and the identity file is
+    /// missing: the cluster then judges those chunks as a new node's (copies it knows count,
+    /// the rest is garbage). Off: such a start is refused.
+    pub accept_new_identity: bool,
     /// HTTPS on the internal listener and to peers (off unless set).
     #[serde(flatten)]
     pub internal_tls: tinydfs_proto::tls::InternalTls,
@@ -102,6 +113,7 @@ impl Default for ChunkserverConfig {
             heartbeat_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
             zone: String::new(),
             ops_listen: String::new(),
+            accept_new_identity: false,
             internal_tls: Default::default(),
         }
     }
@@ -126,8 +138,11 @@ impl ChunkserverConfig {
     }
 }
 
+/// Name of the identity file in the data folder.
+const IDENTITY_FILE: &str = "identity.json";
+
 /// This chunkserver's identity in its cluster.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub version: u16,
     pub node_id: Option<u64>,
@@ -138,27 +153,116 @@ impl Identity {
     /// The saved identity; none for a new data folder. An unreadable one is an error: guessing
     /// would let this node join another cluster with its chunks.
     fn load(dir: &Path) -> anyhow::Result<Identity> {
-        let path = dir.join("identity.json");
-        match std::fs::read(&path) {
+        let path = dir.join(IDENTITY_FILE);
+        let identity: Identity = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                anyhow::anyhow!("{} is unreadable ({e}); fix or remove it", path.display())
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Identity::default()),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
-        }
+                anyhow::anyhow!("{} is unreadable ({e}); fix or restore it", path.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Identity::default()),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        anyhow::ensure!(
+            identity.version <= IDENTITY_VERSION,
+            "{} is of version {}, newer than this tinydfs reads ({IDENTITY_VERSION}); run a newer \
+             tinydfs",
+            path.display(),
+            identity.version
+        );
+        Ok(identity)
     }
 
+    /// Writes the identity durably (temporary file, fsync, rename, folder fsync; blocking).
     fn save(&self, dir: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self)?;
-        let tmp = dir.join("identity.json.tmp");
+        let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
         std::fs::write(&tmp, bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(tmp, dir.join("identity.json"))?;
+        std::fs::rename(tmp, dir.join(IDENTITY_FILE))?;
         std::fs::File::open(dir)?.sync_all()
     }
 }
 
-/// Runs a chunkserver until `shutdown` completes.
+/// Locks the data folder and every disk folder for this process (the data folder once when it
+/// is also a disk), creating them if missing. A folder another process holds is an error naming
+/// it and its holder; so is a disk given twice.
+pub fn lock_folders(config: &ChunkserverConfig) -> anyhow::Result<Vec<DirLock>> {
+    let mut locks: Vec<DirLock> = Vec::new();
+    // Canonical paths of the folders locked, the data folder first: two spellings of one
+    // folder must not be locked twice (flock conflicts within one process too).
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for dir in std::iter::once(&config.data_dir).chain(&config.disks) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        let canonical = dir
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        match seen.iter().position(|s| *s == canonical) {
+            Some(0) => continue, // the data folder, also a disk
+            Some(i) => anyhow::bail!(
+                "{} and {} are the same folder; give each disk once",
+                locks[i].dir().display(),
+                dir.display()
+            ),
+            None => {}
+        }
+        // The error's own line: its source is in it already.
+        locks.push(lock_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?);
+        seen.push(canonical);
+    }
+    Ok(locks)
+}
+
+/// Why a chunkserver whose identity names no node must not register as a new one, if so: its
+/// disks hold `chunks` chunks, which the cluster would then judge as a new, empty node's.
+fn new_identity_refusal(
+    data_dir: &Path,
+    identity: &Identity,
+    chunks: usize,
+    accept_new_identity: bool,
+) -> Option<String> {
+    if identity.node_id.is_some() || chunks == 0 || accept_new_identity {
+        return None;
+    }
+    Some(format!(
+        "{} is missing or names no node, but the disks hold {chunks} chunks: this node would \
+         register as a new one and its chunks be judged as a new node's; restore the file, or \
+         start with --accept-new-identity to let the cluster judge them so",
+        data_dir.join(IDENTITY_FILE).display()
+    ))
+}
+
+/// Takes the folders and reads what is in them (blocking: listing chunk files and replaying
+/// pack files reads the disks): the locks, the identity, the store. Refuses to go on as a new
+/// node over chunks already on disk unless the configuration accepts it.
+fn open_node(config: &ChunkserverConfig) -> anyhow::Result<(Identity, store::ChunkStore)> {
+    let locks = lock_folders(config)?;
+    let identity = Identity::load(&config.data_dir)?;
+    let packing = store::PackConfig {
+        max_chunk: config.pack_max,
+        ..Default::default()
+    };
+    let store = store::ChunkStore::open_with(&config.chunk_dirs(), config.capacity, packing)?
+        .keep_locked(locks);
+    let chunks = store.count();
+    if let Some(why) = new_identity_refusal(
+        &config.data_dir,
+        &identity,
+        chunks,
+        config.accept_new_identity,
+    ) {
+        anyhow::bail!(why);
+    }
+    if identity.node_id.is_none() && chunks > 0 {
+        tracing::warn!(
+            chunks,
+            "no node identity: registering as a new node, as --accept-new-identity allows"
+        );
+    }
+    Ok((identity, store))
+}
+
+/// Runs a chunkserver until `shutdown` completes, or until it cannot go on safely (its node
+/// identity could not be saved): then it stops and answers why.
 pub async fn run(
     config: ChunkserverConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -167,18 +271,9 @@ pub async fn run(
     anyhow::ensure!(!config.masters.is_empty(), "no master address given");
     // Before any internal client is built: they all follow it.
     let tls = config.internal_tls.apply(true)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", config.data_dir.display()))?;
-    let packing = store::PackConfig {
-        max_chunk: config.pack_max,
-        ..Default::default()
-    };
-    let store = Arc::new(store::ChunkStore::open_with(
-        &config.chunk_dirs(),
-        config.capacity,
-        packing,
-    )?);
-    let identity = Identity::load(&config.data_dir)?;
+    let opening = config.clone();
+    let (identity, store) = tokio::task::spawn_blocking(move || open_node(&opening)).await??;
+    let store = Arc::new(store);
     let (id_tx, id_rx) = watch::channel(identity.node_id);
     let server = Arc::new(api::Chunkserver {
         store: store.clone(),
@@ -208,12 +303,30 @@ pub async fn run(
         store.clone(),
         Duration::from_secs(config.compact_interval_secs.max(1)),
     ));
-    let hb = tokio::spawn(heartbeat_loop(config.clone(), store, identity, id_tx));
+    // A fatal failure of the heartbeat loop stops the server like a shutdown, then is answered.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let hb = tokio::spawn(async move {
+        let Err(e) = heartbeat_loop(config, store, identity, id_tx).await;
+        let _ = fatal_tx.send(e);
+    });
+    let fatal: Arc<std::sync::Mutex<Option<anyhow::Error>>> = Default::default();
+    let stop = {
+        let fatal = fatal.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(e) = fatal_rx => {
+                    tracing::error!(error = %e, "stopping");
+                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+        }
+    };
     match tls {
         Some(tls) => {
             let listener = tinydfs_proto::tls::TlsListener::new(listener, tls)?;
             axum::serve(listener, api::router(server))
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(stop)
                 .await?
         }
         None => {
@@ -221,7 +334,7 @@ pub async fn run(
                 let _ = tcp.set_nodelay(true);
             });
             axum::serve(listener, api::router(server))
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(stop)
                 .await?
         }
     }
@@ -232,7 +345,11 @@ pub async fn run(
     }
     stop_scrub.store(true, Ordering::Relaxed);
     scrubber.abort();
-    Ok(())
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Compacts sparse pack files every `interval`, on a blocking thread.
@@ -246,16 +363,22 @@ async fn compact_loop(store: Arc<store::ChunkStore>, interval: Duration) {
     }
 }
 
+/// Registers with the master and sends heartbeats, for ever; answers only why it cannot go on
+/// (the identity the master gave could not be saved).
 async fn heartbeat_loop(
     config: ChunkserverConfig,
     store: Arc<store::ChunkStore>,
     mut identity: Identity,
     id_tx: watch::Sender<Option<u64>>,
-) {
+) -> anyhow::Result<std::convert::Infallible> {
     let master = MasterClient::new(config.masters.clone(), config.secret.clone());
     let interval = Duration::from_millis(config.heartbeat_ms.max(10));
     let mut registered = false;
     let mut beats = 0u32;
+    // Internal requests carry it, and requests of another cluster are refused (api.rs).
+    if let Some(c) = &identity.cluster_id {
+        tinydfs_proto::http::set_cluster_id(c);
+    }
     loop {
         // statvfs and folder checks touch the disks: off the runtime threads.
         let s = store.clone();
@@ -279,13 +402,19 @@ async fn heartbeat_loop(
             };
             match master.register(&req).await {
                 Ok(reply) => {
-                    identity = Identity {
+                    let given = Identity {
                         version: IDENTITY_VERSION,
                         node_id: Some(reply.node_id),
                         cluster_id: Some(reply.cluster_id),
                     };
-                    if let Err(e) = identity.save(&config.data_dir) {
-                        tracing::error!(error = %e, "cannot save the node identity");
+                    // Durable before this node acts as the registered one: a node that forgot
+                    // its id would come back as a new node and obey orders meant for one.
+                    if given != identity {
+                        save_identity(&given, &config.data_dir).await?;
+                    }
+                    identity = given;
+                    if let Some(c) = &identity.cluster_id {
+                        tinydfs_proto::http::set_cluster_id(c);
                     }
                     let _ = id_tx.send(identity.node_id);
                     registered = true;
@@ -304,16 +433,31 @@ async fn heartbeat_loop(
             continue;
         };
         // Lost ids first, then the report: a chunk lost in between is in neither and goes in
-        // the next heartbeat's list, never in both.
-        let (lost_mark, lost) = store.lost();
-        let chunks = beats.is_multiple_of(FULL_REPORT_EVERY).then(|| {
-            let mut report = store.report();
-            if !lost.is_empty() {
-                let lost: std::collections::HashSet<_> = lost.iter().collect();
-                report.retain(|c| !lost.contains(&c.id));
+        // the next heartbeat's list, never in both. Copying the index of a full disk takes a
+        // while under the store's lock: off the runtime threads.
+        let full = beats.is_multiple_of(FULL_REPORT_EVERY);
+        let s = store.clone();
+        let (lost_mark, lost, chunks) = match tokio::task::spawn_blocking(move || {
+            let (mark, lost) = s.lost();
+            let chunks = full.then(|| {
+                let mut report = s.report();
+                if !lost.is_empty() {
+                    let lost: std::collections::HashSet<_> = lost.iter().collect();
+                    report.retain(|c| !lost.contains(&c.id));
+                }
+                report
+            });
+            (mark, lost, chunks)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "building the chunk report failed");
+                tokio::time::sleep(interval).await;
+                continue;
             }
-            report
-        });
+        };
         let (scrubbed, scrub_corrupt) = store.scrub_counters();
         let (bytes_written, _) = store.io_counters();
         let hb = Heartbeat {
@@ -345,6 +489,24 @@ async fn heartbeat_loop(
             tokio::time::sleep(interval).await;
         }
     }
+}
+
+/// Saves the identity the master gave this node (on a blocking thread: two fsyncs), or answers
+/// the one-line reason the node must stop.
+async fn save_identity(identity: &Identity, dir: &Path) -> anyhow::Result<()> {
+    let (id, at) = (identity.clone(), dir.to_path_buf());
+    let saved = tokio::task::spawn_blocking(move || id.save(&at))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    saved.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot save the node identity (node {} of cluster {}) in {}: {e}; stopping, since \
+             without it this node would come back as a new one",
+            identity.node_id.unwrap_or_default(),
+            identity.cluster_id.as_deref().unwrap_or("-"),
+            dir.join(IDENTITY_FILE).display()
+        )
+    })
 }
 
 /// Why the deletion orders of `reply` must not be obeyed, if so. Deleting is the one thing a
@@ -410,6 +572,159 @@ mod tests {
         assert!(deletion_refusal(&reply("", false), &ours).is_some());
         assert!(deletion_refusal(&reply("c-2", false), &ours).is_some());
         assert!(deletion_refusal(&reply("c-1", false), &Identity::default()).is_some());
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("tinydfs-cs-{name}-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn folders_are_locked_once_each_and_a_second_process_is_refused() {
+        let root = tempdir("locks");
+        let config = ChunkserverConfig {
+            data_dir: root.join("data"),
+            ..Default::default()
+        };
+        // The data folder is the only disk: locked once.
+        let held = lock_folders(&config).unwrap();
+        assert_eq!(held.len(), 1);
+        // Another holder (flock conflicts between two opens, as between two processes) is
+        // refused with one line naming the folder and the holder.
+        let err = lock_folders(&config).unwrap_err().to_string();
+        assert!(
+            err.contains(&config.data_dir.display().to_string()),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        drop(held);
+        // Disks of their own, the data folder among them under another spelling.
+        let disks = ChunkserverConfig {
+            disks: vec![root.join("d1"), root.join("data/."), root.join("d2")],
+            ..config.clone()
+        };
+        let held = lock_folders(&disks).unwrap();
+        let dirs: Vec<&Path> = held.iter().map(|l| l.dir()).collect();
+        assert_eq!(
+            dirs,
+            vec![root.join("data"), root.join("d1"), root.join("d2")]
+        );
+        let err = lock_folders(&disks).unwrap_err().to_string();
+        assert!(err.contains("in use"), "{err}");
+        drop(held);
+        // One disk given twice would be judged twice by this process: refused.
+        let twice = ChunkserverConfig {
+            disks: vec![root.join("d1"), root.join("d1/")],
+            ..config
+        };
+        let err = lock_folders(&twice).unwrap_err().to_string();
+        assert!(err.contains("same folder"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_node_without_identity_refuses_to_start_over_chunks_unless_accepted() {
+        let root = tempdir("identity");
+        let mut config = ChunkserverConfig {
+            data_dir: root.join("data"),
+            ..Default::default()
+        };
+        // A new, empty folder starts as a new node; the lock file is not taken for a chunk.
+        let (identity, store) = open_node(&config).unwrap();
+        assert_eq!(identity.node_id, None);
+        assert!(config
+            .data_dir
+            .join(tinydfs_proto::lock::LOCK_FILE)
+            .exists());
+        assert_eq!(store.count(), 0);
+        assert!(store.report().is_empty());
+        // Chunks on disk, a chunk file and a packed one, then the identity is lost.
+        store
+            .write_whole(
+                tinydfs_proto::ChunkId(1),
+                bytes::Bytes::from_static(b"x"),
+                1,
+                crc32c::crc32c(b"x"),
+            )
+            .unwrap();
+        let big = vec![7u8; (store.pack_max() + 1) as usize];
+        store
+            .write_whole(
+                tinydfs_proto::ChunkId(2),
+                big.clone().into(),
+                big.len() as u64,
+                crc32c::crc32c(&big),
+            )
+            .unwrap();
+        drop(store);
+        let refused = |config: &ChunkserverConfig| match open_node(config) {
+            Ok(_) => panic!("started over chunks without an identity"),
+            Err(e) => e.to_string(),
+        };
+        let err = refused(&config);
+        assert!(err.contains("2 chunks"), "{err}");
+        assert!(err.contains("--accept-new-identity"), "{err}");
+        assert!(err.contains("identity.json"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        // An identity that names no node is no better.
+        let nameless = Identity {
+            version: IDENTITY_VERSION,
+            node_id: None,
+            cluster_id: Some("c-1".into()),
+        };
+        nameless.save(&config.data_dir).unwrap();
+        refused(&config);
+        // The operator accepts a new identity for these chunks.
+        config.accept_new_identity = true;
+        let (_, store) = open_node(&config).unwrap();
+        assert_eq!(store.count(), 2);
+        drop(store);
+        // A node that knows its id starts with its chunks.
+        config.accept_new_identity = false;
+        let known = Identity {
+            node_id: Some(4),
+            ..nameless
+        };
+        known.save(&config.data_dir).unwrap();
+        let (identity, store) = open_node(&config).unwrap();
+        assert_eq!((identity, store.count()), (known.clone(), 2));
+        drop(store);
+        // An identity written by a newer version is not guessed at.
+        let newer = Identity {
+            version: IDENTITY_VERSION + 1,
+            ..known
+        };
+        newer.save(&config.data_dir).unwrap();
+        assert!(refused(&config).contains("newer"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_identity_that_cannot_be_saved_is_a_one_line_error() {
+        let root = tempdir("identity-save");
+        // The temporary file's name is taken by a folder: the save fails.
+        std::fs::create_dir_all(root.join("identity.json.tmp")).unwrap();
+        let identity = Identity {
+            version: IDENTITY_VERSION,
+            node_id: Some(9),
+            cluster_id: Some("c-9".into()),
+        };
+        let err = save_identity(&identity, &root)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node 9 of cluster c-9"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        save_identity(&identity, &root).await.unwrap();
+        assert_eq!(Identity::load(&root).unwrap(), identity);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -119,12 +119,18 @@ pub fn record_len(len: u64) -> u64 {
     RECORD_HEADER_LEN as u64 + image_len(len)
 }
 
+/// What appends know of a pack file.
 struct PackFile {
     file: Arc<File>,
     /// Bytes written (the end of the last record).
     size: u64,
     /// Length of the file on disk: records, then zeros written ahead.
     prepared: u64,
+}
+
+/// What readers and the index's accounting know of a pack file.
+struct Handle {
+    file: Arc<File>,
     /// Bytes of the records the index points at.
     live: u64,
 }
@@ -143,10 +149,17 @@ struct Inner {
 }
 
 /// The pack files of one disk.
+///
+/// Two locks: `inner` serializes appends and is held through the zero-filling and syncing an
+/// append may do; `handles` (the open files for readers, and their live bytes) is only ever
+/// held for a map operation. The chunk store takes `handles` under its own lock, never
+/// `inner`, so that no reader and no request waits behind a disk sync. Lock order: `inner`,
+/// then `handles`.
 pub struct Packs {
     dir: PathBuf,
     file_size: u64,
     inner: Mutex<Inner>,
+    handles: Mutex<BTreeMap<u32, Handle>>,
     synced: Condvar,
 }
 
@@ -170,6 +183,7 @@ impl Packs {
             .collect();
         numbers.sort_unstable();
         let mut files = BTreeMap::new();
+        let mut handles = BTreeMap::new();
         let mut found = Vec::new();
         for n in &numbers {
             let path = dir.join(file_name(*n));
@@ -178,13 +192,20 @@ impl Packs {
             let size = replay(&file, *n, &mut found).map_err(|e| {
                 io::Error::new(e.kind(), format!("replaying {}: {e}", path.display()))
             })?;
+            let file = Arc::new(file);
+            handles.insert(
+                *n,
+                Handle {
+                    file: file.clone(),
+                    live: 0,
+                },
+            );
             files.insert(
                 *n,
                 PackFile {
-                    file: Arc::new(file),
+                    file,
                     size,
                     prepared,
-                    live: 0,
                 },
             );
         }
@@ -201,6 +222,7 @@ impl Packs {
                 syncing: false,
                 broken: None,
             }),
+            handles: Mutex::new(handles),
             synced: Condvar::new(),
         };
         Ok((packs, found))
@@ -210,29 +232,45 @@ impl Packs {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn handles(&self) -> MutexGuard<'_, BTreeMap<u32, Handle>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` while appends are held up, as by one stuck in a slow sync (tests).
+    #[cfg(test)]
+    pub(crate) fn while_appends_stall<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.lock();
+        f()
+    }
+
     /// The path of pack file `n`.
     pub fn path(&self, n: u32) -> PathBuf {
         self.dir.join(file_name(n))
     }
 
-    /// The open pack file `n`, for reading.
+    /// The open pack file `n`, for reading (never waits for an append).
     pub fn file(&self, n: u32) -> Option<Arc<File>> {
-        self.lock().files.get(&n).map(|f| f.file.clone())
+        self.handles().get(&n).map(|h| h.file.clone())
     }
 
-    /// Counts `bytes` more (or, negative, fewer) of file `n` as live.
+    /// Counts `bytes` more (or, negative, fewer) of file `n` as live (never waits for an
+    /// append).
     pub fn add_live(&self, n: u32, bytes: i64) {
-        if let Some(f) = self.lock().files.get_mut(&n) {
-            f.live = f.live.saturating_add_signed(bytes);
+        if let Some(h) = self.handles().get_mut(&n) {
+            h.live = h.live.saturating_add_signed(bytes);
         }
     }
 
     /// Sealed files whose live records take less than half their size: worth compacting.
     pub fn sparse(&self) -> Vec<u32> {
         let g = self.lock();
+        let handles = self.handles();
         g.files
             .iter()
-            .filter(|(n, f)| Some(**n) != g.current && f.live * 2 < f.size)
+            .filter(|(n, f)| {
+                let live = handles.get(n).map_or(0, |h| h.live);
+                Some(**n) != g.current && live * 2 < f.size
+            })
             .map(|(n, _)| *n)
             .collect()
     }
@@ -240,6 +278,7 @@ impl Packs {
     /// Forgets and removes file `n` (open handles keep reading it until they are dropped).
     pub fn retire(&self, n: u32) -> io::Result<()> {
         self.lock().files.remove(&n);
+        self.handles().remove(&n);
         match fs::remove_file(self.path(n)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -319,13 +358,20 @@ impl Packs {
         file.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
         g.current = Some(n);
+        let file = Arc::new(file);
+        self.handles().insert(
+            n,
+            Handle {
+                file: file.clone(),
+                live: 0,
+            },
+        );
         g.files.insert(
             n,
             PackFile {
-                file: Arc::new(file),
+                file,
                 size: FILE_HEADER_LEN,
                 prepared: FILE_HEADER_LEN,
-                live: 0,
             },
         );
         Ok(n)

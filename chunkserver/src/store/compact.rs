@@ -96,11 +96,17 @@ impl ChunkStore {
 
     /// Points the index at durable copies of packed chunks, where it still points at the
     /// records they were copied from. A chunk deleted meanwhile gets a tombstone after its copy.
-    fn repoint(&self, packs: &Packs, moves: Vec<(ChunkId, Entry, Slot)>) -> usize {
+    pub(super) fn repoint(&self, packs: &Packs, moves: Vec<(ChunkId, Entry, Slot)>) -> usize {
         let mut moved = 0;
+        let mut cancel = Vec::new();
         {
             let mut st = self.state();
             for (id, was, to) in moves {
+                // A claim on an id out of the index is a write of it or its deletion under way:
+                // what the copy needs (nothing, or a tombstone after it) shows once it ends.
+                while !st.index.contains_key(&id) && st.committing.contains(&id) {
+                    st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
                 let bytes = pack::record_len(was.len) as i64;
                 match st.index.get_mut(&id) {
                     Some(e) if *e == was => {
@@ -110,17 +116,27 @@ impl ChunkStore {
                         packs.add_live(to.file, bytes);
                         moved += 1;
                     }
-                    Some(_) => {} // written again meanwhile: the copy is a harmless duplicate
-                    // Deleted meanwhile: a tombstone after the copy (with the state locked, so
-                    // that it cannot follow a newer record of the id).
+                    // Written again meanwhile: the copy holds the same chunk (an id never names
+                    // other contents), a harmless duplicate whichever of the two comes last.
+                    Some(_) => {}
+                    // Deleted meanwhile: a tombstone after the copy, claimed until appended so
+                    // that it cannot follow a newer record of the id.
                     None => {
-                        if let Err(e) = packs.append_tombstone(id) {
-                            tracing::warn!(chunk = %id, error = %e,
-                                "cannot record a packed chunk's deletion");
-                        }
+                        st.committing.insert(id);
+                        cancel.push(id);
                     }
                 }
             }
+        }
+        // Appended without the store's lock: an append may wait for a sync.
+        for id in &cancel {
+            if let Err(e) = packs.append_tombstone(*id) {
+                tracing::warn!(chunk = %id, error = %e,
+                    "cannot record a packed chunk's deletion");
+            }
+        }
+        if !cancel.is_empty() {
+            self.unclaim(&cancel);
         }
         moved
     }

@@ -14,11 +14,14 @@ impl ChunkStore {
             let mut st = self.state();
             let entry = st.remove(id).ok_or(StoreError::NotFound(id))?;
             if entry.pack.is_some() {
-                self.forget_packed(id, entry);
-                return Ok(());
+                st.committing.insert(id);
             }
             entry
         };
+        if entry.pack.is_some() {
+            self.forget_packed(id, entry);
+            return Ok(());
+        }
         match fs::remove_file(self.path(entry.disk, id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -50,33 +53,48 @@ impl ChunkStore {
             }
             st.queue_lost(id);
             let dropped = st.remove(id);
-            if let Some(e) = dropped.filter(|e| e.pack.is_some()) {
-                self.forget_packed(id, e);
+            if dropped.is_some_and(|e| e.pack.is_some()) {
+                st.committing.insert(id);
             }
             dropped
         };
-        if remove_file && dropped.is_some_and(|e| e.pack.is_none()) {
-            match fs::remove_file(self.path(disk, id)) {
+        match dropped {
+            Some(e) if e.pack.is_some() => self.forget_packed(id, e),
+            Some(_) if remove_file => match fs::remove_file(self.path(disk, id)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(chunk = %id, error = %e, "cannot remove a dropped replica")
                 }
-            }
+            },
+            _ => {}
         }
         true
     }
 
     /// Cancels the pack record of a chunk that left the index: a tombstone, so that the next
-    /// start does not bring it back, and its bytes no longer counted live. Called with the
-    /// state locked, so that no new record of the id is appended before the tombstone.
+    /// start does not bring it back, and its bytes no longer counted live. The caller claimed
+    /// `id` (in `committing`) when it took it out of the index, so that no new record of the id
+    /// is appended before the tombstone; the claim ends here. The append runs without the
+    /// store's lock: it may wait for a sync.
     fn forget_packed(&self, id: ChunkId, e: Entry) {
-        let (Some(slot), Some(packs)) = (e.pack, self.packs[e.disk].as_ref()) else {
-            return;
-        };
-        packs.add_live(slot.file, -(pack::record_len(e.len) as i64));
-        if let Err(err) = packs.append_tombstone(id) {
-            tracing::warn!(chunk = %id, error = %err, "cannot record a packed chunk's deletion");
+        if let (Some(slot), Some(packs)) = (e.pack, self.packs[e.disk].as_ref()) {
+            packs.add_live(slot.file, -(pack::record_len(e.len) as i64));
+            if let Err(err) = packs.append_tombstone(id) {
+                tracing::warn!(chunk = %id, error = %err, "cannot record a packed chunk's deletion");
+            }
         }
+        self.unclaim(&[id]);
+    }
+
+    /// Ends the claims on `ids` and wakes the writes waiting for them.
+    pub(super) fn unclaim(&self, ids: &[ChunkId]) {
+        {
+            let mut st = self.state();
+            for id in ids {
+                st.committing.remove(id);
+            }
+        }
+        self.committed.notify_all();
     }
 }

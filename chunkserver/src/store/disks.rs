@@ -110,6 +110,7 @@ impl ChunkStore {
             scrub_corrupt: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            _locks: Vec::new(),
         })
     }
 

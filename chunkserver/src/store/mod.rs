@@ -55,6 +55,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+use tinydfs_proto::lock::DirLock;
 use tinydfs_proto::meta::DiskStatus;
 use tinydfs_proto::{ChunkId, ChunkMeta};
 
@@ -143,7 +144,9 @@ struct DiskUse {
 struct State {
     index: HashMap<ChunkId, Entry>,
     disks: Vec<DiskUse>,
-    /// Ids being renamed into place right now, so two writes of one id do not both commit.
+    /// Ids claimed while out of the index: being made durable by a write (so that two writes of
+    /// one id do not both commit), or getting a pack tombstone (so that no new record of the id
+    /// comes before it). Pack appends run without this lock; claims order them.
     committing: HashSet<ChunkId>,
     /// Replicas lost without an order (corrupt, vanished, failed disk), numbered so that a
     /// heartbeat acknowledges exactly what it sent.
@@ -224,6 +227,9 @@ pub struct ChunkStore {
     /// Chunk bytes stored and served since the process started (for metrics and heartbeats).
     bytes_written: AtomicU64,
     bytes_read: AtomicU64,
+    /// Locks on the data folders ([`ChunkStore::keep_locked`]): held as long as the store
+    /// lives, so as long as a blocking writer still holds it, even after the server stopped.
+    _locks: Vec<DirLock>,
 }
 
 impl ChunkStore {
@@ -260,6 +266,12 @@ impl ChunkStore {
     /// The pack files of `disk` (which opened, since it holds or takes packed chunks).
     fn packs(&self, disk: usize) -> Result<&Packs, StoreError> {
         self.packs[disk].as_ref().ok_or(StoreError::NoDisk)
+    }
+
+    /// The store, holding `locks` (on its data folders) for as long as it lives.
+    pub fn keep_locked(mut self, locks: Vec<DirLock>) -> ChunkStore {
+        self._locks = locks;
+        self
     }
 
     /// The data folders, in configuration order.

@@ -630,3 +630,182 @@ fn a_batch_is_kept_whole_or_not_at_all() {
     assert_eq!(read(&store, ChunkId(1), 0, 4096).unwrap(), pattern(4096, 1));
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// Files under `dir/chunks` (chunk files) and `dir/tmp` (writes in flight).
+fn chunk_and_temp_files(dir: &Path) -> (usize, usize) {
+    fn count(p: &Path) -> usize {
+        fs::read_dir(p).map_or(0, |d| {
+            d.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    (count(&dir.join("chunks")), count(&dir.join("tmp")))
+}
+
+#[test]
+fn a_failed_batch_keeps_none_of_its_large_entries() {
+    let dir = tempdir("batch-large");
+    let disks = std::slice::from_ref(&dir);
+    let cfg = packing(100_000, pack::DEFAULT_FILE_SIZE);
+    let big = pattern(150_000, 9);
+    let small = pattern(4096, 3);
+    // Each failure comes after a large entry (written as a chunk file) in the batch.
+    let bad_crc = {
+        let mut e = entry(12, &small);
+        e.crc32c ^= 1;
+        e
+    };
+    let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+    store.write_batch(vec![entry(1, b"one")]).unwrap();
+    let failures: Vec<(&str, Vec<BatchEntry>)> = vec![
+        ("a later entry's CRC", vec![entry(11, &big), bad_crc]),
+        (
+            "a later entry held with other contents",
+            vec![entry(21, &big), entry(1, b"not chunk one")],
+        ),
+    ];
+    for (why, batch) in failures {
+        assert!(store.write_batch(batch).is_err(), "{why}");
+        assert_eq!(store.count(), 1, "{why}: only chunk 1 is held");
+        assert_eq!(chunk_and_temp_files(&dir), (0, 0), "{why}: no file is left");
+    }
+    drop(store);
+    // The pack's reservation fails (capacity) after the large entry's bytes were reserved.
+    let limited = ChunkStore::open_with(disks, 150_000 + 4096 + 10, cfg).unwrap();
+    let err = limited
+        .write_batch(vec![entry(31, &big), entry(32, &small), entry(33, &small)])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSpace(_)), "{err}");
+    assert_eq!(limited.meta(ChunkId(31)), None);
+    assert_eq!(chunk_and_temp_files(&dir), (0, 0));
+    // Nothing was reserved for good: the capacity still takes a batch that fits.
+    limited
+        .write_batch(vec![entry(41, &big), entry(42, &small)])
+        .unwrap();
+    assert_eq!(read(&limited, ChunkId(41), 0, 150_000).unwrap(), big);
+    assert_eq!(limited.count(), 3);
+    drop(limited);
+    // Nothing of the failed batches comes back at a restart.
+    let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+    let mut ids = store.chunk_ids();
+    ids.sort_unstable_by_key(|id| id.0);
+    assert_eq!(ids, vec![ChunkId(1), ChunkId(41), ChunkId(42)]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn reads_and_the_index_never_wait_behind_a_pack_append() {
+    let dir = tempdir("stall");
+    let disks = std::slice::from_ref(&dir);
+    let cfg = packing(100_000, pack::DEFAULT_FILE_SIZE);
+    let store = Arc::new(ChunkStore::open_with(disks, 0, cfg).unwrap());
+    for id in [1, 2] {
+        write(&store, ChunkId(id), &pattern(1000, id as u32), true).unwrap();
+    }
+    let packs = store.packs[0].as_ref().unwrap();
+    // An append stuck in a slow zero-fill or sync holds the pack files' append lock. A deletion
+    // (its tombstone is an append) waits for it, but nothing else may: the index answers (as
+    // the async handlers ask it) and a packed chunk reads back.
+    let (deleter, answered) = packs.while_appends_stall(|| {
+        let s = store.clone();
+        let deleter = std::thread::spawn(move || s.delete(ChunkId(1)));
+        std::thread::sleep(Duration::from_millis(200));
+        let s = store.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((s.count(), s.meta(ChunkId(2)), read(&s, ChunkId(2), 0, 1000)));
+        });
+        (deleter, rx.recv_timeout(Duration::from_secs(5)))
+    });
+    let (count, meta, data) = answered.expect("the index and reads waited for a pack append");
+    assert_eq!(count, 1);
+    assert_eq!(meta.map(|(len, _)| len), Some(1000));
+    assert_eq!(data.unwrap(), pattern(1000, 2));
+    deleter.join().unwrap().unwrap();
+    drop(store);
+    let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+    assert_eq!(store.chunk_ids(), vec![ChunkId(2)]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn compaction_neither_cancels_a_rewritten_chunk_nor_revives_a_deleted_one() {
+    let dir = tempdir("repoint");
+    let disks = std::slice::from_ref(&dir);
+    let cfg = packing(100_000, pack::DEFAULT_FILE_SIZE);
+    let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+    let (rewritten, deleted) = (ChunkId(5), ChunkId(6));
+    let data = pattern(3000, 5);
+    let crc = crc32c::crc32c(&data);
+    let packs = store.packs[0].as_ref().unwrap();
+    let append = |id: ChunkId| {
+        let mut record = pack::record_header(false, id, data.len() as u32, crc).to_vec();
+        record.extend_from_slice(&crate::image::image(&data, crc));
+        let (slot, seq) = packs.append(&record).unwrap();
+        packs.wait_synced(seq).unwrap();
+        slot
+    };
+    for id in [rewritten, deleted] {
+        write(&store, id, &data, true).unwrap();
+    }
+    let was = |id| store.entry(id).unwrap();
+    let (was_rewritten, was_deleted) = (was(rewritten), was(deleted));
+    // Compaction copied `rewritten`; it was deleted meanwhile and is being written again (a
+    // copy ordered back): the writer claimed the id and appended its record, not yet indexed.
+    let copy = append(rewritten);
+    store.delete(rewritten).unwrap();
+    store.state().committing.insert(rewritten);
+    let again = append(rewritten);
+    // `deleted` is being deleted (claimed, out of the index, its tombstone appended) when
+    // compaction's copy of it lands after the tombstone.
+    {
+        let mut st = store.state();
+        st.remove(deleted);
+        st.committing.insert(deleted);
+    }
+    packs.append_tombstone(deleted).unwrap();
+    let late_copy = append(deleted);
+    let moved = std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| {
+            store.repoint(
+                packs,
+                vec![
+                    (rewritten, was_rewritten, copy),
+                    (deleted, was_deleted, late_copy),
+                ],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        {
+            let mut st = store.state();
+            st.committing.remove(&rewritten);
+            st.index.insert(
+                rewritten,
+                Entry {
+                    pack: Some(again),
+                    ..was_rewritten
+                },
+            );
+        }
+        store.committed.notify_all();
+        std::thread::sleep(Duration::from_millis(100));
+        store.unclaim(&[deleted]);
+        compaction.join().unwrap()
+    });
+    assert_eq!(moved, 0);
+    assert_eq!(read(&store, rewritten, 0, 3000).unwrap(), data);
+    drop(store);
+    // At the next start the rewritten chunk is there (no tombstone after its record) and the
+    // deleted one is not (a tombstone after the late copy).
+    let store = ChunkStore::open_with(disks, 0, cfg).unwrap();
+    assert_eq!(read(&store, rewritten, 0, 3000).unwrap(), data);
+    assert_eq!(store.meta(deleted), None);
+    fs::remove_dir_all(dir).unwrap();
+}

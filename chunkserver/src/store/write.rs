@@ -1,7 +1,9 @@
 //! Writing chunks: a large one to a file of its own (temporary file, fsync, rename, commit), a
-//! small one to a pack record made durable with the others of its group.
+//! small one to a pack record made durable with the others of its group. One commit path serves
+//! single chunks and batches alike: it claims the ids, makes everything durable, and indexes all
+//! of it or none.
 
-use super::{ChunkStore, Entry, StoreError, WriteMsg};
+use super::{ChunkStore, Entry, State, StoreError, WriteMsg};
 use crate::image::{image_header, trailer};
 use crate::pack::{self, Slot, RECORD_HEADER_LEN};
 use bytes::Bytes;
@@ -88,19 +90,15 @@ impl ChunkStore {
                 }
             }
         }
-        let (disk, tmp, file) = self.create_temp(id)?;
-        let mut reserved = 0u64;
-        let result = self.write_to(disk, file, &tmp, id, held, &mut rx, &mut reserved);
-        self.release(disk, reserved);
-        match &result {
-            Ok((len, _)) => {
-                self.bytes_written.fetch_add(*len, Ordering::Relaxed);
-            }
-            Err(_) => {
-                let _ = fs::remove_file(&tmp);
-            }
-        }
-        result
+        let mut source = held
+            .into_iter()
+            .map(WriteMsg::Data)
+            .chain(std::iter::from_fn(|| rx.blocking_recv()));
+        let staged = self.stage(id, &mut source)?;
+        let done = (staged.len, staged.crc);
+        self.commit(Vec::new(), vec![staged])?;
+        self.bytes_written.fetch_add(done.0, Ordering::Relaxed);
+        Ok(done)
     }
 
     /// [`ChunkStore::write`] of a chunk whose data is all here already (blocking).
@@ -136,141 +134,339 @@ impl ChunkStore {
     ) -> Result<(u64, u32), StoreError> {
         let record = PackRecord::build(id, pieces, want_len, want_crc)?;
         let done = (record.len, record.crc);
-        self.write_records(vec![record])?;
+        self.commit(vec![record], Vec::new())?;
         Ok(done)
     }
 
     /// Writes a batch of chunks whose data is all here (blocking): the small ones as pack
     /// records appended together and made durable by one sync, any larger one as a file. Every
-    /// chunk is durable when it returns, or the batch failed.
+    /// chunk is durable when it returns, or the batch failed and none of it was kept: every
+    /// entry is checked before anything is written, and a large one waits under a temporary
+    /// name until the rest can be committed with it.
     pub fn write_batch(&self, entries: Vec<BatchEntry>) -> Result<(), StoreError> {
         let mut ids = HashSet::with_capacity(entries.len());
         if let Some(e) = entries.iter().find(|e| !ids.insert(e.id)) {
             return Err(StoreError::Corrupt(e.id, "named twice in one batch".into()));
         }
         let mut records = Vec::with_capacity(entries.len());
+        let mut large = Vec::new();
         for e in entries {
             let len = e.data.len() as u64;
             if len <= self.packing.max_chunk {
                 records.push(PackRecord::build(e.id, &[e.data], len, e.crc32c)?);
             } else {
-                self.write_whole(e.id, e.data, len, e.crc32c)?;
+                check_announced(e.id, len, crc32c::crc32c(&e.data), len, e.crc32c)?;
+                large.push(e);
             }
         }
-        let bytes: u64 = records.iter().map(|r| r.len).sum();
-        self.write_records(records)?;
+        let bytes: u64 = records.iter().map(|r| r.len).sum::<u64>()
+            + large.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        let mut staged = Vec::with_capacity(large.len());
+        for e in large {
+            let len = e.data.len() as u64;
+            let finish = WriteMsg::Finish {
+                len,
+                crc32c: e.crc32c,
+            };
+            match self.stage(e.id, &mut [WriteMsg::Data(e.data), finish].into_iter()) {
+                Ok(s) => staged.push(s),
+                Err(err) => {
+                    self.discard(staged);
+                    return Err(err);
+                }
+            }
+        }
+        self.commit(records, staged)?;
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Appends pack records to one disk with one write and one (shared) sync, and indexes them.
-    /// A chunk already held with the same length and CRC is left as it is (a retried copy);
-    /// one held with different contents fails the whole batch.
-    fn write_records(&self, mut records: Vec<PackRecord>) -> Result<(), StoreError> {
-        let disk = self.choose_disk(true)?;
+    /// Writes a chunk from `source` to a temporary file on the best disk and makes it durable,
+    /// without putting it in place. Nothing is left if `source` ends before
+    /// [`WriteMsg::Finish`] or the write fails.
+    fn stage(
+        &self,
+        id: ChunkId,
+        source: &mut impl Iterator<Item = WriteMsg>,
+    ) -> Result<Staged, StoreError> {
+        let (disk, tmp, file) = self.create_temp(id)?;
         let mut reserved = 0u64;
-        let total: u64 = records.iter().map(|r| r.len).sum();
-        self.reserve(disk, total, &mut reserved)?;
-        // Claim the ids, so that no other write of them commits meanwhile.
-        let claimed = {
-            let mut st = self.state();
-            loop {
-                if st.disks[disk].failed {
-                    drop(st);
-                    self.release(disk, reserved);
-                    return Err(self.fail_disk(disk, "failed while a chunk was being written"));
-                }
-                if !records.iter().any(|r| st.committing.contains(&r.id)) {
-                    break;
-                }
-                st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            let mut different = None;
-            records.retain(|r| match st.index.get(&r.id) {
-                Some(e) if (e.len, e.crc) == (r.len, r.crc) => false,
-                Some(_) => {
-                    different = Some(r.id);
-                    false
-                }
-                None => true,
-            });
-            if let Some(id) = different {
-                drop(st);
+        match self.write_temp(disk, file, id, source, &mut reserved) {
+            Ok((len, crc)) => Ok(Staged {
+                id,
+                disk,
+                tmp,
+                len,
+                crc,
+                reserved,
+            }),
+            Err(e) => {
                 self.release(disk, reserved);
-                return Err(StoreError::Corrupt(
-                    id,
-                    "a different chunk with this id exists".into(),
-                ));
+                let _ = fs::remove_file(&tmp);
+                Err(e)
             }
-            for r in &records {
-                st.committing.insert(r.id);
-            }
-            records.iter().map(|r| r.id).collect::<Vec<_>>()
-        };
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
-        let mut offsets = Vec::with_capacity(records.len());
-        for r in &records {
-            offsets.push(buf.len() as u64);
-            buf.extend_from_slice(&r.bytes);
         }
-        let appended = match (records.is_empty(), self.packs(disk)) {
-            (true, _) => Ok(None),
-            (false, Ok(packs)) => packs
-                .append(&buf)
-                .and_then(|(slot, seq)| packs.wait_synced(seq).map(|()| Some(slot)))
-                .map_err(|e| self.write_error(disk, "appending to a pack file", e)),
-            (false, Err(e)) => Err(e),
+    }
+
+    /// Gives up staged chunks: their temporary files and reserved capacity.
+    fn discard(&self, staged: Vec<Staged>) {
+        for s in staged {
+            self.release(s.disk, s.reserved);
+            let _ = fs::remove_file(&s.tmp);
+        }
+    }
+
+    /// Makes chunks durable and indexes them, all of them or none: the staged `files` are
+    /// renamed into place, then the `records` are appended to one disk's pack files with one
+    /// write and one (shared) sync, and the index gets them all only once all are durable. A
+    /// chunk already held with the same length and CRC is left as it is (a retried copy); one
+    /// held with different contents fails everything. The ids are claimed from before the
+    /// first rename to the indexing, so no other write of them commits meanwhile (it waits, then
+    /// finds the chunk), and a failure takes back what it placed before anyone could rely on it.
+    fn commit(
+        &self,
+        mut records: Vec<PackRecord>,
+        mut files: Vec<Staged>,
+    ) -> Result<(), StoreError> {
+        // The disk the records go to, with their bytes reserved against the capacity.
+        let mut pack: Option<(usize, u64)> = None;
+        if !records.is_empty() {
+            let total: u64 = records.iter().map(|r| r.len).sum();
+            let chosen = self.choose_disk(true).and_then(|disk| {
+                let mut reserved = 0u64;
+                self.reserve(disk, total, &mut reserved)
+                    .map(|()| (disk, reserved))
+            });
+            match chosen {
+                Ok(p) => pack = Some(p),
+                Err(e) => {
+                    self.discard(files);
+                    return Err(e);
+                }
+            }
+        }
+        let release_pack = |pack: Option<(usize, u64)>| {
+            if let Some((disk, reserved)) = pack {
+                self.release(disk, reserved);
+            }
         };
+        let mut disks: Vec<usize> = files.iter().map(|f| f.disk).collect();
+        disks.extend(pack.map(|(d, _)| d));
+        disks.sort_unstable();
+        disks.dedup();
+        let claimed = match self.claim(&disks, &mut records, &mut files) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                release_pack(pack);
+                self.discard(files);
+                return Err(e);
+            }
+        };
+        // Durable: files in place first, then the records, so that a failed append (the usual
+        // failure: the sync) leaves only placed files to take back.
+        let mut placed = 0;
+        let mut outcome = files.iter().try_for_each(|f| {
+            self.place(f.disk, &f.tmp, &self.path(f.disk, f.id))?;
+            placed += 1;
+            Ok(())
+        });
+        let mut appended = None;
+        if outcome.is_ok() {
+            if let Some((disk, _)) = pack.filter(|_| !records.is_empty()) {
+                match self.append_records(disk, &records) {
+                    Ok(start) => appended = Some(start),
+                    Err(e) => outcome = Err(e),
+                }
+            }
+        }
+        if outcome.is_ok() {
+            let st = self.state();
+            if let Some(d) = disks.iter().find(|d| st.disks[**d].failed) {
+                let d = *d;
+                drop(st);
+                outcome = Err(self.fail_disk(d, "failed while a chunk was being written"));
+            }
+        }
+        if outcome.is_err() {
+            self.take_back(&files[..placed], pack.map(|(d, _)| d), appended, &records);
+        }
+        // Index everything, or nothing if a disk failed in the meantime (its chunks are not in
+        // service; any placed elsewhere stay on disk unindexed, as a crash would leave them).
         {
             let mut st = self.state();
             for id in &claimed {
                 st.committing.remove(id);
             }
-            if let Ok(Some(start)) = &appended {
-                if !st.disks[disk].failed {
-                    for (r, off) in records.iter().zip(&offsets) {
-                        let slot = Slot {
-                            file: start.file,
-                            at: start.at + off,
-                        };
-                        let e = Entry {
-                            disk,
-                            len: r.len,
-                            crc: r.crc,
-                            pack: Some(slot),
-                        };
-                        st.index.insert(r.id, e);
-                        let d = &mut st.disks[disk];
-                        d.held += r.len;
-                        d.chunks += 1;
-                        d.pending = d.pending.saturating_sub(r.len);
-                        reserved = reserved.saturating_sub(r.len);
-                        st.lost.retain(|(_, l)| *l != r.id);
-                        if let Some(packs) = &self.packs[disk] {
-                            packs.add_live(slot.file, pack::record_len(r.len) as i64);
-                        }
-                    }
+            if outcome.is_ok() {
+                if let Some(d) = disks.iter().find(|d| st.disks[**d].failed) {
+                    outcome = Err(StoreError::DiskFailed {
+                        disk: self.disks[*d].display().to_string(),
+                        reason: "failed while a chunk was being written".into(),
+                    });
+                }
+            }
+            if outcome.is_ok() {
+                for f in &mut files {
+                    let e = Entry {
+                        disk: f.disk,
+                        len: f.len,
+                        crc: f.crc,
+                        pack: None,
+                    };
+                    index(&mut st, f.id, e, std::mem::take(&mut f.reserved));
+                }
+                if let (Some((disk, reserved)), Some(start)) = (pack.as_mut(), appended) {
+                    self.index_records(&mut st, *disk, start, &records);
+                    *reserved = reserved.saturating_sub(records.iter().map(|r| r.len).sum());
                 }
             }
         }
         self.committed.notify_all();
-        self.release(disk, reserved);
-        appended?;
-        if self.is_failed(disk) {
-            return Err(self.fail_disk(disk, "failed while a chunk was being written"));
+        release_pack(pack);
+        if outcome.is_err() {
+            // Reservations back, temporary files of chunks not placed gone.
+            self.discard(files);
         }
-        Ok(())
+        outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn write_to(
+    /// Claims the ids of `records` and `files` once no other write holds any of them and their
+    /// `disks` are in service; those already held as they are leave the lists (their staged
+    /// files are discarded). Fails, claiming nothing, if one is held with other contents.
+    fn claim(
+        &self,
+        disks: &[usize],
+        records: &mut Vec<PackRecord>,
+        files: &mut Vec<Staged>,
+    ) -> Result<Vec<ChunkId>, StoreError> {
+        let mut st = self.state();
+        loop {
+            if let Some(d) = disks.iter().find(|d| st.disks[**d].failed) {
+                let d = *d;
+                drop(st);
+                return Err(self.fail_disk(d, "failed while a chunk was being written"));
+            }
+            let mut ids = records
+                .iter()
+                .map(|r| r.id)
+                .chain(files.iter().map(|f| f.id));
+            if !ids.any(|id| st.committing.contains(&id)) {
+                break;
+            }
+            st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let held = |id: ChunkId, len: u64, crc: u32| match st.index.get(&id) {
+            None => Ok(false),
+            Some(e) if (e.len, e.crc) == (len, crc) => Ok(true),
+            Some(_) => Err(id),
+        };
+        if let Some(id) = records
+            .iter()
+            .map(|r| (r.id, r.len, r.crc))
+            .chain(files.iter().map(|f| (f.id, f.len, f.crc)))
+            .find_map(|(id, len, crc)| held(id, len, crc).err())
+        {
+            return Err(StoreError::Corrupt(
+                id,
+                "a different chunk with this id exists".into(),
+            ));
+        }
+        records.retain(|r| held(r.id, r.len, r.crc) == Ok(false));
+        let (kept, unneeded): (Vec<Staged>, Vec<Staged>) = std::mem::take(files)
+            .into_iter()
+            .partition(|f| held(f.id, f.len, f.crc) == Ok(false));
+        *files = kept;
+        let claimed: Vec<ChunkId> = records
+            .iter()
+            .map(|r| r.id)
+            .chain(files.iter().map(|f| f.id))
+            .collect();
+        for id in &claimed {
+            st.committing.insert(*id);
+        }
+        drop(st);
+        self.discard(unneeded);
+        Ok(claimed)
+    }
+
+    /// Indexes `records`, appended one after the other from `start` on the pack files of
+    /// `disk`, their bytes now held.
+    fn index_records(&self, st: &mut State, disk: usize, start: Slot, records: &[PackRecord]) {
+        let mut at = start.at;
+        for r in records {
+            let slot = Slot {
+                file: start.file,
+                at,
+            };
+            at += r.bytes.len() as u64;
+            let e = Entry {
+                disk,
+                len: r.len,
+                crc: r.crc,
+                pack: Some(slot),
+            };
+            index(st, r.id, e, r.len);
+            if let Some(packs) = &self.packs[disk] {
+                packs.add_live(slot.file, pack::record_len(r.len) as i64);
+            }
+        }
+    }
+
+    /// Appends `records` to the pack files of `disk` with one write and waits until they are
+    /// durable (one shared sync); answers where the first went (the others follow it).
+    fn append_records(&self, disk: usize, records: &[PackRecord]) -> Result<Slot, StoreError> {
+        let packs = self.packs(disk)?;
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
+        for r in records {
+            buf.extend_from_slice(&r.bytes);
+        }
+        packs
+            .append(&buf)
+            .and_then(|(slot, seq)| packs.wait_synced(seq).map(|()| slot))
+            .map_err(|e| self.write_error(disk, "appending to a pack file", e))
+    }
+
+    /// Takes back what a failed commit made durable while its ids were claimed: the chunk files
+    /// it placed, and its pack records (tombstones; best effort, as a disk that failed may
+    /// refuse them: a chunk that comes back at the next start unreferenced is garbage the
+    /// master has deleted again).
+    fn take_back(
+        &self,
+        placed: &[Staged],
+        pack_disk: Option<usize>,
+        appended: Option<Slot>,
+        records: &[PackRecord],
+    ) {
+        for f in placed {
+            match fs::remove_file(self.path(f.disk, f.id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(chunk = %f.id, error = %e, "cannot remove a chunk of a failed write")
+                }
+            }
+        }
+        if let (Some(disk), Some(_)) = (pack_disk, appended) {
+            if let Some(packs) = &self.packs[disk] {
+                for r in records {
+                    if let Err(e) = packs.append_tombstone(r.id) {
+                        tracing::warn!(chunk = %r.id, error = %e,
+                            "cannot cancel a packed chunk of a failed write");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a chunk's image to its temporary file from the messages of `source`, checks it
+    /// against what the sender announced and fsyncs it; answers its length and CRC32C.
+    fn write_temp(
         &self,
         disk: usize,
         file: File,
-        tmp: &Path,
         id: ChunkId,
-        first: Vec<Bytes>,
-        rx: &mut mpsc::Receiver<WriteMsg>,
+        source: &mut impl Iterator<Item = WriteMsg>,
         reserved: &mut u64,
     ) -> Result<(u64, u32), StoreError> {
         let werr = |e: io::Error| self.write_error(disk, "writing a chunk", e);
@@ -278,13 +474,8 @@ impl ChunkStore {
         f.write_all(&image_header()).map_err(werr)?;
         let mut len = 0u64;
         let mut crcs = BlockCrcs::default();
-        let mut first = first.into_iter();
         let announced = loop {
-            let msg = match first.next() {
-                Some(data) => Some(WriteMsg::Data(data)),
-                None => rx.blocking_recv(),
-            };
-            match msg {
+            match source.next() {
                 Some(WriteMsg::Data(data)) => {
                     self.reserve(disk, data.len() as u64, reserved)?;
                     f.write_all(&data).map_err(werr)?;
@@ -304,74 +495,7 @@ impl ChunkStore {
         let file = f.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all()
             .map_err(|e| self.write_error(disk, "fsyncing a chunk", e))?;
-        self.commit(disk, tmp, id, len, whole, reserved)
-    }
-
-    /// Renames a finished temporary chunk file into place and records the chunk. Only one write
-    /// of an id commits at a time; a second one waits and then finds the first's chunk.
-    /// (Packed chunks commit in [`ChunkStore::write_records`].)
-    fn commit(
-        &self,
-        disk: usize,
-        tmp: &Path,
-        id: ChunkId,
-        len: u64,
-        crc: u32,
-        reserved: &mut u64,
-    ) -> Result<(u64, u32), StoreError> {
-        {
-            let mut st = self.state();
-            loop {
-                if st.disks[disk].failed {
-                    drop(st);
-                    return Err(self.fail_disk(disk, "failed while a chunk was being written"));
-                }
-                if let Some(existing) = st.index.get(&id).copied() {
-                    drop(st);
-                    // Chunk ids are random: the same id again is a retried copy of the same
-                    // chunk. Keep the durable one; refuse a different one rather than overwrite.
-                    let _ = fs::remove_file(tmp);
-                    if (existing.len, existing.crc) == (len, crc) {
-                        return Ok((len, crc));
-                    }
-                    return Err(StoreError::Corrupt(
-                        id,
-                        "a different chunk with this id exists".into(),
-                    ));
-                }
-                if st.committing.insert(id) {
-                    break;
-                }
-                st = self.committed.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        let placed = self.place(disk, tmp, &self.path(disk, id));
-        {
-            let mut st = self.state();
-            st.committing.remove(&id);
-            if placed.is_ok() && !st.disks[disk].failed {
-                let e = Entry {
-                    disk,
-                    len,
-                    crc,
-                    pack: None,
-                };
-                st.index.insert(id, e);
-                let d = &mut st.disks[disk];
-                d.held += len;
-                d.chunks += 1;
-                d.pending = d.pending.saturating_sub(*reserved);
-                *reserved = 0;
-                // Copied here again (re-replication): no longer lost.
-                st.lost.retain(|(_, l)| *l != id);
-            }
-        }
-        self.committed.notify_all();
-        placed?;
-        if self.is_failed(disk) {
-            return Err(self.fail_disk(disk, "failed while a chunk was being written"));
-        }
-        Ok((len, crc))
+        Ok((len, whole))
     }
 
     /// Moves a durable temporary file to `dest` and makes the rename durable.
@@ -386,6 +510,28 @@ impl ChunkStore {
             .and_then(|d| d.sync_all())
             .map_err(|e| self.write_error(disk, "fsyncing a chunk folder", e))
     }
+}
+
+/// Records a durable chunk in the index, its `reserved` bytes now held.
+fn index(st: &mut State, id: ChunkId, e: Entry, reserved: u64) {
+    st.index.insert(id, e);
+    let d = &mut st.disks[e.disk];
+    d.held += e.len;
+    d.chunks += 1;
+    d.pending = d.pending.saturating_sub(reserved);
+    // Copied here again (re-replication): no longer lost.
+    st.lost.retain(|(_, l)| *l != id);
+}
+
+/// A chunk written and fsynced under a temporary name, not yet in place.
+struct Staged {
+    id: ChunkId,
+    disk: usize,
+    tmp: PathBuf,
+    len: u64,
+    crc: u32,
+    /// Capacity reserved for it on `disk` (given back unless it is indexed).
+    reserved: u64,
 }
 
 /// A chunk's pack record, built and checked before it is written.
