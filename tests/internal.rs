@@ -136,8 +136,33 @@ fn internal_requests_of_another_cluster_are_refused() {
             let text = r.text().await.unwrap();
             assert_eq!(status, want, "cluster {cluster_id:?}: {text}");
             if want == 409 {
-                assert!(text.contains("belongs to cluster another-cluster"), "{text}");
+                assert!(
+                    text.contains("belongs to cluster another-cluster"),
+                    "{text}"
+                );
             }
+        }
+        // A chunkserver too: an order of another cluster is refused before it is read.
+        let chunkserver = cluster.addr("chunkserver-1");
+        for (cluster_id, refused) in [("another-cluster", true), (ours.as_str(), false)] {
+            let r = http
+                .delete(format!(
+                    "http://{chunkserver}/internal/v1/chunk/000000010000000000000000000000aa"
+                ))
+                .header(tinydfs_proto::SECRET_HEADER, secret.trim())
+                .header(tinydfs_proto::CLUSTER_HEADER, cluster_id)
+                .header(
+                    tinydfs_proto::VERSION_HEADER,
+                    tinydfs_proto::WIRE_VERSION.to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status().as_u16() == 409,
+                refused,
+                "cluster {cluster_id:?}"
+            );
         }
     });
 }

@@ -389,6 +389,10 @@ impl MasterClient {
                 Ok(Err(e)) => return Err(e.into()),
                 // No such path: an older master; asking again will not help.
                 Err(e) if e.is_not_found() => return Err(Failure::NoSuchPath(e)),
+                // A master of another cluster: asking again, or another master, will not help.
+                Err(e) if e.status() == Some(reqwest::StatusCode::CONFLICT) => {
+                    return Err(MetaError::BadRequest(format!("master {e}")).into())
+                }
                 Err(e) => {
                     tracing::debug!(master = %target, error = %e, "master call failed");
                     self.rotate(&target);
