@@ -102,8 +102,25 @@ impl Master {
         if m.current_leader != Some(self.config.id) {
             return Err(MetaError::NotLeader(self.leader_addr(m.current_leader)));
         }
+        // A Raft core that stopped (a storage error is fatal to openraft) leaves its last
+        // metrics behind, this master still named leader in them.
+        if m.running_state.is_err() || m.state != openraft::ServerState::Leader {
+            return Err(MetaError::NotLeader(None));
+        }
         let voters = m.membership_config.membership().voter_ids().count();
-        if quorum_lost(voters, m.millis_since_quorum_ack, self.quorum_lease_ms()) {
+        // No acknowledgement yet in this term: lost too once it has led for a whole lease (a
+        // leader cut off just after its election is never acknowledged at all).
+        let led_ms = self
+            .leader_since
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .filter(|(term, _)| *term == m.current_term)
+            .map_or(0, |(_, at)| at.elapsed().as_millis() as u64);
+        let since_ack = m
+            .millis_since_quorum_ack
+            .or(Some(led_ms).filter(|_| led_ms > 0));
+        if quorum_lost(voters, since_ack, self.quorum_lease_ms()) {
             return Err(MetaError::NotLeader(None));
         }
         Ok(())

@@ -23,23 +23,36 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one metadata call to one master may take before the client asks another: a leader
 /// that is paused or cut off sends no reset, and the others elect a new one within the longest
-/// election timeout (1.5 s). A healthy leader answers a write (replicated and synced) in
-/// milliseconds; one slower than this is asked again with the same request id, applied once.
+/// election timeout (1.5 s). A healthy leader answers a read or a placement in milliseconds.
 pub const MASTER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A heartbeat may carry a full chunk report, which a master judges chunk by chunk.
+/// A write waits for its log entry to be replicated and synced, at most the master's proposal
+/// deadline (3 s, `--propose-timeout-ms`): the client waits a little longer, so that a slow but
+/// healthy leader answers (even "not committed in time") before it is asked again.
+const WRITE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+/// A heartbeat without a chunk report.
 const HEARTBEAT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Calls that walk the whole namespace (backup, fsck, bucket usage) or wait for a membership or
-/// drain change: long, and made by an operator, not on a client's path.
+/// Heartbeat bodies above this carry a full chunk report, which a master judges chunk by chunk:
+/// they get [`ADMIN_CALL_TIMEOUT`] plus a second per MiB.
+const FULL_REPORT_BYTES: usize = 64 << 10;
+/// Calls that walk the whole namespace (backup, fsck, bucket usage, the status of every node)
+/// or wait for a membership or drain change: long, and made by an operator, not on a client's
+/// path. (A membership change waits up to 60 s for a learner to catch up.)
 const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How long one attempt of a call on `path` may take.
-fn attempt_timeout(path: &str) -> Duration {
+/// How long one attempt of a call on `path` with a body of `len` bytes may take.
+fn attempt_timeout(path: &str, len: usize) -> Duration {
     match path {
+        paths::WRITE | paths::WRITE_BATCH => WRITE_ATTEMPT_TIMEOUT,
+        paths::HEARTBEAT if len > FULL_REPORT_BYTES => {
+            ADMIN_CALL_TIMEOUT + Duration::from_secs((len >> 20) as u64)
+        }
         paths::HEARTBEAT => HEARTBEAT_ATTEMPT_TIMEOUT,
+        paths::MEMBERS => MEMBERS_CALL_TIMEOUT,
         paths::BACKUP
         | paths::FSCK
         | paths::BUCKET_USAGE
-        | paths::MEMBERS
+        | paths::STATUS
         | paths::DRAIN
         | paths::REBALANCE => ADMIN_CALL_TIMEOUT,
         _ => MASTER_ATTEMPT_TIMEOUT,
@@ -413,12 +426,13 @@ impl MasterClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Result<Resp, MetaError>, CallError> {
+        let timeout = attempt_timeout(path, body.len());
         let rb = self
             .inner
             .http
             .post(url(target, path))
             .header("content-type", "application/json")
-            .timeout(attempt_timeout(path))
+            .timeout(timeout)
             .body(body);
         let resp = internal_headers(rb, &self.inner.secret, "")
             .send()

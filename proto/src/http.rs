@@ -53,6 +53,9 @@ static CLUSTER_ID: std::sync::RwLock<String> = std::sync::RwLock::new(String::ne
 /// Records the cluster this process belongs to (a master from its state, a chunkserver from
 /// its identity).
 pub fn set_cluster_id(id: &str) {
+    if CLUSTER_ID.read().is_ok_and(|c| *c == id) {
+        return;
+    }
     if let Ok(mut ours) = CLUSTER_ID.write() {
         if *ours != id {
             *ours = id.to_string();

@@ -263,8 +263,13 @@ impl Search<'_> {
 fn check_lists(history: &[Event]) -> Vec<String> {
     let mut keys: BTreeSet<&str> = BTreeSet::new();
     for e in history {
-        if let Call::Put { key, .. } | Call::Delete { key } = &e.call {
-            keys.insert(key);
+        match (&e.call, &e.seen) {
+            (Call::Put { key, .. } | Call::Delete { key }, _) => {
+                keys.insert(key);
+            }
+            // A listed key nobody wrote is checked too (and found never created).
+            (Call::List, Seen::Listed(listed)) => keys.extend(listed.iter().map(String::as_str)),
+            _ => {}
         }
     }
     let ends = |e: &Event| {
@@ -447,8 +452,9 @@ mod tests {
             list(&["k", "ghost"], 40, 50),
         ];
         let found = check(&h);
-        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("missed k"), "{found:?}");
+        assert!(found[1].contains("showed ghost"), "{found:?}");
         let h = vec![
             put("k", b"a", 0, 10, Seen::Done),
             del("k", 20, 30, Seen::Done),

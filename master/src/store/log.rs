@@ -177,7 +177,7 @@ fn judge_bad_record(path: &Path, data: &[u8], pos: usize) -> io::Result<()> {
         Some(h) => u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
         None => 0,
     };
-    let prefix_of_declared = declared <= MAX_RECORD && rest.len() < 8 + declared as usize;
+    let prefix_of_declared = declared <= MAX_RECORD && rest.len() <= 8 + declared as usize;
     let why = match valid_record_after(data, pos + 1) {
         Some(q) => format!("a valid record follows at offset {q}"),
         None if prefix_of_declared || rest.len() <= TORN_TAIL_MAX => return Ok(()),

@@ -250,14 +250,14 @@ async fn a_cancelled_writer_fails_none_of_the_writes_its_batch_carries() {
     .await;
 }
 
-/// A stand-in master answering status calls with `answer`, after `delay`.
-async fn status_master(
-    answer: Result<ClusterStatus, MetaError>,
+/// A stand-in master answering reads with `answer`, after `delay`.
+async fn read_master(
+    answer: Result<MetaReply, MetaError>,
     delay: Duration,
     asked: Arc<AtomicUsize>,
 ) -> String {
     let app = axum::Router::new().route(
-        paths::STATUS,
+        paths::READ,
         post(move || async move {
             asked.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(delay).await;
@@ -273,32 +273,38 @@ async fn status_master(
 #[tokio::test]
 async fn a_call_goes_around_a_leader_without_quorum_and_a_silent_master() {
     let asked: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
-    let ok = ClusterStatus {
-        cluster_id: "c".into(),
-        ..Default::default()
-    };
     // A leader that lost its quorum names no leader; a paused master never answers.
-    let lost = status_master(
+    let lost = read_master(
         Err(MetaError::NotLeader(None)),
         Duration::ZERO,
         asked[0].clone(),
     );
-    let silent = status_master(Ok(ok.clone()), Duration::from_secs(3600), asked[1].clone()).await;
-    let good = status_master(Ok(ok), Duration::ZERO, asked[2].clone()).await;
+    let silent = read_master(
+        Ok(MetaReply::Done),
+        Duration::from_secs(3600),
+        asked[1].clone(),
+    )
+    .await;
+    let good = read_master(
+        Ok(MetaReply::Created(true)),
+        Duration::ZERO,
+        asked[2].clone(),
+    )
+    .await;
     let c = MasterClient::new(vec![lost.await, silent, good], "s".into());
-    // Within the retry window (a silent master costs one attempt timeout, not the window).
-    let started = tokio::time::Instant::now();
-    let got = c.status().await.expect("the third master answers");
-    assert_eq!(got.cluster_id, "c");
-    assert!(
-        started.elapsed() < MASTER_RETRY_WINDOW,
-        "{:?}",
-        started.elapsed()
-    );
+    let read = || {
+        c.read(MetaRead::GetObject {
+            bucket: "b".into(),
+            key: "k".into(),
+        })
+    };
+    // Within the retry window: a silent master costs one attempt timeout, not the window.
+    let got = read().await.expect("the third master answers");
+    assert!(matches!(got, MetaReply::Created(true)), "{got:?}");
     for (i, a) in asked.iter().enumerate() {
         assert!(a.load(Ordering::SeqCst) >= 1, "master {i} was not asked");
     }
     // The client now holds the answering master.
-    c.status().await.unwrap();
+    read().await.unwrap();
     assert_eq!(asked[2].load(Ordering::SeqCst), 2);
 }
