@@ -247,6 +247,9 @@ struct ChunkserverArgs {
     /// refused).
     #[arg(long)]
     accept_new_identity: bool,
+    /// Chunk requests served at once; more are answered 503 SlowDown (256).
+    #[arg(long)]
+    max_requests: Option<usize>,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -376,6 +379,7 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     set(&mut c.masters, a.masters);
     set(&mut c.heartbeat_ms, a.heartbeat_ms);
     c.accept_new_identity |= a.accept_new_identity;
+    set(&mut c.max_requests, a.max_requests);
     c.secret = a.secret.resolve(&c.secret)?;
     a.internal_tls.apply(&mut c.internal_tls);
     Ok(c)

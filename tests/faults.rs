@@ -574,3 +574,55 @@ fn a_chunkserver_never_forgets_its_identity_silently() {
     );
     assert!(!fresh.join("identity.json").exists());
 }
+
+/// A chunkserver serves at most `--max-requests` chunk requests at once and answers the next
+/// 503 SlowDown at once (instead of queueing it behind a slow disk); the slot comes back when
+/// the request ends.
+#[test]
+fn a_chunkserver_beyond_its_request_limit_answers_503_at_once() {
+    use std::io::Write;
+    let cluster = Cluster::start(Opts {
+        chunkservers: 1,
+        extra: vec!["--chunkserver-arg=--max-requests=1".into()],
+        ..Opts::default()
+    });
+    let addr = cluster.addr("chunkserver-1");
+    let secret = std::fs::read_to_string(cluster.dir.join("cluster.secret")).unwrap();
+    let secret = secret.trim().to_string();
+    // A chunk upload whose body stalls holds the only slot.
+    let mut held = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        held,
+        "PUT /internal/v1/chunk/0000000100000000000000000000abcd HTTP/1.1\r\nhost: {addr}\r\n\
+         x-tinydfs-secret: {secret}\r\nx-tinydfs-version: {}\r\ncontent-length: 1000000\r\n\r\n",
+        tinydfs_proto::WIRE_VERSION
+    )
+    .unwrap();
+    held.write_all(&[0u8; 1000]).unwrap();
+    held.flush().unwrap();
+    let get = |addr: &str, secret: &str| {
+        let (addr, secret) = (addr.to_string(), secret.to_string());
+        rt().block_on(async move {
+            reqwest::Client::new()
+                .get(format!(
+                    "http://{addr}/internal/v1/chunk/0000000100000000000000000000beef"
+                ))
+                .header(tinydfs_proto::SECRET_HEADER, secret)
+                .header(
+                    tinydfs_proto::VERSION_HEADER,
+                    tinydfs_proto::WIRE_VERSION.to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    wait_until("a second chunk request refused with 503", || {
+        get(&addr, &secret) == 503
+    });
+    drop(held);
+    // Its slot is free again: the read is served (404: no such chunk).
+    wait_until("the slot to come back", || get(&addr, &secret) == 404);
+}

@@ -47,6 +47,8 @@ pub struct Chunkserver {
     /// Set once the master has given this node an id.
     pub node_id: watch::Receiver<Option<u64>>,
     pub client: ChunkClient,
+    /// Chunk requests in flight ([`crate::ChunkserverConfig::max_requests`]).
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared = Arc<Chunkserver>;
@@ -63,6 +65,7 @@ pub fn router(cs: Shared) -> Router {
             &format!("{}/{{id}}/replicate", paths::CHUNK),
             axum::routing::post(replicate),
         )
+        .layer(middleware::from_fn_with_state(cs.clone(), limit_requests))
         .layer(middleware::from_fn_with_state(cs.clone(), require_secret))
         .layer(middleware::from_fn(request_span));
     Router::new()
@@ -99,6 +102,26 @@ async fn request_span(req: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// Serves a chunk request only while fewer than the limit are in flight (the slot is held until
+/// the answer's body has been sent); answers 503 SlowDown at once otherwise.
+async fn limit_requests(State(cs): State<Shared>, req: Request, next: Next) -> Response {
+    let Ok(slot) = cs.requests.clone().try_acquire_owned() else {
+        tracing::debug!("too many chunk requests; answering 503");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown: too many chunk requests in flight on this node",
+        )
+            .into_response();
+    };
+    let resp = next.run(req).await;
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |frame| {
+        let _held = &slot;
+        frame
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 async fn require_secret(State(cs): State<Shared>, req: Request, next: Next) -> Response {

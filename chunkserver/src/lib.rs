@@ -52,6 +52,10 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 pub const FULL_REPORT_EVERY: u32 = 20;
 /// How often pack files are looked at for compaction.
 pub const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+/// Chunk requests (reads, writes, batches, copies) served at once; more are answered 503
+/// SlowDown at once, so that the sender reads another replica or places elsewhere instead of
+/// queueing behind a slow disk. A gateway keeps a few dozen in flight per node at full load.
+pub const DEFAULT_MAX_REQUESTS: usize = 256;
 /// Version of the identity file.
 const IDENTITY_VERSION: u16 = 1;
 
@@ -91,6 +95,8 @@ pub struct ChunkserverConfig {
     /// missing: the cluster then judges those chunks as a new node's (copies it knows count,
     /// the rest is garbage). Off: such a start is refused.
     pub accept_new_identity: bool,
+    /// Chunk requests served at once ([`DEFAULT_MAX_REQUESTS`]); more are answered 503.
+    pub max_requests: usize,
     /// HTTPS on the internal listener and to peers (off unless set).
     #[serde(flatten)]
     pub internal_tls: tinydfs_proto::tls::InternalTls,
@@ -114,6 +120,7 @@ impl Default for ChunkserverConfig {
             zone: String::new(),
             ops_listen: String::new(),
             accept_new_identity: false,
+            max_requests: DEFAULT_MAX_REQUESTS,
             internal_tls: Default::default(),
         }
     }
@@ -280,6 +287,7 @@ pub async fn run(
         secret: config.secret.clone(),
         node_id: id_rx,
         client: tinydfs_proto::client::ChunkClient::new(config.secret.clone()),
+        requests: Arc::new(tokio::sync::Semaphore::new(config.max_requests.max(1))),
     });
     // Read-only and quick: stopped with the process, without a grace period.
     let ops_server = if config.ops_listen.is_empty() {
