@@ -440,3 +440,83 @@ fn a_write_retried_after_a_failover_is_applied_once() {
     let again = rt.block_on(send(others));
     assert_eq!(first, again, "the retried write was applied a second time");
 }
+
+/// A leader cut off from every other master (both followers paused) stops answering as leader
+/// within about an election timeout: a linearizable read on it answers NotLeader instead of
+/// waiting for ever for a quorum that does not come. Once the followers are back, writes go on.
+#[test]
+fn a_leader_cut_off_from_its_quorum_stops_serving() {
+    let cluster = Cluster::start(three(&[]));
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async { c.create_bucket().bucket("quorum").send().await.unwrap() });
+    let leader = leader_id(&cluster);
+    let status = cluster.status();
+    let all = masters(&status);
+    let addr = all
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(leader))
+        .and_then(|m| m["addr"].as_str())
+        .unwrap()
+        .to_string();
+    let followers: Vec<u32> = all
+        .iter()
+        .filter(|m| m["id"].as_u64() != Some(leader))
+        .map(|m| m["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(followers.len(), 2);
+    let signal = |sig: &str| {
+        for pid in &followers {
+            let ok = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+    };
+    let secret = secret(&cluster);
+    let read_on_leader = || {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/internal/v1/meta/read"))
+                .header(tinydfs_proto::SECRET_HEADER, &secret)
+                .header(
+                    tinydfs_proto::VERSION_HEADER,
+                    tinydfs_proto::WIRE_VERSION.to_string(),
+                )
+                .timeout(Duration::from_secs(10))
+                .body("\"ListBuckets\"")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    let healthy = read_on_leader().unwrap();
+    assert!(healthy.contains("quorum"), "{healthy}");
+    signal("-STOP");
+    // Without check-quorum the read waits for ever (here: its 10 s timeout, every time).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match read_on_leader() {
+            Ok(answer) if answer.contains("NotLeader") => break,
+            other => eprintln!("isolated leader answered {other:?}"),
+        }
+        if Instant::now() > deadline {
+            signal("-CONT");
+            panic!("the isolated leader kept acting as leader for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal("-CONT");
+    // The group heals (the same leader or a new one) and writes go on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    rt.block_on(async {
+        while put(&c, "quorum", "after", data(100, 1)).await.is_err() {
+            assert!(Instant::now() < deadline, "writes did not resume");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
