@@ -103,6 +103,20 @@ fn internal_endpoints_refuse_requests_without_the_cluster_secret() {
     });
 }
 
+/// `rb` with the secret, the wire version and `cluster_id` as its sender's cluster.
+fn as_cluster(
+    rb: reqwest::RequestBuilder,
+    secret: &str,
+    cluster_id: &str,
+) -> reqwest::RequestBuilder {
+    rb.header(tinydfs_proto::SECRET_HEADER, secret.trim())
+        .header(tinydfs_proto::CLUSTER_HEADER, cluster_id)
+        .header(
+            tinydfs_proto::VERSION_HEADER,
+            tinydfs_proto::WIRE_VERSION.to_string(),
+        )
+}
+
 #[test]
 fn internal_requests_of_another_cluster_are_refused() {
     let cluster = Cluster::start(Opts::default());
@@ -121,17 +135,8 @@ fn internal_requests_of_another_cluster_are_refused() {
             // A node that does not know its cluster yet (or an older one) is let through.
             ("", 200),
         ] {
-            let r = http
-                .get(format!("http://{master}/internal/v1/status"))
-                .header(tinydfs_proto::SECRET_HEADER, secret.trim())
-                .header(tinydfs_proto::CLUSTER_HEADER, cluster_id)
-                .header(
-                    tinydfs_proto::VERSION_HEADER,
-                    tinydfs_proto::WIRE_VERSION.to_string(),
-                )
-                .send()
-                .await
-                .unwrap();
+            let rb = http.get(format!("http://{master}/internal/v1/status"));
+            let r = as_cluster(rb, &secret, cluster_id).send().await.unwrap();
             let status = r.status().as_u16();
             let text = r.text().await.unwrap();
             assert_eq!(status, want, "cluster {cluster_id:?}: {text}");
@@ -145,19 +150,10 @@ fn internal_requests_of_another_cluster_are_refused() {
         // A chunkserver too: an order of another cluster is refused before it is read.
         let chunkserver = cluster.addr("chunkserver-1");
         for (cluster_id, refused) in [("another-cluster", true), (ours.as_str(), false)] {
-            let r = http
-                .delete(format!(
-                    "http://{chunkserver}/internal/v1/chunk/000000010000000000000000000000aa"
-                ))
-                .header(tinydfs_proto::SECRET_HEADER, secret.trim())
-                .header(tinydfs_proto::CLUSTER_HEADER, cluster_id)
-                .header(
-                    tinydfs_proto::VERSION_HEADER,
-                    tinydfs_proto::WIRE_VERSION.to_string(),
-                )
-                .send()
-                .await
-                .unwrap();
+            let rb = http.delete(format!(
+                "http://{chunkserver}/internal/v1/chunk/000000010000000000000000000000aa"
+            ));
+            let r = as_cluster(rb, &secret, cluster_id).send().await.unwrap();
             assert_eq!(
                 r.status().as_u16() == 409,
                 refused,

@@ -1,7 +1,7 @@
 //! Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, and the
 //! upload path UploadPart shares with PutObject.
 
-use super::request::{xml_response, S3Request};
+use super::request::{content_md5, xml_response, S3Request};
 use crate::auth::{ChecksumAlgo, ChecksumHasher};
 use crate::data::{self, Stored};
 use crate::error::{S3Error, S3Result};
@@ -137,23 +137,7 @@ pub async fn receive_with(
     req: &mut S3Request,
     also: Option<ChecksumAlgo>,
 ) -> S3Result<Upload> {
-    let content_md5 = match req.headers.get("content-md5") {
-        None => None,
-        Some(v) => {
-            let raw = STANDARD
-                .decode(v.as_bytes())
-                .ok()
-                .filter(|d| d.len() == 16)
-                .ok_or_else(|| {
-                    S3Error::new(
-                        "InvalidDigest",
-                        400,
-                        "The Content-MD5 you specified was invalid.",
-                    )
-                })?;
-            Some(raw)
-        }
-    };
+    let content_md5 = content_md5(req.headers.get("content-md5").map(|v| v.as_bytes()))?;
     let sent = sent_checksum(req)?;
     if let (Some(want), Some((got, _))) = (also, &sent) {
         if want != *got {

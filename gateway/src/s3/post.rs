@@ -7,7 +7,7 @@
 //! after it are ignored, as on S3. The object is committed only when the file ended inside the
 //! policy's `content-length-range`.
 
-use super::request::{xml_response, S3Request};
+use super::request::{content_md5, xml_response, S3Request};
 use super::router::{Endpoint, MAX_KEY_LEN};
 use super::{access, object};
 use crate::auth::policy::{self, PolicyError};
@@ -20,7 +20,6 @@ use crate::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -298,22 +297,7 @@ pub async fn post_object(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Respo
         .check(&fields, std::time::SystemTime::now())
         .map_err(from_policy)?;
     refuse_unsupported(&fields)?;
-    let content_md5 = match fields.get("content-md5") {
-        None => None,
-        Some(v) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-                .filter(|d| d.len() == 16)
-                .ok_or_else(|| {
-                    S3Error::new(
-                        "InvalidDigest",
-                        400,
-                        "The Content-MD5 you specified was invalid.",
-                    )
-                })?,
-        ),
-    };
+    let content_md5 = content_md5(fields.get("content-md5").map(|v| v.as_bytes()))?;
     let attrs = object::attrs_from(&object_headers(&fields)?);
     gw.master
         .read(tinydfs_proto::meta::MetaRead::HeadBucket {

@@ -153,26 +153,31 @@ async fn drain<S: futures_util::Stream<Item = S3Result<Bytes>> + Unpin>(stream: 
     .await;
 }
 
+/// A `Content-MD5` value (header or form field) decoded: 16 bytes of base64, else
+/// `400 InvalidDigest` (an empty one too); `None` when there is none.
+pub fn content_md5(value: Option<&[u8]>) -> S3Result<Option<Vec<u8>>> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim_ascii())
+        .ok()
+        .filter(|d| d.len() == 16)
+        .map(Some)
+        .ok_or_else(|| {
+            S3Error::new(
+                "InvalidDigest",
+                400,
+                "The Content-MD5 you specified was invalid.",
+            )
+        })
+}
+
 /// Reads the (small) body and checks its integrity as S3 does for this operation: it needs
 /// `Content-MD5`, an `x-amz-checksum-*` (header or trailer) or a signed payload, and every one
 /// given must match.
 pub async fn read_verified_body(req: &mut S3Request) -> S3Result<Vec<u8>> {
-    let content_md5 = match req.header("content-md5") {
-        None => None,
-        Some(v) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-                .filter(|d| d.len() == 16)
-                .ok_or_else(|| {
-                    S3Error::new(
-                        "InvalidDigest",
-                        400,
-                        "The Content-MD5 you specified was invalid.",
-                    )
-                })?,
-        ),
-    };
+    let content_md5 = content_md5(req.headers.get("content-md5").map(|v| v.as_bytes()))?;
     let mut checks: Vec<(ChecksumHasher, String)> = Vec::new();
     for (name, value) in &req.headers {
         if let Some(algo) = ChecksumAlgo::from_header_name(name.as_str()) {
