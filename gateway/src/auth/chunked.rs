@@ -277,7 +277,9 @@ impl<S> Decoder<S> {
         let size = u64::from_str_radix(size, 16).map_err(|_| incomplete("invalid chunk size"))?;
         let mut sig = None;
         for ext in parts {
-            if let Some(v) = ext.trim().strip_prefix("chunk-signature=") {
+            // The signature is taken as written: trimming it would let an altered byte after
+            // it (a CR or LF changed to other whitespace) pass unseen.
+            if let Some(v) = ext.strip_prefix("chunk-signature=") {
                 sig = Some(signature_hex(v).ok_or_else(|| incomplete("invalid chunk signature"))?);
             }
         }
