@@ -196,6 +196,7 @@ async fn fake_chunkservers(c: &Arc<MasterClient>) -> Vec<NodeId> {
             free: 1 << 49,
             pid: 0,
             zone: format!("z{i}"),
+            request_id: Some(rand::random()),
         };
         let id = loop {
             match c.register(&req).await {

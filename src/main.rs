@@ -250,6 +250,10 @@ struct ChunkserverArgs {
     /// Chunk requests served at once; more are answered 503 SlowDown (256).
     #[arg(long)]
     max_requests: Option<usize>,
+    /// Milliseconds the next chunkserver of a write pipeline may make no progress before it is
+    /// dropped from the write (2000; the gateways' value should match).
+    #[arg(long, value_name = "MS")]
+    pipeline_stall_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -312,6 +316,10 @@ struct GatewayArgs {
     /// may read none of its response, in milliseconds (default 30000).
     #[arg(long)]
     body_timeout_ms: Option<u64>,
+    /// The chunkservers' `--pipeline-stall-ms` (default 2000): how long this gateway waits on
+    /// a pipeline head is derived from it.
+    #[arg(long, value_name = "MS")]
+    pipeline_stall_ms: Option<u64>,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -380,6 +388,7 @@ fn chunkserver_config(a: ChunkserverArgs) -> anyhow::Result<ChunkserverConfig> {
     set(&mut c.heartbeat_ms, a.heartbeat_ms);
     c.accept_new_identity |= a.accept_new_identity;
     set(&mut c.max_requests, a.max_requests);
+    set(&mut c.pipeline_stall_ms, a.pipeline_stall_ms);
     c.secret = a.secret.resolve(&c.secret)?;
     a.internal_tls.apply(&mut c.internal_tls);
     Ok(c)
@@ -401,6 +410,7 @@ fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     set(&mut c.max_requests, a.max_requests);
     set(&mut c.header_timeout_ms, a.header_timeout_ms);
     set(&mut c.body_timeout_ms, a.body_timeout_ms);
+    set(&mut c.pipeline_stall_ms, a.pipeline_stall_ms);
     set(&mut c.tls_cert, a.tls_cert.map(Some));
     set(&mut c.tls_key, a.tls_key.map(Some));
     set(&mut c.tls_reload_secs, a.tls_reload_secs);

@@ -520,3 +520,68 @@ fn a_leader_cut_off_from_its_quorum_stops_serving() {
         }
     });
 }
+
+/// Chunkservers beat every master, not only the leader: a new leader knows them from its first
+/// moment and places chunks at once, instead of answering "0 live chunkservers" until each
+/// finds it. Heartbeats here are 10 s apart, so the new leader's first status comes long before
+/// any chunkserver could have found it and registered again.
+#[test]
+fn a_new_leader_knows_every_chunkserver_before_they_beat_again() {
+    let cluster = Cluster::start(three(&[
+        "--heartbeat-ms",
+        "10000",
+        "--dead-node-timeout-secs",
+        "60",
+    ]));
+    let c = cluster.client();
+    let rt = rt();
+    rt.block_on(async {
+        c.create_bucket().bucket("beats").send().await.unwrap();
+        put(&c, "beats", "before", data(1000, 1)).await.unwrap();
+    });
+    // Every follower has had a heartbeat round (not a timing assertion: it only lets them).
+    std::thread::sleep(Duration::from_secs(12));
+    let old = leader_id(&cluster);
+    let pid = masters(&cluster.status())
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(old))
+        .and_then(|m| m["pid"].as_u64())
+        .unwrap();
+    let killed = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut status = cluster.status();
+    while !masters(&status)
+        .iter()
+        .any(|m| m["state"] == "leader" && m["id"].as_u64() != Some(old))
+    {
+        assert!(killed.elapsed() < Duration::from_secs(60), "no new leader");
+        std::thread::sleep(Duration::from_millis(100));
+        status = cluster.status();
+    }
+    let alive: Vec<&serde_json::Value> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "chunkserver" && n["state"] == "alive")
+        .collect();
+    eprintln!(
+        "new leader's first status {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        alive.len(),
+        3,
+        "the new leader's first status: {}",
+        serde_json::to_string_pretty(&status["nodes"]).unwrap()
+    );
+    // And it places chunks: a write goes through, and what was written before reads back.
+    rt.block_on(async {
+        put(&c, "beats", "after", data(1000, 2)).await.unwrap();
+        assert_eq!(get(&c, "beats", "after").await.unwrap(), data(1000, 2));
+        assert_eq!(get(&c, "beats", "before").await.unwrap(), data(1000, 1));
+    });
+}

@@ -5,7 +5,10 @@
 //! member; both channels are bounded, so a slow disk or a slow peer slows the sender instead of
 //! filling memory. The reply lists the members that have the chunk durably (fsynced). If the next
 //! member fails, the chunk is sent again from this node's finished copy to the member after it
-//! (pipeline recovery), so one dead chunkserver costs one copy, not the write.
+//! (pipeline recovery), so one dead chunkserver costs one copy, not the write. A member that
+//! makes no progress (takes no frame, owes an answer) for the stall deadline is dropped the same
+//! way ([`Deadlines`]): a paused or cut-off peer sends no reset, and waiting it out stalled every
+//! write through it.
 //!
 //! `GET /internal/v1/chunk/{id}?offset=&len=` streams a verified range. A replica found corrupt
 //! on the way is dropped by the store (and reported lost), so the master copies it again.
@@ -25,6 +28,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tinydfs_proto::batch::{self, PutBatchReply, MAX_BATCH_BYTES};
 use tinydfs_proto::client::{
     paths, ChunkClient, GetChunkQuery, PutChunkQuery, PutChunkReply, ReplicateOrder,
@@ -40,6 +44,121 @@ use tracing::Instrument;
 /// Frames buffered between the network and the disk writer, and toward the next member.
 const PIPELINE_DEPTH: usize = 16;
 
+/// How long a pipeline member may make no progress (take no frame, owe an answer) before it is
+/// dropped from the write, which completes on the other members (the master's repair restores
+/// the copy later). A healthy member on a LAN takes a frame in milliseconds and answers within
+/// an fsync; a paused or cut-off one sends no reset, and waiting [`STREAM_IDLE_TIMEOUT`] (30 s)
+/// for it stalled every write through it. Two seconds leave room for a disk's or a loaded
+/// node's hiccup.
+pub const PIPELINE_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest stall deadline taken (a configured one below it is raised to it): shorter, the
+/// members of a busy node would be dropped while healthy.
+const MIN_PIPELINE_STALL: Duration = Duration::from_millis(100);
+/// The slowest rate at which a healthy member is expected to take in, sync or send a chunk's
+/// bytes: the waits that depend on a chunk's size allow this rate on top of the stall deadline
+/// (4 s more for a 64 MiB chunk, 16 ms for a 256 KiB one).
+const SLOWEST_MEMBER_RATE: u64 = 16 << 20;
+
+/// The deadlines of a member of a write pipeline, all derived from the stall deadline `s`
+/// ([`crate::ChunkserverConfig::pipeline_stall_ms`]) and, for a chunk (or batch) of `len` bytes,
+/// the size allowance `a` (`len` at [`SLOWEST_MEMBER_RATE`]).
+///
+/// The next member may itself be waiting, within its own deadlines, on the one after it; so
+/// each wait covers the deadlines of the members below the one waited on, and a member is
+/// never dropped for waiting on a silent one further down (which would drop a healthy member
+/// and send the recovery copy to the silent one). The gateway's waits on a pipeline head
+/// (`tinydfs_gateway::data`) follow the same arithmetic. With the defaults and 3 replicas: a
+/// frame handoff waits 4 s at the head, 2 s at the middle member; the head waits 4 s + 2a for
+/// the middle member's answer, then up to 2 s + 2a for a recovery.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    stall: Duration,
+}
+
+impl Deadlines {
+    /// The deadlines for stall deadline `stall` (at least [`MIN_PIPELINE_STALL`]).
+    pub fn new(stall: Duration) -> Self {
+        Deadlines {
+            stall: stall.max(MIN_PIPELINE_STALL),
+        }
+    }
+
+    /// Handing a frame to the next member, which has `after` members after it: `s × (after +
+    /// 1)`, as it may itself be held up for `s × after` handing a frame on before it drops its
+    /// own next member and reads again.
+    pub fn handoff(&self, after: usize) -> Duration {
+        self.stall
+            .saturating_mul(u32::try_from(after).unwrap_or(u32::MAX).saturating_add(1))
+    }
+
+    /// `len` bytes at [`SLOWEST_MEMBER_RATE`].
+    fn allowance(len: u64) -> Duration {
+        Duration::from_millis(len.saturating_mul(1000) / SLOWEST_MEMBER_RATE)
+    }
+
+    /// The longest a member with `after` members after it may take to answer for `len` bytes,
+    /// counted from when the one before it has its own copy durable (they had the whole stream
+    /// at about the same time):
+    ///
+    /// - `A(0) = s + a`: its own fsync, which may lag the one before it (disks shared or slower);
+    /// - `A(1) = s + a + A(0)`: then its wait on the next member's answer;
+    /// - `A(k) = s + a + A(k-1) + R(k-2)`: then a recovery around a failed next member
+    ///   ([`Deadlines::recovery`]).
+    ///
+    /// So `A(1) = 2s + 2a` and `A(2) = 4s + 5a`. Counted bottom up: a long pipeline costs no
+    /// more than its length to work out.
+    pub fn answer(&self, len: u64, after: usize) -> Duration {
+        let a = Self::allowance(len);
+        let own = self.stall.saturating_add(a);
+        // A(k-2) and A(k-1), starting at k = 1.
+        let (mut two_below, mut one_below) = (Duration::ZERO, own);
+        for k in 1..=after {
+            let mut this = own.saturating_add(one_below);
+            if k >= 2 {
+                this = this.saturating_add(a).saturating_add(two_below);
+            }
+            (two_below, one_below) = (one_below, this);
+        }
+        one_below
+    }
+
+    /// `R(k) = a + A(k)`: sending a finished copy of `len` bytes to a member with `after`
+    /// members after it (the bytes at the slowest rate, then its answer). With no member after
+    /// it, `s + 2a`.
+    pub fn recovery(&self, len: u64, after: usize) -> Duration {
+        Self::allowance(len).saturating_add(self.answer(len, after))
+    }
+}
+
+/// The request carrying a write to the next member. Aborted when dropped: a member that gave up
+/// on the write, or on the next member, leaves no request waiting on a silent peer (the peer
+/// then sees the stream cut short and keeps nothing).
+struct Downstream<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Downstream<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The answer of the next member, waited for at most `within`: its reply, or why there is none.
+async fn answer_of<T>(
+    down: &mut Downstream<Result<T, CallError>>,
+    within: Duration,
+) -> Result<T, CallError> {
+    match timeout(within, &mut down.0).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) if e.is_cancelled() => Err("the next member stopped taking data".into()),
+        Ok(Err(e)) => Err(e.to_string().into()),
+        Err(_) => {
+            down.0.abort();
+            Err(CallError::TimedOut(format!(
+                "the next member did not answer in {within:?}"
+            )))
+        }
+    }
+}
+
 /// Shared state of the chunkserver's handlers.
 pub struct Chunkserver {
     pub store: Arc<ChunkStore>,
@@ -49,6 +168,9 @@ pub struct Chunkserver {
     pub client: ChunkClient,
     /// Chunk requests in flight ([`crate::ChunkserverConfig::max_requests`]).
     pub requests: Arc<tokio::sync::Semaphore>,
+    /// How long this node waits on the next members of a pipeline
+    /// ([`crate::ChunkserverConfig::pipeline_stall_ms`]).
+    pub deadlines: Deadlines,
 }
 
 type Shared = Arc<Chunkserver>;
@@ -277,14 +399,15 @@ async fn receive_batch(
     };
     let entries = batch::decode(&bytes).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
     let count = entries.len() as u32;
+    let len = bytes.len() as u64;
     let send = |to: &[NodeAddr]| {
         let (next, after) = to.split_first()?;
         let client = cs.client.clone();
         let (next, after, rid, body) =
             (next.clone(), after.to_vec(), rid.to_string(), bytes.clone());
-        Some(tokio::spawn(async move {
+        Some(Downstream(tokio::spawn(async move {
             client.put_batch(&next, &after, body, &rid).await
-        }))
+        })))
     };
     let downstream = send(rest);
     let store = cs.store.clone();
@@ -293,28 +416,30 @@ async fn receive_batch(
         .await
         .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e.to_string()))));
     if let Err(e) = written {
-        if let Some(d) = downstream {
-            d.abort();
-        }
+        // Dropping the request to the next member aborts it.
         return Err((write_status(&e), format!("local write: {e}")));
     }
     let mut stored = vec![me];
     let Some(down) = downstream else {
         return Ok(PutBatchReply { stored, count });
     };
-    let answer = |joined: Result<Result<Result<PutBatchReply, CallError>, _>, _>| match joined {
-        Ok(Ok(Ok(r))) if r.count == count => Ok(r.stored),
-        Ok(Ok(Ok(r))) => Err(format!("the next member counted {} chunks", r.count)),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
-        Ok(Err(e)) => Err(format!("{e}")),
-        Err(_) => Err("the next member did not answer in time".to_string()),
+    let answer = |mut down: Downstream<Result<PutBatchReply, CallError>>, within| async move {
+        match answer_of(&mut down, within).await {
+            Ok(r) if r.count == count => Ok(r.stored),
+            Ok(r) => Err(format!("the next member counted {} chunks", r.count)),
+            Err(e) => Err(e.to_string()),
+        }
     };
-    match answer(timeout(STREAM_IDLE_TIMEOUT, down).await) {
+    // The next member had the whole batch before this node wrote its copy: it owes its answer
+    // within its deadlines; a silent one is recovered around.
+    let within = cs.deadlines.answer(len, rest.len().saturating_sub(1));
+    match answer(down, within).await {
         Ok(more) => stored.extend(more),
         Err(e) => {
             tracing::warn!(request_id = %rid, error = %e, "batch pipeline member failed; recovering");
             if let Some(again) = send(&rest[1..]) {
-                match answer(timeout(STREAM_IDLE_TIMEOUT, again).await) {
+                let within = cs.deadlines.recovery(len, rest.len().saturating_sub(2));
+                match answer(again, within).await {
                     Ok(more) => stored.extend(more),
                     Err(e) => {
                         tracing::warn!(request_id = %rid, error = %e, "batch recovery failed")
@@ -352,13 +477,15 @@ async fn receive(
         });
         let client = cs.client.clone();
         let (next, after, rid) = (next.clone(), after.to_vec(), rid.to_string());
-        downstream = Some(tokio::spawn(async move {
+        downstream = Some(Downstream(tokio::spawn(async move {
             client
                 .put(&next, &after, id, reqwest::Body::wrap_stream(stream), &rid)
                 .await
-        }));
+        })));
         down_tx = Some(tx);
     }
+    // How long the next member may take no frame (see [`Deadlines::handoff`]).
+    let handoff = cs.deadlines.handoff(rest.len().saturating_sub(1));
 
     let abort_downstream = |tx: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>| async move {
         if let Some(tx) = tx {
@@ -385,11 +512,15 @@ async fn receive(
             }
         };
         if let Some(tx) = &down_tx {
-            let sent = timeout(STREAM_IDLE_TIMEOUT, tx.send(Ok(frame.clone()))).await;
+            let sent = timeout(handoff, tx.send(Ok(frame.clone()))).await;
             if !matches!(sent, Ok(Ok(()))) {
-                // The next member is gone or stuck; keep writing locally and recover after.
-                tracing::warn!(chunk = %id, "next pipeline member stopped taking data");
+                // The next member is gone or stuck: drop it (its request is aborted, so it
+                // keeps nothing), keep writing locally and recover after.
+                tracing::warn!(chunk = %id, ?handoff, "next pipeline member stopped taking data");
                 abort_downstream(down_tx.take()).await;
+                if let Some(d) = &downstream {
+                    d.0.abort();
+                }
             }
         }
         for data in splitter.push(frame) {
@@ -461,11 +592,11 @@ async fn receive_whole(
     let downstream = rest.split_first().map(|(next, after)| {
         let client = cs.client.clone();
         let (next, after, rid) = (next.clone(), after.to_vec(), rid.to_string());
-        tokio::spawn(async move {
+        Downstream(tokio::spawn(async move {
             client
                 .put(&next, &after, id, reqwest::Body::from(bytes), &rid)
                 .await
-        })
+        }))
     });
     let store = cs.store.clone();
     let span = tracing::Span::current();
@@ -483,7 +614,7 @@ async fn gather(
     id: ChunkId,
     rest: &[NodeAddr],
     writer: tokio::task::JoinHandle<Result<(u64, u32), StoreError>>,
-    downstream: Option<tokio::task::JoinHandle<Result<PutChunkReply, CallError>>>,
+    downstream: Option<Downstream<Result<PutChunkReply, CallError>>>,
     rid: &str,
 ) -> Result<PutChunkReply, (StatusCode, String)> {
     let written = match writer.await {
@@ -491,26 +622,15 @@ async fn gather(
         Ok(Err(e)) => Err((write_status(&e), format!("local write: {e}"))),
         Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
-    let (len, crc) = match written {
-        Ok(v) => v,
-        Err(e) => {
-            // The write failed here: the rest of the pipeline need not finish its copies.
-            if let Some(d) = downstream {
-                d.abort();
-            }
-            return Err(e);
-        }
-    };
+    // The write failed here: the rest of the pipeline need not finish its copies (dropping
+    // the request to the next member aborts it).
+    let (len, crc) = written?;
     let mut stored = vec![me];
-    if let Some(down) = downstream {
-        // The rest of the pipeline has had the whole stream: it owes an answer soon.
-        let result = match timeout(STREAM_IDLE_TIMEOUT, down).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string().into())),
-            Err(_) => Err(CallError::TimedOut(
-                "the next member did not answer in time".into(),
-            )),
-        };
-        match result {
+    if let Some(mut down) = downstream {
+        // The rest of the pipeline has had the whole stream: it owes an answer within its
+        // deadlines; a silent member is recovered around.
+        let within = cs.deadlines.answer(len, rest.len().saturating_sub(1));
+        match answer_of(&mut down, within).await {
             Ok(r) if r.len == len && r.crc32c == crc => stored.extend(r.stored),
             Ok(r) => tracing::error!(chunk = %id, len = r.len, "downstream copy differs; dropped"),
             Err(e) => {
@@ -544,7 +664,7 @@ async fn recover(
         Ok::<_, std::io::Error>(footer(len, crc))
     }));
     match timeout(
-        STREAM_IDLE_TIMEOUT * 2,
+        cs.deadlines.recovery(len, after.len()),
         cs.client
             .put(next, after, id, reqwest::Body::wrap_stream(body), rid),
     )
@@ -705,5 +825,34 @@ async fn delete_chunk(State(cs): State<Shared>, Path(id): Path<String>) -> Respo
         Ok(Err(StoreError::NotFound(_))) => StatusCode::NOT_FOUND.into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_wait_covers_the_deadlines_of_the_members_below() {
+        let s = Duration::from_secs(2);
+        let d = Deadlines::new(s);
+        // A 64 MiB chunk: 4 s at the slowest rate.
+        let (len, a) = (64 << 20, Duration::from_secs(4));
+        assert_eq!(d.handoff(0), s);
+        assert_eq!(d.handoff(1), 2 * s);
+        assert_eq!(d.answer(len, 0), s + a);
+        assert_eq!(d.answer(len, 1), 2 * s + 2 * a);
+        assert_eq!(d.answer(len, 2), 4 * s + 5 * a);
+        assert_eq!(d.recovery(len, 0), s + 2 * a);
+        // The head of three waits out the middle member's own wait on a silent tail.
+        assert!(d.answer(len, 1) > d.answer(len, 0) + s);
+        // A long pipeline is worked out at once, and saturates rather than overflows.
+        assert_eq!(d.answer(len, 10_000), Duration::MAX);
+        assert!(d.handoff(usize::MAX) > Duration::from_secs(1 << 32));
+        // A stall deadline of nothing would drop every member.
+        assert_eq!(
+            Deadlines::new(Duration::ZERO).handoff(0),
+            MIN_PIPELINE_STALL
+        );
     }
 }

@@ -43,11 +43,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tinydfs_proto::client::MasterClient;
 use tinydfs_proto::lock::{lock_dir, DirLock};
-use tinydfs_proto::meta::{Heartbeat, HeartbeatReply, RegisterRequest};
+use tinydfs_proto::meta::{Heartbeat, HeartbeatReply, MetaError, RegisterRequest};
 use tokio::sync::watch;
 
 /// How often a chunkserver reports to the master (HDFS's default too).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Heartbeat rounds after which a master that was named leader but is not among the masters
+/// given is no longer sent heartbeats, if it never answered in them (removed, or moved).
+const FORGET_NAMED_AFTER: u32 = 20;
+/// Heartbeat rounds in which only a leader of a lower term than one seen before answers, after
+/// which its term is accepted: a deposed leader steps down within an election timeout (seconds),
+/// so one that goes on answering as leader leads a master group that started afresh (a restore).
+const DEPOSED_PATIENCE: u32 = 20;
 /// Heartbeats between two full chunk reports, so the master's soft state heals from drift.
 pub const FULL_REPORT_EVERY: u32 = 20;
 /// How often pack files are looked at for compaction.
@@ -97,6 +104,10 @@ pub struct ChunkserverConfig {
     pub accept_new_identity: bool,
     /// Chunk requests served at once ([`DEFAULT_MAX_REQUESTS`]); more are answered 503.
     pub max_requests: usize,
+    /// Milliseconds a later pipeline member may make no progress before it is dropped from a
+    /// write ([`api::PIPELINE_STALL_TIMEOUT`]; at least 100); the longer waits on it are derived
+    /// from it ([`api::Deadlines`]). Gateways should use the same value.
+    pub pipeline_stall_ms: u64,
     /// HTTPS on the internal listener and to peers (off unless set).
     #[serde(flatten)]
     pub internal_tls: tinydfs_proto::tls::InternalTls,
@@ -121,6 +132,7 @@ impl Default for ChunkserverConfig {
             ops_listen: String::new(),
             accept_new_identity: false,
             max_requests: DEFAULT_MAX_REQUESTS,
+            pipeline_stall_ms: api::PIPELINE_STALL_TIMEOUT.as_millis() as u64,
             internal_tls: Default::default(),
         }
     }
@@ -288,6 +300,7 @@ pub async fn run(
         node_id: id_rx,
         client: tinydfs_proto::client::ChunkClient::new(config.secret.clone()),
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_requests.max(1))),
+        deadlines: api::Deadlines::new(Duration::from_millis(config.pipeline_stall_ms)),
     });
     // Read-only and quick: stopped with the process, without a grace period.
     let ops_server = if config.ops_listen.is_empty() {
@@ -382,7 +395,21 @@ async fn heartbeat_loop(
     let master = MasterClient::new(config.masters.clone(), config.secret.clone());
     let interval = Duration::from_millis(config.heartbeat_ms.max(10));
     let mut registered = false;
-    let mut beats = 0u32;
+    // The request id of the registration until it succeeds (its retries are one request).
+    let mut registration: u128 = rand::random();
+    // Heartbeat rounds since the registration (full reports go on a schedule of them).
+    let mut rounds = 0u32;
+    // Masters that asked for a full report.
+    let mut report_due: std::collections::HashSet<String> = Default::default();
+    // The highest term a leader answered in: orders from lower terms are refused.
+    let mut leader_term = 0u64;
+    let mut lower_term_rounds = 0u32;
+    // Leaders named by masters that are not among those given, with the rounds they have
+    // been silent for.
+    let mut named: std::collections::BTreeMap<String, u32> = Default::default();
+    // Masters with a beat in flight, and where the beats' answers arrive.
+    let mut busy: std::collections::HashSet<String> = Default::default();
+    let (beats_tx, mut beats_rx) = tokio::sync::mpsc::unbounded_channel::<Beat>();
     // Internal requests carry it, and requests of another cluster are refused (api.rs).
     if let Some(c) = &identity.cluster_id {
         tinydfs_proto::http::set_cluster_id(c);
@@ -407,6 +434,7 @@ async fn heartbeat_loop(
                 free: usage.free,
                 pid: std::process::id(),
                 zone: config.zone.clone(),
+                request_id: Some(registration),
             };
             match master.register(&req).await {
                 Ok(reply) => {
@@ -426,7 +454,8 @@ async fn heartbeat_loop(
                     }
                     let _ = id_tx.send(identity.node_id);
                     registered = true;
-                    beats = 0;
+                    rounds = 0;
+                    registration = rand::random();
                     tracing::info!(node_id = reply.node_id, "registered with the master");
                 }
                 Err(e) => {
@@ -440,14 +469,17 @@ async fn heartbeat_loop(
             registered = false;
             continue;
         };
+        let round = tokio::time::Instant::now();
         // Lost ids first, then the report: a chunk lost in between is in neither and goes in
         // the next heartbeat's list, never in both. Copying the index of a full disk takes a
-        // while under the store's lock: off the runtime threads.
-        let full = beats.is_multiple_of(FULL_REPORT_EVERY);
+        // while under the store's lock: off the runtime threads. Every master gets a full
+        // report on the schedule; one that asked for it (it leads anew, or restarted) at once.
+        let full = rounds.is_multiple_of(FULL_REPORT_EVERY);
+        let report = full || !report_due.is_empty();
         let s = store.clone();
         let (lost_mark, lost, chunks) = match tokio::task::spawn_blocking(move || {
             let (mark, lost) = s.lost();
-            let chunks = full.then(|| {
+            let chunks = report.then(|| {
                 let mut report = s.report();
                 if !lost.is_empty() {
                     let lost: std::collections::HashSet<_> = lost.iter().collect();
@@ -468,35 +500,141 @@ async fn heartbeat_loop(
         };
         let (scrubbed, scrub_corrupt) = store.scrub_counters();
         let (bytes_written, _) = store.io_counters();
-        let hb = Heartbeat {
+        let mut hb = Heartbeat {
             node_id,
             addr: config.advertise(),
             capacity: usage.capacity,
             free: usage.free,
             pid: std::process::id(),
-            chunks,
+            chunks: None,
             zone: config.zone.clone(),
             lost,
             disks: usage.disks,
             scrubbed,
             scrub_corrupt,
             bytes_written,
+            beats_every_master: true,
+            leader_term,
         };
-        match master.heartbeat(&hb).await {
-            // The master lost track of this node: what it was sent may be ignored, so the lost
-            // ids stay queued for after the registration.
-            Ok(r) if r.reregister => registered = false,
-            Ok(r) => {
-                store.ack_lost(lost_mark);
-                beats = beats.wrapping_add(1);
+        let light = serde_json::to_vec(&hb)?;
+        hb.chunks = chunks;
+        let with_report = if hb.chunks.is_some() {
+            serde_json::to_vec(&hb)?
+        } else {
+            light.clone()
+        };
+        // The masters given, and leaders named since that are not among them (added later).
+        // A master still busy with an earlier beat (cut off, or judging a large report) is
+        // skipped: a silent master never holds up the beats to the others.
+        let targets: Vec<String> = master
+            .masters()
+            .iter()
+            .chain(named.keys())
+            .filter(|m| !busy.contains(*m))
+            .cloned()
+            .collect();
+        for addr in targets {
+            let sent_report = full || report_due.contains(&addr);
+            let body = if sent_report { &with_report } else { &light }.clone();
+            let (client, tx) = (master.clone(), beats_tx.clone());
+            busy.insert(addr.clone());
+            tokio::spawn(async move {
+                let reply = client.heartbeat_to(&addr, body).await;
+                let _ = tx.send(Beat {
+                    master: addr,
+                    lost_mark,
+                    sent_report,
+                    reply,
+                });
+            });
+        }
+        rounds = rounds.wrapping_add(1);
+        report_due.clear();
+        // The answers of this round (and late ones of earlier rounds), until every master has
+        // answered or the round's interval is over.
+        let mut beats = Vec::new();
+        let round_end = round + interval;
+        while !busy.is_empty() {
+            match tokio::time::timeout_at(round_end, beats_rx.recv()).await {
+                Ok(Some(b)) => {
+                    busy.remove(&b.master);
+                    beats.push(b);
+                }
+                _ => break,
+            }
+        }
+        let mut leader: Option<(u64, HeartbeatReply)> = None;
+        for b in beats {
+            if let Some(silent) = named.get_mut(&b.master) {
+                *silent = if b.reply.is_ok() { 0 } else { *silent + 1 };
+            }
+            match b.reply {
+                Ok(r) => {
+                    if let Some(l) = &r.leader_addr {
+                        if !master.masters().contains(l) && !named.contains_key(l) {
+                            named.insert(l.clone(), 0);
+                        }
+                    }
+                    // A report is sent again at once only to a master that did not just get one.
+                    if r.report_wanted && !b.sent_report {
+                        report_due.insert(b.master.clone());
+                    }
+                    // Masters older than terms in replies answer only while they lead.
+                    let leads = r.leader || r.term == 0;
+                    if leads && leader.as_ref().is_none_or(|(_, l)| r.term > l.term) {
+                        leader = Some((b.lost_mark, r));
+                    }
+                }
+                Err(e) => tracing::debug!(master = %b.master, error = %e, "heartbeat failed"),
+            }
+        }
+        named.retain(|_, silent| *silent < FORGET_NAMED_AFTER);
+        match leader {
+            // The leader lost track of this node: what it was sent may be ignored, so the lost
+            // ids stay queued for after the registration (which goes to the leader the masters
+            // name, whoever asked for it).
+            Some((_, r)) if r.reregister => {
+                registered = false;
+                rounds = 0;
+            }
+            // Orders of a leader deposed without knowing it: a later leader has answered. A
+            // deposed leader steps down within an election timeout; one that goes on leading
+            // in a lower term for many rounds leads a new group (restored from a backup).
+            // Masters older than terms in answers (0) are not fenced.
+            Some((_, r))
+                if r.term != 0 && r.term < leader_term && lower_term_rounds < DEPOSED_PATIENCE =>
+            {
+                lower_term_rounds += 1;
+                tracing::warn!(
+                    term = r.term,
+                    seen = leader_term,
+                    "ignoring a deposed leader"
+                );
+            }
+            Some((mark, r)) => {
+                if r.term != 0 {
+                    leader_term = r.term;
+                }
+                lower_term_rounds = 0;
+                store.ack_lost(mark);
                 obey_deletions(&store, &identity, r).await;
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            None => tracing::debug!("no master answered this heartbeat round as the leader"),
         }
-        if registered {
-            tokio::time::sleep(interval).await;
+        // A master that asked for a report gets it now rather than after an interval.
+        if registered && report_due.is_empty() {
+            tokio::time::sleep_until(round_end).await;
         }
     }
+}
+
+/// A heartbeat's answer from one master, with what the beat carried.
+struct Beat {
+    master: String,
+    /// The mark of the lost ids the beat listed ([`store::ChunkStore::ack_lost`]).
+    lost_mark: u64,
+    sent_report: bool,
+    reply: Result<HeartbeatReply, MetaError>,
 }
 
 /// Saves the identity the master gave this node (on a blocking thread: two fsyncs), or answers

@@ -4,6 +4,10 @@
 //! Nothing here holds a whole object or a whole chunk: an upload passes each incoming frame on as
 //! it arrives (through a bounded channel to the pipeline head), a read passes each frame from the
 //! chunkserver on to the client.
+//!
+//! A pipeline head that takes no data, or owes its answer, for longer than its own deadlines
+//! allow ([`HeadDeadlines`]) is suspected and the write fails fast; a small object, still in
+//! memory, is then written again on another pipeline within the same request.
 
 use crate::error::{S3Error, S3Result};
 use crate::{Gateway, UploadLease};
@@ -12,7 +16,7 @@ use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use std::sync::Arc;
 use std::time::Duration;
-use tinydfs_proto::batch::BatchEntry;
+use tinydfs_proto::batch::{BatchEntry, PutBatchReply};
 use tinydfs_proto::client::{PutChunkReply, STREAM_IDLE_TIMEOUT};
 use tinydfs_proto::frame::footer;
 use tinydfs_proto::http::CallError;
@@ -35,6 +39,77 @@ const LOCATION_WAIT: Duration = Duration::from_secs(20);
 const HEDGE_AFTER: Duration = Duration::from_millis(500);
 /// A replica that has not started answering a read this long has failed it.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The chunkservers' pipeline stall deadline (their `--pipeline-stall-ms`, 2 s by default:
+/// `tinydfs_chunkserver::api::PIPELINE_STALL_TIMEOUT`), which `pipeline_stall_ms` should match:
+/// every wait on a pipeline head is derived from it ([`HeadDeadlines`]). A healthy head takes a
+/// frame in milliseconds; a paused or cut-off one sends no reset, and waiting the 30 s of
+/// `STREAM_IDLE_TIMEOUT` (or twice that) for it stalled every upload placed on it.
+pub const PIPELINE_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest stall deadline taken, as on the chunkservers.
+const MIN_PIPELINE_STALL: Duration = Duration::from_millis(100);
+/// The slowest rate at which a healthy pipeline member is expected to take in, sync or send a
+/// chunk's bytes, as on the chunkservers (`SLOWEST_MEMBER_RATE` there).
+const SLOWEST_MEMBER_RATE: u64 = 16 << 20;
+/// Pipelines a small object is tried on within one request: its bytes are still in memory, so a
+/// pipeline whose head went silent (or that kept too few copies) costs another try on a
+/// pipeline without the suspects, not the client's request. Three: one node down, then a
+/// second while the first try waited, still leave the client a success.
+const SMALL_OBJECT_TRIES: usize = 3;
+
+/// How long this gateway waits on a pipeline head, from the stall deadline `s` and, for `len`
+/// bytes, the size allowance `a` (`len` at [`SLOWEST_MEMBER_RATE`]). The head waits, within its
+/// own deadlines, on the members after it (`tinydfs_chunkserver::api::Deadlines`, whose
+/// arithmetic this repeats: the gateway knows chunkservers through `tinydfs_proto` only); so
+/// the gateway waits out all of them before it takes the head's silence for a failure, and a
+/// head that is recovering around a silent member is not given up on.
+#[derive(Clone, Copy, Debug)]
+struct HeadDeadlines {
+    stall: Duration,
+}
+
+impl HeadDeadlines {
+    fn of(gw: &Gateway) -> Self {
+        HeadDeadlines {
+            stall: Duration::from_millis(gw.config.pipeline_stall_ms).max(MIN_PIPELINE_STALL),
+        }
+    }
+
+    /// Handing a frame to the head of a pipeline of `members`: `s × members`, as the head may
+    /// itself be held up for `s × (members − 1)` handing a frame on before it drops its next
+    /// member and reads again (6 s for three members by default).
+    fn handoff(&self, members: usize) -> Duration {
+        self.stall
+            .saturating_mul(u32::try_from(members.max(1)).unwrap_or(u32::MAX))
+    }
+
+    /// The head's answer for `len` bytes through a pipeline of `members`, counted from when
+    /// the last byte was handed over: `s + a` for the bytes still on their way to reach it,
+    /// then the chunkservers' `A(members − 1)`, where a member with `k` members after it
+    /// answers within
+    ///
+    /// - `A(0) = s + a` (its own fsync), `A(1) = s + a + A(0)` (then its wait on the next),
+    /// - `A(k) = s + a + A(k−1) + R(k−2)`, with `R(k) = a + A(k)` (then a recovery around a
+    ///   failed next member).
+    ///
+    /// For three members `s + a + 4s + 5a = 5s + 6a`: 10 s with the defaults and a small
+    /// object, 34 s for a full 64 MiB chunk (a head that stops taking a large chunk's frames
+    /// fails it sooner, on [`HeadDeadlines::handoff`]).
+    fn answer(&self, len: u64, members: usize) -> Duration {
+        let a = Duration::from_millis(len.saturating_mul(1000) / SLOWEST_MEMBER_RATE);
+        let own = self.stall.saturating_add(a);
+        // A(k-2) and A(k-1), starting at k = 1.
+        let (mut two_below, mut one_below) = (Duration::ZERO, own);
+        for k in 1..=members.saturating_sub(1) {
+            let mut this = own.saturating_add(one_below);
+            if k >= 2 {
+                this = this.saturating_add(a).saturating_add(two_below);
+            }
+            (two_below, one_below) = (one_below, this);
+        }
+        own.saturating_add(one_below)
+    }
+}
 
 /// What an upload stored.
 pub struct Stored {
@@ -108,7 +183,13 @@ impl PipelineCache {
 
 /// A pipeline for a new chunk: from those placed ahead, or a new batch from the master.
 async fn pipeline(gw: &Gateway) -> S3Result<Vec<NodeAddr>> {
-    let suspects = gw.suspects();
+    pipeline_avoiding(gw, &[]).await
+}
+
+/// A pipeline for a new chunk without the suspects nor the nodes of `avoid`.
+async fn pipeline_avoiding(gw: &Gateway, avoid: &[NodeId]) -> S3Result<Vec<NodeAddr>> {
+    let mut suspects = gw.suspects();
+    suspects.extend_from_slice(avoid);
     if let Some(p) = gw.pipelines.lock().ok().and_then(|mut c| c.take(&suspects)) {
         return Ok(p);
     }
@@ -223,9 +304,11 @@ async fn push(
         let piece = data.split_to(take);
         chunk.crc = crc32c::crc32c_append(chunk.crc, &piece);
         chunk.written += take as u64;
-        let sent = tokio::time::timeout(STREAM_IDLE_TIMEOUT, chunk.tx.send(Ok(piece))).await;
+        let handoff = HeadDeadlines::of(gw).handoff(chunk.pipeline.len());
+        let sent = tokio::time::timeout(handoff, chunk.tx.send(Ok(piece))).await;
         if !matches!(sent, Ok(Ok(()))) {
-            // The pipeline head went away or stopped reading.
+            // The pipeline head went away or stopped reading. The bytes sent are gone: the
+            // client's retry (SDKs retry 503) is placed without the head.
             if let Some(head) = chunk.pipeline.first() {
                 gw.suspect(head.id);
             }
@@ -244,7 +327,8 @@ async fn push(
 }
 
 /// Stores a small object, all in `frames`, as one chunk. Concurrent small objects travel
-/// together: the chunk joins the next batch sent down a pipeline ([`SmallWrites`]).
+/// together: the chunk joins the next batch sent down a pipeline ([`SmallWrites`]). A pipeline
+/// that fails it is replaced by another, up to [`SMALL_OBJECT_TRIES`] in all.
 async fn store_whole(
     gw: &Arc<Gateway>,
     frames: Vec<Bytes>,
@@ -262,15 +346,31 @@ async fn store_whole(
         b.freeze()
     };
     let crc = crc32c::crc32c(&data);
-    let id = ChunkId::in_lease(stored.lease.id);
-    let entry = BatchEntry {
-        id,
-        data,
-        crc32c: crc,
-    };
-    let send = |batch| send_batch(gw.clone(), batch, request_id.to_string());
-    let (pipeline, answer) = gw.small_writes.write(entry, send).await?;
-    settle(gw, &pipeline, id, len, crc, Ok(answer), stored)
+    let mut tries = 1;
+    loop {
+        // A fresh id on each pipeline: a copy that a failed pipeline finishes late is garbage
+        // under the lease, never a replica the master would count for the chunk recorded.
+        let id = ChunkId::in_lease(stored.lease.id);
+        let entry = BatchEntry {
+            id,
+            data: data.clone(),
+            crc32c: crc,
+        };
+        let send = |batch| send_batch(gw.clone(), batch, request_id.to_string());
+        let (pipeline, answer) = gw.small_writes.write(entry, send).await?;
+        match settle(gw, &pipeline, id, len, crc, Ok(answer), stored) {
+            // The pipeline failed (its head is suspected now, or the members that kept no
+            // copy): the next one is placed without them.
+            Err(e)
+                if e.status == http::StatusCode::SERVICE_UNAVAILABLE
+                    && tries < SMALL_OBJECT_TRIES =>
+            {
+                tries += 1;
+                tracing::info!(chunk = %id, tries, "writing a small object again on another pipeline");
+            }
+            settled => return settled,
+        }
+    }
 }
 
 /// Batches in flight at once per gateway. Two keep pipelines busy while one is acknowledged;
@@ -408,15 +508,7 @@ async fn send_batch(gw: Arc<Gateway>, batch: Batch, request_id: String) {
     };
     let (entries, waiters): (Vec<BatchEntry>, Vec<Waiter>) = batch.into_iter().unzip();
     let body = tinydfs_proto::batch::encode(&entries);
-    let reply = match pipeline.split_first() {
-        Some((head, rest)) => tokio::time::timeout(
-            STREAM_IDLE_TIMEOUT * 2,
-            gw.chunks.put_batch(head, rest, body, request_id),
-        )
-        .await
-        .unwrap_or_else(|_| Err("the pipeline did not answer in time".into())),
-        None => Err("empty pipeline".into()),
-    };
+    let (pipeline, reply) = hedged_batch(gw, pipeline, body, request_id).await;
     if matches!(&reply, Err(e) if e.is_not_found()) {
         // A chunkserver older than batches (mid-upgrade): each chunk on its own.
         for (e, w) in entries.into_iter().zip(waiters) {
@@ -446,6 +538,113 @@ async fn send_batch(gw: Arc<Gateway>, batch: Batch, request_id: String) {
     }
 }
 
+/// Sends a batch down `pipeline`; if its head has not answered within the stall deadline, the
+/// same batch also goes down a second pipeline without that head, and the first good answer
+/// (enough copies) wins. A batch holds one of the gateway's few batch slots, and waiting out a
+/// silent head's deadlines (10 s by default) stalled every small write of the gateway. The same
+/// chunk ids go down both: both carry the same bytes, so any copy either pipeline keeps is a
+/// true replica of the chunk (a surplus one is removed by the master later).
+async fn hedged_batch(
+    gw: &Gateway,
+    pipeline: Vec<NodeAddr>,
+    body: bytes::Bytes,
+    request_id: &str,
+) -> (Vec<NodeAddr>, Result<PutBatchReply, CallError>) {
+    let sent = pipeline.clone();
+    let first = put_batch_on(gw, &sent, body.clone(), request_id);
+    tokio::pin!(first);
+    let stall = HeadDeadlines::of(gw).stall;
+    tokio::select! {
+        r = &mut first => return (pipeline, r),
+        _ = tokio::time::sleep(stall) => {}
+    }
+    // One hedge at a time per gateway: when disks are slow everywhere, hedging every batch
+    // would write everything twice and make them slower still.
+    let Some(_hedging) = Hedging::start(gw) else {
+        return (pipeline, first.await);
+    };
+    let head: Vec<NodeId> = pipeline.first().map(|n| n.id).into_iter().collect();
+    // The first pipeline may answer while the second is placed (the master may be slow).
+    let placed = pipeline_avoiding(gw, &head);
+    tokio::pin!(placed);
+    let other = tokio::select! {
+        r = &mut first => return (pipeline, r),
+        p = &mut placed => match p {
+            Ok(p) => p,
+            Err(_) => return (pipeline, first.await),
+        },
+    };
+    tracing::info!(
+        request_id,
+        "pipeline head slow; sending the batch down another pipeline too"
+    );
+    let sent_too = other.clone();
+    let second = put_batch_on(gw, &sent_too, body, request_id);
+    tokio::pin!(second);
+    let needed = gw.config.min_replicas.min(gw.config.replicas).max(1);
+    let good =
+        |r: &Result<PutBatchReply, CallError>| r.as_ref().is_ok_and(|r| r.stored.len() >= needed);
+    tokio::select! {
+        r = &mut first => {
+            if good(&r) {
+                (pipeline, r)
+            } else {
+                (other, second.await)
+            }
+        }
+        r = &mut second => {
+            if good(&r) {
+                // The first head never answered in time: place the next writes without it.
+                if let Some(h) = head.first() {
+                    gw.suspect(*h);
+                }
+                (other, r)
+            } else {
+                (pipeline, first.await)
+            }
+        }
+    }
+}
+
+/// A hedged batch in flight ([`hedged_batch`]); at most one per gateway.
+struct Hedging<'a>(&'a Gateway);
+
+impl<'a> Hedging<'a> {
+    fn start(gw: &'a Gateway) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        gw.hedging
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Hedging(gw))
+    }
+}
+
+impl Drop for Hedging<'_> {
+    fn drop(&mut self) {
+        self.0
+            .hedging
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Sends a batch down `pipeline`, waiting for its head within its deadlines.
+async fn put_batch_on(
+    gw: &Gateway,
+    pipeline: &[NodeAddr],
+    body: bytes::Bytes,
+    request_id: &str,
+) -> Result<PutBatchReply, CallError> {
+    let within = HeadDeadlines::of(gw).answer(body.len() as u64, pipeline.len());
+    match pipeline.split_first() {
+        Some((head, rest)) => {
+            tokio::time::timeout(within, gw.chunks.put_batch(head, rest, body, request_id))
+                .await
+                .unwrap_or_else(|_| Err(no_answer(within)))
+        }
+        None => Err("empty pipeline".into()),
+    }
+}
+
 /// Sends one small chunk down `pipeline` in one body (its data and footer).
 async fn put_single(
     gw: &Gateway,
@@ -457,13 +656,16 @@ async fn put_single(
     let mut body = bytes::BytesMut::with_capacity(e.data.len() + tinydfs_proto::frame::FOOTER_LEN);
     body.extend_from_slice(&e.data);
     body.extend_from_slice(&footer(e.data.len() as u64, e.crc32c));
+    let within = HeadDeadlines::of(gw).answer(body.len() as u64, pipeline.len());
     let body = reqwest::Body::from(body.freeze());
-    tokio::time::timeout(
-        STREAM_IDLE_TIMEOUT * 2,
-        gw.chunks.put(head, rest, e.id, body, request_id),
-    )
-    .await
-    .unwrap_or_else(|_| Err("the pipeline did not answer in time".into()))
+    tokio::time::timeout(within, gw.chunks.put(head, rest, e.id, body, request_id))
+        .await
+        .unwrap_or_else(|_| Err(no_answer(within)))
+}
+
+/// The failure of a pipeline whose head did not answer `within` its deadlines.
+fn no_answer(within: Duration) -> CallError {
+    CallError::TimedOut(format!("the pipeline head did not answer in {within:?}"))
 }
 
 async fn open_chunk(gw: &Gateway, request_id: &str, lease: u32) -> S3Result<OpenChunk> {
@@ -494,18 +696,20 @@ async fn open_chunk(gw: &Gateway, request_id: &str, lease: u32) -> S3Result<Open
 
 /// Ends a chunk's stream with its footer and waits until its pipeline reports it durable.
 async fn finish_chunk(gw: &Gateway, mut chunk: OpenChunk, stored: &mut Stored) -> S3Result<()> {
+    let deadlines = HeadDeadlines::of(gw);
     let ended = tokio::time::timeout(
-        STREAM_IDLE_TIMEOUT,
+        deadlines.handoff(chunk.pipeline.len()),
         chunk.tx.send(Ok(footer(chunk.written, chunk.crc))),
     )
     .await;
     // Close the stream: the head reads the footer, then the end.
     let (closed, _) = mpsc::channel(1);
     drop(std::mem::replace(&mut chunk.tx, closed));
+    let within = deadlines.answer(chunk.written, chunk.pipeline.len());
     let answer = match ended {
-        Ok(Ok(())) => tokio::time::timeout(STREAM_IDLE_TIMEOUT * 2, &mut chunk.task)
+        Ok(Ok(())) => tokio::time::timeout(within, &mut chunk.task)
             .await
-            .unwrap_or_else(|_| Ok(Err("the pipeline did not answer in time".into()))),
+            .unwrap_or_else(|_| Ok(Err(no_answer(within)))),
         _ => Ok(Err("the pipeline head stopped taking data".into())),
     };
     let pipeline = std::mem::take(&mut chunk.pipeline);

@@ -103,6 +103,9 @@ pub struct GatewayConfig {
     /// and longest a client may read none of its response before its connection is closed
     /// (milliseconds).
     pub body_timeout_ms: u64,
+    /// The chunkservers' pipeline stall deadline (milliseconds, at least 100): how long this
+    /// gateway waits on a pipeline head is derived from it ([`data::PIPELINE_STALL_TIMEOUT`]).
+    pub pipeline_stall_ms: u64,
     /// HTTPS to masters and chunkservers (`internal_ca` only: a gateway serves no internal
     /// listener).
     #[serde(flatten)]
@@ -132,6 +135,7 @@ impl Default for GatewayConfig {
             max_requests: limits::DEFAULT_MAX_REQUESTS,
             header_timeout_ms: limits::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
             body_timeout_ms: limits::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
+            pipeline_stall_ms: data::PIPELINE_STALL_TIMEOUT.as_millis() as u64,
             internal_tls: Default::default(),
         }
     }
@@ -148,6 +152,8 @@ pub struct Gateway {
     pub chunks: ChunkClient,
     /// Chunkservers that failed a write recently, with when they failed.
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
+    /// A small-object batch is being sent down a second pipeline (`data::hedged_batch`).
+    pub hedging: std::sync::atomic::AtomicBool,
     /// Pipelines the master placed ahead of need, handed to new chunks while fresh.
     pub pipelines: Mutex<data::PipelineCache>,
     /// Small chunks on their way, sent down pipelines in batches.
@@ -418,6 +424,7 @@ pub async fn run(
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
+        hedging: std::sync::atomic::AtomicBool::new(false),
         pipelines: Mutex::new(data::PipelineCache::default()),
         small_writes: data::SmallWrites::default(),
         leases: Mutex::new(Leases::default()),

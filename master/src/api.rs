@@ -137,6 +137,7 @@ async fn health(State(m): State<Shared>) -> Response {
         id: m.config.id,
         pid: std::process::id(),
         raft: m.raft_status(),
+        leader_addr: m.leader_addr(None),
     };
     match serde_json::to_vec(&body) {
         Ok(b) => ([("content-type", "application/json")], b).into_response(),
@@ -465,7 +466,7 @@ async fn register_inner(m: &Master, body: &[u8]) -> Result<RegisterReply, MetaEr
         Some(id) => id,
         None => match m
             .propose(
-                None,
+                req.request_id,
                 Op::RegisterNode {
                     addr: req.addr.clone(),
                 },
@@ -491,7 +492,17 @@ async fn heartbeat(State(m): State<Shared>, body: Bytes) -> Response {
 
 async fn heartbeat_inner(m: &Master, body: &[u8]) -> Result<HeartbeatReply, MetaError> {
     let hb: Heartbeat = parse(body)?;
-    m.check_leader()?;
+    // The term first: a leader confirmed below leads in it (or a later one, which the
+    // chunkserver then takes for a higher bar than needed, never a lower).
+    let term = m.raft.metrics().borrow().current_term;
+    if let Err(e) = m.check_leader() {
+        // A chunkserver that beats every master keeps a follower's view of it current, so
+        // that a new leader can place chunks at once; one that does not must find the leader.
+        if hb.beats_every_master {
+            return standby_heartbeat(m, &hb, term);
+        }
+        return Err(e);
+    }
     // Deletions only out of safe mode: led for a dead-node timeout, every live chunkserver
     // reported in this term...
     let settled = m.settled() && m.registry()?.all_reported();
@@ -502,19 +513,60 @@ async fn heartbeat_inner(m: &Master, body: &[u8]) -> Result<HeartbeatReply, Meta
     let may_delete = settled && judging && m.linearize().await.is_ok();
     let a = m.state()?;
     let state = &a.state;
-    let delete = m.registry()?.heartbeat(&hb, may_delete, |c| {
-        match state.chunks.get(&c.id) {
-            // A replica that differs from the committed chunk is stale.
-            Some(e) => e.len != c.len || e.crc32c != c.crc32c,
-            None => state.is_garbage(&c.id),
-        }
-    });
+    let mut reg = m.registry()?;
+    // A node of the log this registry has not heard of (this master restarted, or it leads
+    // anew and the node's beats to it were lost) is taken from its heartbeat if it beats every
+    // master; an older chunkserver registers again.
+    if hb.beats_every_master && state.nodes.contains_key(&hb.node_id) {
+        reg.adopt(&hb);
+    }
+    // A report counts as this leader's only if the node knew of a leader in this term when it
+    // sent it (an older chunkserver cannot say: its reports count as they always did).
+    let counts = !hb.beats_every_master || hb.leader_term >= term;
+    let delete = reg.heartbeat(&hb, may_delete, counts, |c| unwanted(state, c));
     Ok(HeartbeatReply {
         reregister: delete.is_none(),
         cluster_id: state.cluster_id.clone(),
         safe_mode: !settled,
         delete: delete.unwrap_or_default(),
+        term,
+        leader: true,
+        report_wanted: reg.report_wanted(hb.node_id),
+        leader_addr: None,
     })
+}
+
+/// A heartbeat to a master that does not lead (or has lost its quorum): it keeps the node's
+/// liveness, space and reported replicas, as a standby namenode does, and orders nothing.
+fn standby_heartbeat(m: &Master, hb: &Heartbeat, term: u64) -> Result<HeartbeatReply, MetaError> {
+    let a = m.state()?;
+    let state = &a.state;
+    if state.nodes.contains_key(&hb.node_id) {
+        let mut reg = m.registry()?;
+        reg.adopt(hb);
+        // A follower's view guides reads only: no report it took counts for deletions.
+        reg.heartbeat(hb, false, false, |c| unwanted(state, c));
+    }
+    Ok(HeartbeatReply {
+        reregister: false,
+        cluster_id: state.cluster_id.clone(),
+        safe_mode: true,
+        delete: Vec::new(),
+        term,
+        leader: false,
+        report_wanted: false,
+        leader_addr: m.leader_addr(None),
+    })
+}
+
+/// Whether a reported replica must go: it differs from the committed chunk (stale), or no
+/// object refers to its chunk and no live lease may still commit it (garbage). Such a
+/// replica never counts as a copy.
+fn unwanted(state: &crate::state::State, c: &ChunkMeta) -> bool {
+    match state.chunks.get(&c.id) {
+        Some(e) => e.len != c.len || e.crc32c != c.crc32c,
+        None => state.is_garbage(&c.id),
+    }
 }
 
 async fn gateway_beat(State(m): State<Shared>, body: Bytes) -> Response {

@@ -211,6 +211,10 @@ impl<K: Id, V> IdMap<K, V> {
         self.iter().map(|(_, v)| v)
     }
 
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.shards.iter_mut().flatten().map(|(_, v)| v)
+    }
+
     /// Builds a map from entries in any order (the last of a repeated id wins), sorting each
     /// shard once instead of inserting one by one.
     fn from_entries(entries: Vec<(K, V)>) -> Self {

@@ -162,10 +162,10 @@ impl Master {
         self.check_leader()?;
         let write = tokio::time::timeout(self.propose_timeout(), self.raft.client_write(cmd));
         let Ok(written) = write.await else {
-            // Committed or not, nobody can tell yet: the client retries with its request id.
-            return Err(MetaError::Unavailable(
-                "the proposal was not committed in time".into(),
-            ));
+            // Committed or not, nobody can tell yet: the client retries with its request id,
+            // at another master (this one may have lost its quorum without knowing it yet).
+            tracing::debug!("a proposal was not committed in time");
+            return Err(MetaError::NotLeader(None));
         };
         match written {
             Ok(resp) => {
@@ -181,15 +181,20 @@ impl Master {
     pub(crate) async fn linearize(&self) -> Result<(), MetaError> {
         self.check_leader()?;
         let read = tokio::time::timeout(self.propose_timeout(), self.raft.ensure_linearizable());
+        // Unconfirmed in time, or a quorum refused: this master may be deposed without knowing
+        // it, so the client asks the others (naming no leader) rather than failing the call.
         let Ok(confirmed) = read.await else {
-            return Err(MetaError::Unavailable(
-                "the leadership was not confirmed in time".into(),
-            ));
+            tracing::debug!("the leadership was not confirmed in time");
+            return Err(MetaError::NotLeader(None));
         };
         match confirmed {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.forward(f))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                tracing::debug!(error = %e, "the leadership was not confirmed by a quorum");
+                Err(MetaError::NotLeader(None))
             }
             Err(e) => Err(MetaError::Unavailable(e.to_string())),
         }
@@ -240,24 +245,34 @@ impl Master {
     /// its soft state.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, MetaError> {
         self.check_leader()?;
-        // Every master of the group, as each reports itself (unreachable ones as such).
+        // Every master of the group, as each reports itself (unreachable ones as such), asked
+        // all at once: one cut off costs one health deadline, not one each.
         let membership = self.membership();
+        let asked: Vec<_> = membership
+            .nodes()
+            .map(|(id, node)| {
+                let (id, addr) = (*id, node.addr.clone());
+                let mine = id == self.config.id;
+                let ask = (!mine).then(|| tokio::spawn(async move { peer_health(&addr).await }));
+                (id, node.addr.clone(), ask)
+            })
+            .collect();
         let mut masters = Vec::new();
-        for (id, node) in membership.nodes() {
-            let health = if *id == self.config.id {
-                Some(MasterHealth {
+        for (id, addr, ask) in asked {
+            let health = match ask {
+                None => Some(MasterHealth {
                     role: "master".into(),
-                    id: *id,
+                    id,
                     pid: std::process::id(),
                     raft: self.raft_status(),
-                })
-            } else {
-                peer_health(&node.addr).await
+                    leader_addr: self.leader_addr(None),
+                }),
+                Some(task) => task.await.ok().flatten(),
             };
             masters.push(NodeStatus {
-                id: *id,
+                id,
                 role: "master".into(),
-                addr: node.addr.clone(),
+                addr,
                 state: health
                     .as_ref()
                     .map_or_else(|| "unreachable".to_string(), |h| h.raft.role.clone()),
@@ -318,11 +333,16 @@ fn quorum_lost(voters: usize, millis_since_ack: Option<u64>, lease_ms: u64) -> b
 }
 
 /// Asks another master for its health (for the status report).
+/// How long `admin status` waits for another master's health: a master that answers at all
+/// answers this cheap call in milliseconds, and status must come back within about two seconds
+/// while a master is cut off.
+const PEER_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub(crate) async fn peer_health(addr: &str) -> Option<MasterHealth> {
     let http = tinydfs_proto::client::http_client();
     let resp = http
         .get(tinydfs_proto::client::url(addr, paths::HEALTH))
-        .timeout(Duration::from_secs(2))
+        .timeout(PEER_HEALTH_TIMEOUT)
         .send()
         .await
         .ok()?;

@@ -190,16 +190,53 @@ impl Registry {
         );
     }
 
-    /// Forgets everything learnt in another leadership term: nodes must register and report
-    /// again, deletions decided then are dropped. Gateways and counters stay.
+    /// Starts a new Raft term. Chunkservers heartbeat every master, so the nodes and their
+    /// space stay known (placement works at once under a new leader); but what was learnt of
+    /// replicas in another term only guides reads until each node sends this term a full
+    /// report: no node counts as reported, no replica as learnt lately (a report replaces it),
+    /// and deletions decided then are dropped. Gateways and counters stay.
     pub fn reset(&mut self, term: u64) {
-        self.nodes.clear();
-        self.replicas.clear();
-        self.more_holders.clear();
+        for n in self.nodes.values_mut() {
+            n.reported = false;
+        }
+        for r in self.replicas.values_mut() {
+            r.learnt = 0;
+        }
         self.pending_delete.clear();
         self.recently_deleted.clear();
         self.rebalancing = false;
         self.term = term;
+    }
+
+    /// Takes a node that beats every master into the registry from its heartbeat, without a
+    /// registration, when the registry does not know it (a master that restarted, or one that
+    /// had not heard of it yet). Its replicas count once it sends this master a full report.
+    pub fn adopt(&mut self, hb: &Heartbeat) {
+        if self.nodes.contains_key(&hb.node_id) {
+            return;
+        }
+        self.nodes.insert(
+            hb.node_id,
+            LiveNode {
+                addr: hb.addr.clone(),
+                capacity: hb.capacity,
+                free: hb.free,
+                pid: hb.pid,
+                zone: hb.zone.clone(),
+                last_seen: Instant::now(),
+                chunk_count: 0,
+                disks: Vec::new(),
+                scrubbed: 0,
+                scrub_corrupt: 0,
+                reported: false,
+                written: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Whether this master still wants a full chunk report from `node` in its term.
+    pub fn report_wanted(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| !n.reported)
     }
 
     /// Whether every live node has sent a full report to this leader: before that, a chunk
@@ -236,11 +273,14 @@ impl Registry {
     /// chunks it must delete. `unwanted` judges each chunk of a full report: true for one that
     /// must go (referenced by nothing and beyond any live lease, or differing from the committed
     /// chunk); such a chunk never counts as a copy. Deletions are ordered only with
-    /// `may_delete` (out of safe mode, leadership confirmed); until then they wait.
+    /// `may_delete` (out of safe mode, leadership confirmed); until then they wait. A full
+    /// report marks the node reported in this term only if `counts` (the leader took it, from
+    /// a node that knew it leads): deletions wait until every node's report counted.
     pub fn heartbeat(
         &mut self,
         hb: &Heartbeat,
         may_delete: bool,
+        counts: bool,
         unwanted: impl Fn(&ChunkMeta) -> bool,
     ) -> Option<Vec<ChunkId>> {
         let node = hb.node_id;
@@ -285,7 +325,7 @@ impl Registry {
             let dropped: HashSet<ChunkId> = delete.iter().copied().collect();
             self.full_report(node, keep.into_iter(), &dropped);
             if let Some(n) = self.nodes.get_mut(&node) {
-                n.reported = true;
+                n.reported |= counts;
             }
             self.reports_judged += u64::from(may_delete);
         }

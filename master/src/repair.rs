@@ -44,6 +44,9 @@ struct Copy {
     target: NodeAddr,
     /// A rebalancing move: once the copy is made, the source's copy is deleted.
     moving: bool,
+    /// The Raft term the copy was planned in: a move's deletion is ordered only in that term
+    /// (in another, what the registry knows of replicas has been rebuilt since).
+    term: u64,
 }
 
 /// A chunk below its target, found while planning.
@@ -128,7 +131,11 @@ async fn run_copy(m: &Master, client: &ChunkClient, copy: &Copy) {
                 // A move deletes the source's copy (not whichever the surplus rule would pick,
                 // which could move chunks back and forth).
                 let target_copies = m.config.replicas.max(1);
-                if copy.moving && reg.good_copies(&copy.id) > target_copies {
+                if copy.moving
+                    && reg.term == copy.term
+                    && reg.all_reported()
+                    && reg.good_copies(&copy.id) > target_copies
+                {
                     reg.order_delete(copy.source.id, copy.id);
                 }
             }
@@ -217,6 +224,7 @@ fn plan(m: &Master, in_flight: &InFlight, slots: usize) -> Vec<Copy> {
             source,
             target,
             moving: false,
+            term: reg.term,
         });
     }
     if copies.is_empty() && flying.is_empty() && reg.rebalancing && may_delete {
@@ -326,6 +334,7 @@ fn rebalance_moves(
             source: source.clone(),
             target: target.clone(),
             moving: true,
+            term: reg.term,
         });
     }
     if copies.is_empty() {

@@ -40,6 +40,17 @@ const FULL_REPORT_BYTES: usize = 64 << 10;
 const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long the master a client calls may stay silent before the client asks every other
+/// master who leads now (and again as often while the call goes unanswered): a new leader is
+/// elected within an election timeout of the old one going silent, and a healthy leader answers
+/// a metadata call in milliseconds, so the client follows within about a second of the election
+/// rather than when its own attempt times out.
+const LEADER_PROBE_AFTER: Duration = Duration::from_secs(1);
+/// A master's health answer is one in-memory read.
+const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long one probe's answer serves the calls that wait on it, and those that come after.
+const LEADER_PROBE_SHARED: Duration = Duration::from_millis(500);
+
 /// How long one attempt of a call on `path` with a body of `len` bytes may take.
 fn attempt_timeout(path: &str, len: usize) -> Duration {
     match path {
@@ -135,6 +146,11 @@ struct Shared {
     /// Until when writes go one by one: the leader did not know batches (an older master,
     /// during an upgrade); batches are tried again after [`NO_BATCHES_FOR`].
     no_batches_until: Mutex<Option<std::time::Instant>>,
+    /// A master has answered a call of this client (until then, it asks every master who
+    /// leads as soon as a call starts).
+    answered: std::sync::atomic::AtomicBool,
+    /// The last probe of who leads, with when ([`MasterClient::probe`]).
+    probed: tokio::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
 }
 
 impl Shared {
@@ -156,6 +172,8 @@ impl MasterClient {
                 writes: Mutex::new(WriteQueue::default()),
                 freed: tokio::sync::Notify::new(),
                 no_batches_until: Mutex::new(None),
+                answered: std::sync::atomic::AtomicBool::new(false),
+                probed: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -300,6 +318,24 @@ impl MasterClient {
         self.call(paths::HEARTBEAT, hb).await
     }
 
+    /// Sends an encoded heartbeat to the master at `master` itself, once (chunkservers beat
+    /// every master, not only the leader, so that a new leader knows them already).
+    pub async fn heartbeat_to(
+        &self,
+        master: &str,
+        body: Vec<u8>,
+    ) -> Result<HeartbeatReply, MetaError> {
+        match self.call_once(master, paths::HEARTBEAT, body).await {
+            Ok(answer) => answer,
+            Err(e) => Err(MetaError::Unavailable(format!("master {e}"))),
+        }
+    }
+
+    /// The masters this client was given.
+    pub fn masters(&self) -> &[String] {
+        &self.inner.masters
+    }
+
     pub async fn gateway_beat(&self, beat: &GatewayBeat) -> Result<(), MetaError> {
         self.call(paths::GATEWAY_BEAT, beat).await
     }
@@ -384,11 +420,39 @@ impl MasterClient {
         let body = serde_json::to_vec(body).map_err(|e| MetaError::BadRequest(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + MASTER_RETRY_WINDOW;
         let mut backoff = FIRST_BACKOFF;
+        // A client that has had no answer yet asks who leads at once, on a call's first attempt
+        // only: the first master of its list may be the one cut off.
+        let mut at_once = !self
+            .inner
+            .answered
+            .load(std::sync::atomic::Ordering::Relaxed);
         loop {
             let target = self.leader();
-            let result = self.call_once::<Resp>(&target, path, body.clone()).await;
+            let probe_at_once = std::mem::take(&mut at_once);
+            let result = tokio::select! {
+                r = self.call_once::<Resp>(&target, path, body.clone()) => r,
+                // The master asked went silent and another one leads now: ask that one. The
+                // abandoned attempt may still take effect; writes carry their request id, so a
+                // write is applied once however often it is sent.
+                leader = self.other_leader(&target, probe_at_once), if self.inner.masters.len() > 1 => {
+                    tracing::debug!(master = %target, leader = %leader, "following a new leader");
+                    self.set_leader(leader);
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(MetaError::Unavailable(format!(
+                            "master {target} did not answer"
+                        ))
+                        .into());
+                    }
+                    continue;
+                }
+            };
             let retry = match result {
-                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Ok(resp)) => {
+                    self.inner
+                        .answered
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(resp);
+                }
                 Ok(Err(MetaError::NotLeader(Some(leader)))) if leader != target => {
                     self.set_leader(leader);
                     continue;
@@ -418,6 +482,64 @@ impl MasterClient {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Waits until the masters name a leader other than `target` ([`MasterClient::probe`]),
+    /// asking after each [`LEADER_PROBE_AFTER`] of silence (the first time at once with
+    /// `at_once`), and answers its address. Pending for as long as they name none or `target`.
+    async fn other_leader(&self, target: &str, at_once: bool) -> String {
+        let mut wait = if at_once {
+            Duration::ZERO
+        } else {
+            LEADER_PROBE_AFTER
+        };
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = LEADER_PROBE_AFTER;
+            if let Some(leader) = self.probe().await {
+                if leader != target {
+                    return leader;
+                }
+            }
+        }
+    }
+
+    /// The leader as the masters say: every master's `/health` is asked, and a master that says
+    /// it leads counts only in the highest term any master reports (followers included), so a
+    /// leader cut off from the others, which still thinks it leads in its old term, is never
+    /// taken for the new one. Concurrent calls share one probe, and its answer for
+    /// [`LEADER_PROBE_SHARED`]: a failover does not bring a storm of probes.
+    async fn probe(&self) -> Option<String> {
+        let mut last = self.inner.probed.lock().await;
+        if let Some((at, found)) = &*last {
+            if at.elapsed() < LEADER_PROBE_SHARED {
+                return found.clone();
+            }
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for m in &self.inner.masters {
+            let (http, m) = (self.inner.http.clone(), m.clone());
+            probes.spawn(async move {
+                let resp = http
+                    .get(url(&m, paths::HEALTH))
+                    .timeout(LEADER_PROBE_TIMEOUT)
+                    .send()
+                    .await
+                    .ok()?;
+                let health: MasterHealth =
+                    serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+                Some((health.raft.term, health.raft.role == "leader", m))
+            });
+        }
+        let answers: Vec<(u64, bool, String)> =
+            probes.join_all().await.into_iter().flatten().collect();
+        let newest = answers.iter().map(|(term, _, _)| *term).max();
+        let found = answers
+            .into_iter()
+            .find(|(term, leads, _)| *leads && Some(*term) == newest)
+            .map(|(_, _, addr)| addr);
+        *last = Some((std::time::Instant::now(), found.clone()));
+        found
     }
 
     async fn call_once<Resp: DeserializeOwned>(

@@ -20,6 +20,10 @@ pub struct RegisterRequest {
     /// Failure-domain label (rack, room, site): placement spreads a chunk's replicas over zones.
     #[serde(default)]
     pub zone: String,
+    /// One id for every attempt of one registration: a retried registration whose first
+    /// attempt took effect unseen gets the same node id instead of a second one.
+    #[serde(default)]
+    pub request_id: Option<u128>,
 }
 
 /// The master's answer to a registration.
@@ -56,6 +60,16 @@ pub struct Heartbeat {
     /// derives each node's write throughput from it.
     #[serde(default)]
     pub bytes_written: u64,
+    /// The node sends its heartbeats to every master and a full report when one asks for it
+    /// ([`HeartbeatReply::report_wanted`]): a master may take it into its registry without a
+    /// registration. False from chunkservers older than that, which a master asks to register.
+    #[serde(default)]
+    pub beats_every_master: bool,
+    /// The highest term in which this node has heard a leader answer: a full report counts as
+    /// a leader's own only if the node knew of that leader when it sent it, so a report whose
+    /// answer was lost (the node then obeying an older leader's deletions) is asked again.
+    #[serde(default)]
+    pub leader_term: u64,
 }
 
 /// One data folder of a chunkserver.
@@ -94,6 +108,22 @@ pub struct HeartbeatReply {
     /// lease), stale replicas (length or CRC differ from the committed chunk) and surplus copies.
     #[serde(default)]
     pub delete: Vec<ChunkId>,
+    /// The answering master's Raft term, and whether it leads in it. Only a leader's reply
+    /// carries orders, and a chunkserver obeys none from a term lower than one it has seen a
+    /// leader of: a deposed leader that does not know it yet is fenced off. (0 and false from
+    /// masters older than this, which answer heartbeats only while they lead.)
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default)]
+    pub leader: bool,
+    /// This master has no full chunk report from the node in its current term (it leads anew,
+    /// or it restarted): send one with the next heartbeat.
+    #[serde(default)]
+    pub report_wanted: bool,
+    /// The leader a master that does not lead knows of: a chunkserver beats it too, even when
+    /// it is not among the masters it was given (a master added since).
+    #[serde(default)]
+    pub leader_addr: Option<String>,
 }
 
 /// A request for pipelines to write new chunks to.
@@ -161,6 +191,10 @@ pub struct MasterHealth {
     pub id: u64,
     pub pid: u32,
     pub raft: RaftStatus,
+    /// The internal address of the leader this master knows of: clients whose leader went
+    /// silent ask the other masters who leads now. (None from older masters.)
+    #[serde(default)]
+    pub leader_addr: Option<String>,
 }
 
 /// A change of the master group.

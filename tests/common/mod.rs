@@ -116,7 +116,6 @@ impl Cluster {
             .args(["--s3-addr", &s3_addr])
             .args(["--chunkservers", &opts.chunkservers.to_string()])
             .args(["--chunk-size", &opts.chunk_size.to_string()])
-            .args(["--heartbeat-ms", "200", "--dead-node-timeout-secs", "3"])
             .args(["--reserve-bytes", "0"])
             // Test chunks are 256 KiB: with the default limit (1 MiB) every one would be packed.
             // Objects over 64 KiB exercise chunk files, smaller ones pack files.
@@ -132,6 +131,10 @@ impl Cluster {
             let (c, k) = opts.tls_files.clone().unwrap_or_else(|| self_signed(&dir));
             cmd.arg("--tls-cert").arg(&c).arg("--tls-key").arg(&k);
             cert = Some(c);
+        }
+        // Short timers unless the test chose its own.
+        if !opts.extra.iter().any(|a| a == "--heartbeat-ms") {
+            cmd.args(["--heartbeat-ms", "200", "--dead-node-timeout-secs", "3"]);
         }
         let mut child = cmd.spawn().expect("start tinydfs server");
         let stdout = child.stdout.take().unwrap();

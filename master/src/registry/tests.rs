@@ -78,20 +78,27 @@ fn reports_judge_garbage_and_keep_fresh_replicas() {
     r.add_replicas(ChunkId(9), &[1, 2]);
     assert_eq!(r.live_copies(&ChunkId(9)), 2);
     // A report taken before the pipeline stored chunk 9 does not erase it...
-    let del = r.heartbeat(&report(2, vec![5]), true, |_| false).unwrap();
+    let del = r
+        .heartbeat(&report(2, vec![5]), true, true, |_| false)
+        .unwrap();
     assert!(del.is_empty());
     assert_eq!(r.live_copies(&ChunkId(9)), 2);
     assert_eq!(r.live_copies(&ChunkId(5)), 1);
     // ...but a chunk known only from reports goes when a report no longer lists it.
-    r.heartbeat(&report(2, vec![]), true, |_| false).unwrap();
+    r.heartbeat(&report(2, vec![]), true, true, |_| false)
+        .unwrap();
     assert_eq!(r.live_copies(&ChunkId(5)), 0);
     // Garbage and stale copies never count as replicas; they are ordered deleted only out
     // of safe mode.
     let judge = |c: &ChunkMeta| c.id == ChunkId(6);
-    let del = r.heartbeat(&report(2, vec![6, 7]), false, judge).unwrap();
+    let del = r
+        .heartbeat(&report(2, vec![6, 7]), false, true, judge)
+        .unwrap();
     assert!(del.is_empty());
     assert_eq!(r.live_copies(&ChunkId(6)), 0);
-    let del = r.heartbeat(&report(2, vec![6, 7]), true, judge).unwrap();
+    let del = r
+        .heartbeat(&report(2, vec![6, 7]), true, true, judge)
+        .unwrap();
     assert_eq!(del, vec![ChunkId(6)]);
     assert_eq!(r.live_copies(&ChunkId(7)), 1);
     // Surplus copies ordered deleted go with the next heartbeat, once; a report taken
@@ -100,30 +107,38 @@ fn reports_judge_garbage_and_keep_fresh_replicas() {
     assert_eq!(r.live_copies(&ChunkId(7)), 0);
     assert_eq!(r.deleting(&ChunkId(7)), vec![2]);
     let mut hb = report(2, vec![7]);
-    assert_eq!(r.heartbeat(&hb, true, |_| false).unwrap(), vec![ChunkId(7)]);
+    assert_eq!(
+        r.heartbeat(&hb, true, true, |_| false).unwrap(),
+        vec![ChunkId(7)]
+    );
     assert_eq!(r.live_copies(&ChunkId(7)), 0);
-    assert!(r.heartbeat(&hb, true, |_| false).unwrap().is_empty());
+    assert!(r.heartbeat(&hb, true, true, |_| false).unwrap().is_empty());
     assert_eq!(r.live_copies(&ChunkId(7)), 0);
     assert_eq!(r.deleting(&ChunkId(7)), vec![2]);
     hb.chunks = None;
     // Once every live node has reported...
     assert!(!r.all_reported());
-    r.heartbeat(&report(1, vec![9]), true, |_| false).unwrap();
+    r.heartbeat(&report(1, vec![9]), true, true, |_| false)
+        .unwrap();
     assert!(r.all_reported());
-    // ...and a new term forgets it all.
+    // ...and a new term wants every report again, but keeps the nodes alive.
     r.reset(5);
-    assert_eq!(r.live_count(), 0);
+    assert_eq!(r.live_count(), 2);
+    assert!(!r.all_reported());
+    assert!(r.report_wanted(1) && r.report_wanted(2));
     r.register(2, "b".into(), 100, 50, 2, String::new());
     assert!(!r.all_reported());
     // A replica reported lost stops counting at once and is remembered for fsck.
     r.register(1, "a".into(), 100, 50, 1, String::new());
     r.add_replicas(ChunkId(9), &[1, 2]);
     hb.lost = vec![ChunkId(9)];
-    r.heartbeat(&hb, true, |_| false).unwrap();
+    r.heartbeat(&hb, true, true, |_| false).unwrap();
     assert_eq!(r.holders(&ChunkId(9)), vec![1]);
     assert!(r.lost_lately(&ChunkId(9)));
     // An unknown node must register again.
-    assert!(r.heartbeat(&report(77, vec![]), true, |_| false).is_none());
+    assert!(r
+        .heartbeat(&report(77, vec![]), true, true, |_| false)
+        .is_none());
 }
 
 #[test]
@@ -143,4 +158,46 @@ fn write_rate_is_measured_over_the_window_and_restarts_reset_it() {
     // A smaller counter: the chunkserver restarted.
     n.record_written(10, t + THROUGHPUT_WINDOW + Duration::from_secs(2));
     assert_eq!(n.written.len(), 1);
+}
+
+#[test]
+fn a_new_term_places_at_once_but_counts_replicas_only_from_its_own_reports() {
+    let mut r = Registry::new(Duration::from_secs(60), 10);
+    // A follower hears every node's heartbeats (adopted, never registered) and their reports.
+    for n in 1..=3 {
+        let mut hb = report(n, vec![100 + u128::from(n)]);
+        hb.beats_every_master = true;
+        r.adopt(&hb);
+        r.heartbeat(&hb, false, false, |_| false).unwrap();
+    }
+    // A pipeline write the old term learnt lately on node 1.
+    r.add_replicas(ChunkId(50), &[1]);
+    // Elected: the nodes are alive, so chunks can be placed before any node beats again...
+    r.reset(7);
+    assert_eq!(r.live_count(), 3);
+    assert!(r.place(3, 2, &[]).is_some());
+    // ...reads still find what was reported before...
+    assert_eq!(r.holders(&ChunkId(101)), vec![1]);
+    // ...but no deletion may be judged until every node reports in this term, and a replica
+    // the old term learnt lately does not outlive a report that no longer lists it.
+    assert!(!r.all_reported());
+    assert!(r.report_wanted(1));
+    r.heartbeat(&report(1, vec![101]), false, true, |_| false)
+        .unwrap();
+    assert!(!r.report_wanted(1));
+    assert!(r.holders(&ChunkId(50)).is_empty());
+    r.heartbeat(&report(2, vec![102]), false, true, |_| false)
+        .unwrap();
+    r.heartbeat(&report(3, vec![103]), false, true, |_| false)
+        .unwrap();
+    assert!(r.all_reported());
+    // A report the node sent before it knew of this leader does not count.
+    r.reset(8);
+    r.heartbeat(&report(1, vec![101]), false, false, |_| false)
+        .unwrap();
+    assert!(r.report_wanted(1));
+    // Adopting a node already known changes nothing.
+    let before = r.node(1).map(|n| n.chunk_count);
+    r.adopt(&report(1, vec![]));
+    assert_eq!(r.node(1).map(|n| n.chunk_count), before);
 }
