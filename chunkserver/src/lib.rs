@@ -515,6 +515,7 @@ async fn heartbeat_loop(
             bytes_written,
             beats_every_master: true,
             leader_term,
+            added: store.take_added(),
         };
         let light = serde_json::to_vec(&hb)?;
         hb.chunks = chunks;

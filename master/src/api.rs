@@ -546,6 +546,7 @@ fn standby_heartbeat(m: &Master, hb: &Heartbeat, term: u64) -> Result<HeartbeatR
         reg.adopt(hb);
         // A follower's view guides reads only: no report it took counts for deletions.
         reg.heartbeat(hb, false, false, |c| unwanted(state, c));
+        reg.note_added(hb.node_id, &hb.added, |c| unwanted(state, c));
     }
     Ok(HeartbeatReply {
         reregister: false,

@@ -126,12 +126,15 @@ impl Master {
         Ok(())
     }
 
-    /// How long a leader keeps serving without a quorum's acknowledgement: the longest election
-    /// timeout, by when the others may have elected another leader.
+    /// How long a leader keeps serving without a quorum's acknowledgement: until the others
+    /// may have elected another leader. An openraft 0.9 follower stands for election after the
+    /// leader's lease (the longest election timeout) plus at least the shortest one.
     fn quorum_lease_ms(&self) -> u64 {
-        self.config
-            .election_timeout_max_ms
-            .max(self.config.election_timeout_min_ms)
+        let (min, max) = (
+            self.config.election_timeout_min_ms,
+            self.config.election_timeout_max_ms,
+        );
+        max.max(min).saturating_add(min)
     }
 
     /// The deadline of a proposal or a linearizable read.
@@ -332,12 +335,12 @@ fn quorum_lost(voters: usize, millis_since_ack: Option<u64>, lease_ms: u64) -> b
     voters > 1 && millis_since_ack.is_some_and(|ms| ms > lease_ms)
 }
 
-/// Asks another master for its health (for the status report).
 /// How long `admin status` waits for another master's health: a master that answers at all
 /// answers this cheap call in milliseconds, and status must come back within about two seconds
 /// while a master is cut off.
 const PEER_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Asks another master for its health (for the status report).
 pub(crate) async fn peer_health(addr: &str) -> Option<MasterHealth> {
     let http = tinydfs_proto::client::http_client();
     let resp = http

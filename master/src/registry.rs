@@ -234,6 +234,23 @@ impl Registry {
         );
     }
 
+    /// Records chunks a node says it stored lately (`added` of a heartbeat to a master that does
+    /// not lead), except those `unwanted` judges stale or garbage: a guide for reads under a new
+    /// leader until the node's full report replaces it.
+    pub fn note_added(
+        &mut self,
+        node: NodeId,
+        added: &[ChunkMeta],
+        unwanted: impl Fn(&ChunkMeta) -> bool,
+    ) {
+        if !self.nodes.contains_key(&node) {
+            return;
+        }
+        for c in added.iter().filter(|c| !unwanted(c)) {
+            self.add_holder(c.id, node);
+        }
+    }
+
     /// Whether this master still wants a full chunk report from `node` in its term.
     pub fn report_wanted(&self, node: NodeId) -> bool {
         self.nodes.get(&node).is_some_and(|n| !n.reported)

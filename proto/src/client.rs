@@ -22,8 +22,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// partitioned node sends no reset): long enough for an fsync of a 64 MiB chunk on a slow disk.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one metadata call to one master may take before the client asks another: a leader
-/// that is paused or cut off sends no reset, and the others elect a new one within the longest
-/// election timeout (1.5 s). A healthy leader answers a read or a placement in milliseconds.
+/// that is paused or cut off sends no reset, and the others elect a new one within about 1.2 s
+/// (the masters' election timing). A healthy leader answers a read or a placement in milliseconds.
 pub const MASTER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write waits for its log entry to be replicated and synced, at most the master's proposal
 /// deadline (3 s, `--propose-timeout-ms`): the client waits a little longer, so that a slow but
@@ -40,12 +40,12 @@ const FULL_REPORT_BYTES: usize = 64 << 10;
 const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How long the master a client calls may stay silent before the client asks every other
-/// master who leads now (and again as often while the call goes unanswered): a new leader is
-/// elected within an election timeout of the old one going silent, and a healthy leader answers
-/// a metadata call in milliseconds, so the client follows within about a second of the election
-/// rather than when its own attempt times out.
-const LEADER_PROBE_AFTER: Duration = Duration::from_secs(1);
+/// How long the master a client calls may stay silent before the client asks the masters who
+/// leads now (and again as often while the call goes unanswered): a new leader is elected
+/// 1.0–1.2 s after the old one went silent, and a healthy leader answers a metadata call in
+/// milliseconds, so the client follows within half a second of the election rather than when
+/// its own attempt times out. Probes are shared by a client's calls ([`LEADER_PROBE_SHARED`]).
+const LEADER_PROBE_AFTER: Duration = Duration::from_millis(500);
 /// A master's health answer is one in-memory read.
 const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long one probe's answer serves the calls that wait on it, and those that come after.

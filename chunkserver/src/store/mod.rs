@@ -152,7 +152,14 @@ struct State {
     /// heartbeat acknowledges exactly what it sent.
     lost: Vec<(u64, ChunkId)>,
     lost_seq: u64,
+    /// Chunks stored since the last heartbeat round took them ([`ChunkStore::take_added`]), at
+    /// most [`ADDED_MAX`]: the masters that do not lead learn replicas from them between full
+    /// reports.
+    added: Vec<ChunkMeta>,
 }
+
+/// Chunks kept for the next heartbeat's `added` list; beyond it they wait for a full report.
+const ADDED_MAX: usize = 100_000;
 
 impl State {
     fn remove(&mut self, id: ChunkId) -> Option<Entry> {
@@ -332,6 +339,16 @@ impl ChunkStore {
     pub fn lost(&self) -> (u64, Vec<ChunkId>) {
         let st = self.state();
         (st.lost_seq, st.lost.iter().map(|(_, id)| *id).collect())
+    }
+
+    /// The chunks stored since the last call that are still held (for the next heartbeat).
+    pub fn take_added(&self) -> Vec<ChunkMeta> {
+        let mut st = self.state();
+        let added = std::mem::take(&mut st.added);
+        added
+            .into_iter()
+            .filter(|c| st.index.contains_key(&c.id))
+            .collect()
     }
 
     /// Forgets the lost replicas up to `mark`; later losses stay queued.

@@ -3,7 +3,7 @@
 //! single chunks and batches alike: it claims the ids, makes everything durable, and indexes all
 //! of it or none.
 
-use super::{ChunkStore, Entry, State, StoreError, WriteMsg};
+use super::{ChunkStore, Entry, State, StoreError, WriteMsg, ADDED_MAX};
 use crate::image::{image_header, trailer};
 use crate::pack::{self, Slot, RECORD_HEADER_LEN};
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use tinydfs_proto::batch::BatchEntry;
 use tinydfs_proto::blocks::BlockCrcs;
-use tinydfs_proto::ChunkId;
+use tinydfs_proto::{ChunkId, ChunkMeta};
 use tokio::sync::mpsc;
 
 /// Write buffer: large enough to turn network-sized frames into few system calls.
@@ -515,6 +515,13 @@ impl ChunkStore {
 /// Records a durable chunk in the index, its `reserved` bytes now held.
 fn index(st: &mut State, id: ChunkId, e: Entry, reserved: u64) {
     st.index.insert(id, e);
+    if st.added.len() < ADDED_MAX {
+        st.added.push(ChunkMeta {
+            id,
+            len: e.len,
+            crc32c: e.crc,
+        });
+    }
     let d = &mut st.disks[e.disk];
     d.held += e.len;
     d.chunks += 1;

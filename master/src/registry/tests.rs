@@ -172,12 +172,23 @@ fn a_new_term_places_at_once_but_counts_replicas_only_from_its_own_reports() {
     }
     // A pipeline write the old term learnt lately on node 1.
     r.add_replicas(ChunkId(50), &[1]);
+    // Chunks nodes say they stored since their last report, garbage left out.
+    let meta = |id| ChunkMeta {
+        id: ChunkId(id),
+        len: 1,
+        crc32c: 0,
+    };
+    r.note_added(2, &[meta(60), meta(61)], |c| c.id == ChunkId(61));
+    r.note_added(99, &[meta(62)], |_| false);
+    assert_eq!(r.holders(&ChunkId(60)), vec![2]);
+    assert!(r.holders(&ChunkId(61)).is_empty() && r.holders(&ChunkId(62)).is_empty());
     // Elected: the nodes are alive, so chunks can be placed before any node beats again...
     r.reset(7);
     assert_eq!(r.live_count(), 3);
     assert!(r.place(3, 2, &[]).is_some());
-    // ...reads still find what was reported before...
+    // ...reads still find what was reported or noted before...
     assert_eq!(r.holders(&ChunkId(101)), vec![1]);
+    assert_eq!(r.holders(&ChunkId(60)), vec![2]);
     // ...but no deletion may be judged until every node reports in this term, and a replica
     // the old term learnt lately does not outlive a report that no longer lists it.
     assert!(!r.all_reported());
@@ -188,6 +199,8 @@ fn a_new_term_places_at_once_but_counts_replicas_only_from_its_own_reports() {
     assert!(r.holders(&ChunkId(50)).is_empty());
     r.heartbeat(&report(2, vec![102]), false, true, |_| false)
         .unwrap();
+    // (a full report replaces what was noted)
+    assert!(r.holders(&ChunkId(60)).is_empty());
     r.heartbeat(&report(3, vec![103]), false, true, |_| false)
         .unwrap();
     assert!(r.all_reported());
