@@ -10,14 +10,20 @@
 //!   --chunkservers 4` on loopback; the nemesis pauses (SIGSTOP) a chunkserver, pauses the leader
 //!   master, and kills (SIGKILL) the leader.
 //! - `partitions_keep_the_history_linearizable`: the same cluster with every node in a network
-//!   namespace of its own behind a router namespace (`chaos/netns.rs`, `chaos/ns_cluster.rs`;
-//!   needs root, `ip` and `iptables`, and fails without them); the client runs in a namespace of
-//!   its own too. The nemesis cuts off (a) the leader master, (b) a chunkserver, (c) the leader
-//!   and a chunkserver together, each for 8 s, and (d) splits the master group: the leader alone
-//!   on one side, the two other masters on the other, while the gateway, the chunkservers and
-//!   the client still reach every master (a deposed leader that clients can still talk to).
-//!   While the leader is cut off, `admin status` is run once from the client namespace (the
-//!   cut-off leader first in its list of masters): it must answer within 30 s.
+//!   namespace of its own behind a router namespace (`chaos/netns.rs`, `chaos/ns_cluster.rs`; needs
+//!   root, `ip`, `iptables`, loop devices and e2fsprogs, and fails without them); the client runs
+//!   in a namespace of its own too. The nemesis cuts off (a) the leader master, (b) a chunkserver,
+//!   (c) the leader and a chunkserver together, each for 8 s, and (d) splits the master group: the
+//!   leader alone on one side, the two other masters on the other, while the gateway, the
+//!   chunkservers and the client still reach every master (a deposed leader that clients can still
+//!   talk to). While the leader is cut off, `admin status` is run once from the client namespace
+//!   (the cut-off leader first in its list of masters): it must answer within 30 s. Then disks, on
+//!   two chunkservers whose chunks are on an ext4 disk of their own (`chaos/disks.rs`): (e) one
+//!   disk full (a filler file allocated until ENOSPC) for 8 s, then the filler deleted; (f) the
+//!   other disk failing (an ext4 error: read-only, every write fails) for 8 s; a chunkserver fails
+//!   such a disk for the life of its process, so the heal is an operator's: SIGKILL the
+//!   chunkserver, `e2fsck` the disk, start the chunkserver again with the same arguments (it must
+//!   come back, alive with no failed disk, within 90 s).
 //!
 //! After each fault the nemesis waits for writes to be acknowledged again (asserted within 60 s),
 //! then lets the workload run 10 s, the baseline of the next fault's figures. Per fault the test
@@ -26,9 +32,9 @@
 //! acknowledged after it, then a line `CHAOS-FIGURES {json}`. They are for reading, not
 //! asserted: availability targets are measured by benchmarks, not by timed tests.
 //!
-//! CI runs one round of each schedule (about 1 and 2 minutes). Longer schedules, by hand (as
+//! CI runs one round of each schedule (about 1 and 3 minutes). Longer schedules, by hand (as
 //! root), `N` rounds of each (later loopback rounds pause for 2–9 s; netns rounds repeat the four
-//! partitions, the chunkserver picked at random):
+//! partitions, the chunkserver picked at random, and the two disk faults):
 //!
 //! ```text
 //! TINYDFS_CHAOS_ROUNDS=N cargo nextest run --test chaos --no-capture
@@ -42,6 +48,8 @@ mod common;
 
 #[path = "chaos/checker.rs"]
 mod checker;
+#[path = "chaos/disks.rs"]
+mod disks;
 #[path = "chaos/figures.rs"]
 mod figures;
 #[path = "chaos/netns.rs"]
@@ -53,13 +61,17 @@ mod workload;
 
 use common::*;
 use figures::{Fault, BASELINE};
-use ns_cluster::{NsCluster, CHUNKSERVERS, CLIENT, MASTERS};
+use ns_cluster::{NsCluster, CHUNKSERVERS, CLIENT, MASTERS, OWN_DISK};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use workload::{Rng, Workload};
 
 /// How long each partition lasts.
 const PARTITION: Duration = Duration::from_secs(8);
+/// How long a disk stays full, or failed before the operator steps in.
+const DISK_FAULT: Duration = Duration::from_secs(8);
+/// How often the nemesis looks at the status while a disk fault holds.
+const STATUS_POLL: Duration = Duration::from_millis(500);
 /// Writes acknowledged after a fault before the workload counts as recovered.
 const RECOVERED_WRITES: usize = 30;
 /// `admin status` must answer within this while the leader is cut off.
@@ -299,6 +311,135 @@ fn cut_off_the_leader(cluster: &mut NsCluster, w: &Workload) -> (Fault, Result<(
     (fault, answer)
 }
 
+/// Holds a disk fault for [`DISK_FAULT`] from `start`, running `keep` (which keeps the fault
+/// in force) every [`STATUS_POLL`] and looking at the status meanwhile; logs when chunkserver
+/// `cs` first shows it (`shows`), or that it never did and what it showed last.
+fn hold(
+    cluster: &NsCluster,
+    w: &Workload,
+    (cs, start): (&str, u64),
+    what: &str,
+    shows: impl Fn(&serde_json::Value) -> bool,
+    mut keep: impl FnMut(),
+) {
+    let until = start + DISK_FAULT.as_nanos() as u64;
+    let mut seen = false;
+    let mut last = None;
+    while w.rec.now() < until {
+        keep();
+        if !seen {
+            last = cluster.chunkserver(cs).or(last);
+            if last.as_ref().is_some_and(&shows) {
+                seen = true;
+                let after = (w.rec.now() - start) as f64 / 1e9;
+                w.rec.log(&format!(
+                    "the status shows chunkserver {cs} {what} ({after:.1} s in)"
+                ));
+            }
+        }
+        let left = until.saturating_sub(w.rec.now());
+        std::thread::sleep(Duration::from_nanos(left).min(STATUS_POLL));
+    }
+    if !seen {
+        let last = last.map_or("nothing".into(), |n| {
+            let failed = n["disks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["failed"] == true)
+                .count();
+            format!("{} bytes free, {failed} failed disks", n["free"])
+        });
+        w.rec.log(&format!(
+            "the status never showed chunkserver {cs} {what} in {} s (last: {last})",
+            DISK_FAULT.as_secs()
+        ));
+    }
+}
+
+/// Fault (e): chunkserver `cs`'s disk full for [`DISK_FAULT`] (the filler topped up as the
+/// chunkserver frees space), then the filler deleted.
+fn fill_a_disk(cluster: &NsCluster, w: &Workload, cs: &str) -> Fault {
+    let name = format!("fill the disk of chunkserver {cs}");
+    w.rec.log(&format!("{name} for {} s", DISK_FAULT.as_secs()));
+    let start = w.rec.now();
+    let filler = cluster.fill_disk(cs);
+    w.rec.log(&format!(
+        "filler of {} MiB allocated, {} bytes left free",
+        filler >> 20,
+        cluster.disk_free(cs)
+    ));
+    // The chunkserver frees space too (deleted chunks, compacted packs): the filler takes it.
+    let mut freed = 0;
+    hold(
+        cluster,
+        w,
+        (cs, start),
+        "with no free space",
+        |n| n["free"].as_u64() == Some(0),
+        || {
+            let free = cluster.disk_free(cs);
+            if free > 0 {
+                freed = freed.max(free);
+                cluster.fill_disk(cs);
+            }
+        },
+    );
+    if freed > 0 {
+        w.rec.log(&format!(
+            "filler topped up as the chunkserver freed space (up to {freed} bytes at a time)"
+        ));
+    }
+    cluster.empty_disk(cs);
+    let end = w.rec.now();
+    w.rec.log("filler deleted");
+    Fault {
+        name,
+        start,
+        end,
+        healed: end,
+    }
+}
+
+/// Fault (f): chunkserver `cs`'s disk failing (read-only after an ext4 error) for
+/// [`DISK_FAULT`]; then, as an operator would, the chunkserver killed, its disk repaired and the
+/// chunkserver started again. Answers once it is back.
+fn fail_a_disk(cluster: &mut NsCluster, w: &Workload, cs: &str) -> Fault {
+    let name = format!("fail the disk of chunkserver {cs}");
+    w.rec.log(&format!("{name} for {} s", DISK_FAULT.as_secs()));
+    let start = w.rec.now();
+    let dev = cluster.fail_disk(cs);
+    w.rec.log(&format!("{dev}: ext4 error, read-only"));
+    hold(
+        cluster,
+        w,
+        (cs, start),
+        "with a failed disk",
+        |n| {
+            n["disks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["failed"] == true)
+        },
+        || {},
+    );
+    let old = cluster.pid(cs);
+    let pid = cluster.repair_disk(cs);
+    let end = w.rec.now();
+    w.rec.log(&format!(
+        "chunkserver {cs} killed (pid {old}), its disk repaired, started again (pid {pid})"
+    ));
+    cluster.wait_for_chunkserver(cs, pid);
+    w.rec.log(&format!("chunkserver {cs} is back"));
+    Fault {
+        name,
+        start,
+        end,
+        healed: end,
+    }
+}
+
 #[test]
 fn partitions_keep_the_history_linearizable() {
     let mut cluster = NsCluster::start();
@@ -356,6 +497,20 @@ fn partitions_keep_the_history_linearizable() {
             |n| n.partition(&[leader], &others),
         );
         recover(&w, f.end, "after the master group was whole again");
+        faults.push(f);
+
+        // (e) A full disk.
+        let f = fill_a_disk(&cluster, &w, OWN_DISK[0]);
+        recover(&w, f.end, "after the full disk was emptied");
+        faults.push(f);
+
+        // (f) A failing disk, repaired and its chunkserver restarted.
+        let f = fail_a_disk(&mut cluster, &w, OWN_DISK[1]);
+        recover(
+            &w,
+            f.end,
+            "after the chunkserver with the failed disk was restarted",
+        );
         faults.push(f);
     }
 

@@ -347,6 +347,7 @@ async fn store_whole(
     };
     let crc = crc32c::crc32c(&data);
     let mut tries = 1;
+    let mut no_space = None;
     loop {
         // A fresh id on each pipeline: a copy that a failed pipeline finishes late is garbage
         // under the lease, never a replica the master would count for the chunk recorded.
@@ -357,16 +358,33 @@ async fn store_whole(
             crc32c: crc,
         };
         let send = |batch| send_batch(gw.clone(), batch, request_id.to_string());
-        let (pipeline, answer) = gw.small_writes.write(entry, send).await?;
+        let (pipeline, answer) = match gw.small_writes.write(entry, send).await {
+            Ok(written) => written,
+            // Without the full nodes there may be too few left to place on: then the answer
+            // is that space ran out, not that nodes are missing.
+            Err(e) if e.status == http::StatusCode::SERVICE_UNAVAILABLE && no_space.is_some() => {
+                return Err(no_space.unwrap_or(e));
+            }
+            Err(e) => return Err(e),
+        };
         match settle(gw, &pipeline, id, len, crc, Ok(answer), stored) {
             // The pipeline failed (its head is suspected now, or the members that kept no
-            // copy): the next one is placed without them.
+            // copy): the next one is placed without them. A head out of space is one full
+            // node, not a full cluster (the master stops placing on it at its next heartbeat):
+            // another pipeline may have room, and 507 is answered only if none has.
             Err(e)
-                if e.status == http::StatusCode::SERVICE_UNAVAILABLE
+                if (e.status == http::StatusCode::SERVICE_UNAVAILABLE
+                    || e.status == http::StatusCode::INSUFFICIENT_STORAGE)
                     && tries < SMALL_OBJECT_TRIES =>
             {
+                if e.status == http::StatusCode::INSUFFICIENT_STORAGE {
+                    no_space = Some(e);
+                }
                 tries += 1;
                 tracing::info!(chunk = %id, tries, "writing a small object again on another pipeline");
+            }
+            Err(e) if e.status == http::StatusCode::SERVICE_UNAVAILABLE && no_space.is_some() => {
+                return Err(no_space.unwrap_or(e));
             }
             settled => return settled,
         }

@@ -7,8 +7,13 @@
 //! 750–1500 ms), each listening on its namespace's address. Data folders and logs go under a
 //! fresh folder of the test's temporary directory, removed after a passing run and kept (with
 //! the tail of every log printed) after a failing one.
+//!
+//! The chunkservers of [`OWN_DISK`] keep their chunks on a disk of their own ([`Disk`]: an ext4
+//! image under `disks/`, which the nemesis can fill or fail), their identity in their data
+//! folder as the others do: a disk replaced or repaired leaves the node who it was.
 
 use crate::common::{bin, ACCESS_KEY, SECRET_KEY, TEST_CHUNK, TEST_PACK_MAX};
+use crate::disks::Disk;
 use crate::netns::Net;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +21,8 @@ use std::time::{Duration, Instant};
 
 pub const MASTERS: [&str; 3] = ["m1", "m2", "m3"];
 pub const CHUNKSERVERS: [&str; 4] = ["c1", "c2", "c3", "c4"];
+/// Chunkservers whose chunks are on a disk of their own (see the module's doc).
+pub const OWN_DISK: [&str; 2] = ["c3", "c4"];
 pub const GATEWAY: &str = "gw";
 /// The namespace the test's S3 client and admin commands run in.
 pub const CLIENT: &str = "client";
@@ -32,15 +39,19 @@ const LOG_TAIL: usize = 40;
 /// Start-up of the group, of the chunkservers' registration, of the gateway.
 const STARTUP: Duration = Duration::from_secs(90);
 
-/// A node process.
+/// A node process, and how it was started (to start it again).
 struct Node {
     name: String,
+    program: String,
+    args: Vec<String>,
     child: Child,
 }
 
-/// The running cluster. Dropping it kills the nodes, then deletes the network.
+/// The running cluster. Dropping it kills the nodes (which unmounts their own disks), then
+/// deletes the network.
 pub struct NsCluster {
     nodes: Vec<Node>,
+    disks: Vec<(&'static str, Disk)>,
     dir: PathBuf,
     secret: String,
     // Dropped after the nodes are killed (fields drop after `Drop::drop`).
@@ -64,6 +75,7 @@ impl NsCluster {
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         let mut c = NsCluster {
             nodes: Vec::new(),
+            disks: Vec::new(),
             dir,
             secret: format!("{:032x}", rand::random::<u128>()),
             net,
@@ -91,11 +103,11 @@ impl NsCluster {
                 "--reserve-bytes".into(),
                 "0".into(),
             ];
-            c.spawn(m, &args);
+            c.spawn(m, bin(), args);
         }
         c.wait_until("a leader master", |s| leaders(s) == 1);
         for cs in CHUNKSERVERS {
-            let args = vec![
+            let mut args = vec![
                 "chunkserver".to_string(),
                 "--listen".into(),
                 c.addr(cs),
@@ -107,7 +119,16 @@ impl NsCluster {
                 HEARTBEAT_MS.into(),
                 format!("--pack-max={TEST_PACK_MAX}"),
             ];
-            c.spawn(cs, &args);
+            if OWN_DISK.contains(&cs) {
+                let disks = c.dir.join("disks");
+                let disk = Disk::create(disks.join(format!("{cs}.img")), disks.join(cs));
+                args.extend(["--disk".into(), disk.path().display().to_string()]);
+                let wrapped = disk.wrap(bin(), &args);
+                c.disks.push((cs, disk));
+                c.spawn(cs, "sh", wrapped);
+            } else {
+                c.spawn(cs, bin(), args);
+            }
         }
         c.wait_until("every chunkserver registered", |s| {
             let alive = s["nodes"]
@@ -132,7 +153,7 @@ impl NsCluster {
             "--chunk-size".into(),
             TEST_CHUNK.to_string(),
         ];
-        c.spawn(GATEWAY, &args);
+        c.spawn(GATEWAY, bin(), args);
         let deadline = Instant::now() + STARTUP;
         loop {
             let up = c
@@ -178,13 +199,18 @@ impl NsCluster {
         format!("http://{}", self.addr(GATEWAY))
     }
 
-    /// Starts node `name` in its namespace, logging to `logs/<name>.log`.
-    fn spawn(&mut self, name: &str, args: &[String]) {
-        let log = std::fs::File::create(self.log(name)).unwrap();
+    /// Starts node `name` in its namespace as `program args`, logging to `logs/<name>.log` (after
+    /// what an earlier process of it logged).
+    fn spawn(&mut self, name: &str, program: &str, args: Vec<String>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .unwrap();
         let child = self
             .net
-            .command(name, bin())
-            .args(args)
+            .command(name, program)
+            .args(&args)
             .env("TINYDFS_CLUSTER_SECRET", &self.secret)
             .env("TINYDFS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("TINYDFS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -200,7 +226,92 @@ impl NsCluster {
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         self.nodes.push(Node {
             name: name.to_string(),
+            program: program.to_string(),
+            args,
             child,
+        });
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The pid of node `name` (`ip netns exec`, and the shell mounting a disk, exec the node).
+    pub fn pid(&self, name: &str) -> u32 {
+        self.node(name).child.id()
+    }
+
+    fn disk(&self, name: &str) -> &Disk {
+        self.disks
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| panic!("chunkserver {name} has no disk of its own"))
+    }
+
+    /// Fills chunkserver `name`'s disk until ENOSPC (or tops the filler up); answers the bytes
+    /// the filler holds.
+    pub fn fill_disk(&self, name: &str) -> u64 {
+        self.disk(name).fill(self.pid(name))
+    }
+
+    /// Bytes free for chunkserver `name` on its disk.
+    pub fn disk_free(&self, name: &str) -> u64 {
+        self.disk(name).free(self.pid(name))
+    }
+
+    /// Deletes the filler of chunkserver `name`'s disk.
+    pub fn empty_disk(&self, name: &str) {
+        self.disk(name).empty(self.pid(name));
+    }
+
+    /// Makes chunkserver `name`'s disk fail (read-only after an ext4 error); answers its device.
+    pub fn fail_disk(&self, name: &str) -> String {
+        self.disk(name).fail(self.pid(name))
+    }
+
+    /// What an operator does about a failed disk: kills chunkserver `name` (SIGKILL), repairs its
+    /// disk (e2fsck) and starts it again with the same arguments. Answers the new pid.
+    pub fn repair_disk(&mut self, name: &str) -> u32 {
+        let i = self.nodes.iter().position(|n| n.name == name).unwrap();
+        let mut old = self.nodes.remove(i);
+        let _ = old.child.kill();
+        old.child.wait().unwrap();
+        self.disk(name).repair();
+        self.spawn(name, &old.program, old.args);
+        self.pid(name)
+    }
+
+    /// Chunkserver `name` as the status shows it, if it does.
+    pub fn chunkserver(&self, name: &str) -> Option<serde_json::Value> {
+        let s = self.try_status()?;
+        s["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| {
+                n["role"] == "chunkserver"
+                    && self.net.host_of(n["addr"].as_str().unwrap_or("")) == Some(name)
+            })
+            .cloned()
+    }
+
+    /// Waits until chunkserver `name` is alive again as process `pid`, none of its disks
+    /// failed; fails if it exits or is not back within the start-up time.
+    pub fn wait_for_chunkserver(&mut self, name: &str, pid: u32) {
+        self.wait_until(&format!("chunkserver {name} back (pid {pid})"), |s| {
+            s["nodes"].as_array().into_iter().flatten().any(|n| {
+                n["role"] == "chunkserver"
+                    && n["state"] == "alive"
+                    && n["pid"].as_u64() == Some(u64::from(pid))
+                    && n["disks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .all(|d| d["failed"] != true)
+            })
         });
     }
 
@@ -301,6 +412,9 @@ impl Drop for NsCluster {
         }
         for n in &mut self.nodes {
             let _ = n.child.wait();
+        }
+        for (_, d) in &self.disks {
+            d.wait_released();
         }
         if std::thread::panicking() {
             self.print_logs();
