@@ -540,7 +540,7 @@ async fn heartbeat_loop(
             let (client, tx) = (master.clone(), beats_tx.clone());
             busy.insert(addr.clone());
             tokio::spawn(async move {
-                let reply = client.heartbeat_to(&addr, body).await;
+                let reply = client.heartbeat_to(&addr, body, sent_report).await;
                 let _ = tx.send(Beat {
                     master: addr,
                     lost_mark,

@@ -126,9 +126,13 @@ impl Master {
         Ok(())
     }
 
-    /// How long a leader keeps serving without a quorum's acknowledgement: until the others
-    /// may have elected another leader. An openraft 0.9 follower stands for election after the
-    /// leader's lease (the longest election timeout) plus at least the shortest one.
+    /// How long a leader keeps serving without a quorum's acknowledgement: about when followers
+    /// that all lost it stand for election (an openraft 0.9 follower waits the leader's lease,
+    /// the longest election timeout, plus at least the shortest one). Not a safety bound — a
+    /// node that was already a candidate may win sooner, after the voters' lease (the longest
+    /// timeout) — but nothing that needs one relies on it: reads and deletions confirm the
+    /// leadership with a quorum, writes go through the log. It bounds how long a cut-off
+    /// leader keeps clients, without stepping down on a loaded machine's slow acknowledgement.
     fn quorum_lease_ms(&self) -> u64 {
         let (min, max) = (
             self.config.election_timeout_min_ms,

@@ -320,12 +320,23 @@ impl MasterClient {
 
     /// Sends an encoded heartbeat to the master at `master` itself, once (chunkservers beat
     /// every master, not only the leader, so that a new leader knows them already).
+    /// `with_report`: the beat carries a full chunk report, which a master judges chunk by chunk
+    /// (a longer deadline than a beat whose size comes from its `added` list).
     pub async fn heartbeat_to(
         &self,
         master: &str,
         body: Vec<u8>,
+        with_report: bool,
     ) -> Result<HeartbeatReply, MetaError> {
-        match self.call_once(master, paths::HEARTBEAT, body).await {
+        let timeout = if with_report {
+            attempt_timeout(paths::HEARTBEAT, body.len().max(FULL_REPORT_BYTES + 1))
+        } else {
+            HEARTBEAT_ATTEMPT_TIMEOUT
+        };
+        match self
+            .call_once_within(master, paths::HEARTBEAT, body, timeout)
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => Err(MetaError::Unavailable(format!("master {e}"))),
         }
@@ -516,6 +527,7 @@ impl MasterClient {
                 return found.clone();
             }
         }
+        let started = std::time::Instant::now();
         let mut probes = tokio::task::JoinSet::new();
         for m in &self.inner.masters {
             let (http, m) = (self.inner.http.clone(), m.clone());
@@ -531,14 +543,28 @@ impl MasterClient {
                 Some((health.raft.term, health.raft.role == "leader", m))
             });
         }
-        let answers: Vec<(u64, bool, String)> =
-            probes.join_all().await.into_iter().flatten().collect();
-        let newest = answers.iter().map(|(term, _, _)| *term).max();
-        let found = answers
-            .into_iter()
-            .find(|(term, leads, _)| *leads && Some(*term) == newest)
-            .map(|(_, _, addr)| addr);
-        *last = Some((std::time::Instant::now(), found.clone()));
+        // A silent master (paused, cut off) holds its probe for the whole timeout: once a
+        // majority has answered and names a leader in the highest term heard, that is enough.
+        let majority = self.inner.masters.len() / 2 + 1;
+        let mut answers: Vec<(u64, bool, String)> = Vec::new();
+        let leader_of = |answers: &[(u64, bool, String)]| {
+            let newest = answers.iter().map(|(term, _, _)| *term).max();
+            answers
+                .iter()
+                .find(|(term, leads, _)| *leads && Some(*term) == newest)
+                .map(|(_, _, addr)| addr.clone())
+        };
+        while let Some(done) = probes.join_next().await {
+            if let Ok(Some(answer)) = done {
+                answers.push(answer);
+            }
+            if answers.len() >= majority && leader_of(&answers).is_some() {
+                break;
+            }
+        }
+        let found = leader_of(&answers);
+        // Stamped when it started: it says who led then.
+        *last = Some((started, found.clone()));
         found
     }
 
@@ -549,6 +575,16 @@ impl MasterClient {
         body: Vec<u8>,
     ) -> Result<Result<Resp, MetaError>, CallError> {
         let timeout = attempt_timeout(path, body.len());
+        self.call_once_within(target, path, body, timeout).await
+    }
+
+    async fn call_once_within<Resp: DeserializeOwned>(
+        &self,
+        target: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Result<Resp, MetaError>, CallError> {
         let rb = self
             .inner
             .http

@@ -70,7 +70,7 @@ pub struct Heartbeat {
     /// answer was lost (the node then obeying an older leader's deletions) is asked again.
     #[serde(default)]
     pub leader_term: u64,
-    /// Chunks stored since the node's previous heartbeat round (at most 100,000; more wait for
+    /// Chunks stored since the node's previous heartbeat round (at most 10,000; more wait for
     /// a full report). Masters that do not lead learn replicas from them, so that a new leader
     /// can serve reads of chunks written since the last full report; the leader learns replicas
     /// from the writes themselves and ignores this list.

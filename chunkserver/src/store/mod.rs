@@ -158,8 +158,9 @@ struct State {
     added: Vec<ChunkMeta>,
 }
 
-/// Chunks kept for the next heartbeat's `added` list; beyond it they wait for a full report.
-const ADDED_MAX: usize = 100_000;
+/// Chunks kept for the next heartbeat's `added` list (under a megabyte of JSON); beyond it they
+/// wait for a full report.
+const ADDED_MAX: usize = 10_000;
 
 impl State {
     fn remove(&mut self, id: ChunkId) -> Option<Entry> {
