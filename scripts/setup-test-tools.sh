@@ -43,6 +43,14 @@ if ! command -v chromium >/dev/null; then
 fi
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium is still missing after apt-get install chromium"
 
+# --- Network namespaces and disk images (tests/chaos.rs, run as root) ------------------------
+for tool in ip:iproute2 iptables:iptables mkfs.ext4:e2fsprogs e2fsck:e2fsprogs losetup:mount; do
+    if ! command -v "${tool%%:*}" >/dev/null; then
+        apt_install "${tool##*:}"
+    fi
+    command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} is still missing after apt-get install ${tool##*:}"
+done
+
 # --- Docker and Compose (tests/compose.rs) ----------------------------------------------------
 command -v docker >/dev/null || die "docker not found: tests/compose.rs needs the Docker engine and CLI"
 docker_server="$(docker version --format '{{.Server.Version}}' 2>&1)" \
