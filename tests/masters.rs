@@ -539,8 +539,30 @@ fn a_new_leader_knows_every_chunkserver_before_they_beat_again() {
         c.create_bucket().bucket("beats").send().await.unwrap();
         put(&c, "beats", "before", data(1000, 1)).await.unwrap();
     });
-    // Every follower has had a heartbeat round (not a timing assertion: it only lets them).
-    std::thread::sleep(Duration::from_secs(12));
+    // Every master has heard every chunkserver and knows where the one chunk written is
+    // (followers too: a beat, with the chunks stored since the last, goes to each master).
+    let ops: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n["role"] == "master")
+        .map(|n| n["ops_addr"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops.len(), 3);
+    wait_until(
+        "every master to know the chunkservers and the chunk",
+        || {
+            ops.iter().all(|addr| {
+                let text = rt.block_on(async {
+                    let r = reqwest::get(format!("http://{addr}/metrics")).await.ok()?;
+                    r.text().await.ok()
+                });
+                let text = text.unwrap_or_default();
+                let has = |line: &str| text.lines().any(|l| l == line);
+                has("tinydfs_master_registry_live_chunkservers 3")
+                    && has("tinydfs_master_registry_located_chunks 1")
+            })
+        },
+    );
     let old = leader_id(&cluster);
     let pid = masters(&cluster.status())
         .iter()

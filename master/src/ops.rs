@@ -66,6 +66,25 @@ impl Collector for MasterMetrics {
             "Index of the last committed entry applied to this master's state",
             r.applied_index,
         )?;
+        // Every master keeps a registry from the chunkservers' beats (followers too, so that
+        // a new leader can place at once): how many it holds alive.
+        let (live, located) = self
+            .0
+            .registry()
+            .map(|r| (r.live_count() as u64, r.located_count() as u64))
+            .unwrap_or_default();
+        gauge(
+            &mut enc,
+            "tinydfs_master_registry_live_chunkservers",
+            "Chunkservers this master has heard from within the dead-node timeout",
+            live,
+        )?;
+        gauge(
+            &mut enc,
+            "tinydfs_master_registry_located_chunks",
+            "Chunks of which this master knows at least one replica",
+            located,
+        )?;
         // The cluster counts are the leader's soft state: followers report Raft only.
         let Ok(s) = self.0.summary() else {
             return Ok(());

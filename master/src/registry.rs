@@ -626,6 +626,11 @@ impl Registry {
     }
 
     /// Number of live chunkservers, with room or not.
+    /// Chunks of which at least one holder is known.
+    pub fn located_count(&self) -> usize {
+        self.replicas.len()
+    }
+
     pub fn live_count(&self) -> usize {
         self.nodes.values().filter(|n| self.alive(n)).count()
     }
