@@ -427,14 +427,15 @@ fn a_second_chunkserver_on_a_data_folder_or_disk_exits_naming_the_holder() {
         (KillOnDrop(child), addr)
     };
     let (mut first, addr) = start("first", "a", &[]);
-    wait_until("the first chunkserver to answer", || {
+    let answers = |addr: &str| {
         std::process::Command::new(bin())
-            .args(["health", &addr, "--timeout", "1"])
+            .args(["health", addr, "--timeout", "1"])
             .stderr(std::process::Stdio::null())
             .status()
             .unwrap()
             .success()
-    });
+    };
+    wait_until("the first chunkserver to answer", || answers(&addr));
     let holder = format!("pid {}", first.0.id());
     // The same data folder (also its disk).
     let (mut second, _) = start("second", "a", &[]);
@@ -457,12 +458,7 @@ fn a_second_chunkserver_on_a_data_folder_or_disk_exits_naming_the_holder() {
     first.0.wait().unwrap();
     let (mut fourth, addr) = start("fourth", "b", &[&disk]);
     wait_until("a chunkserver on the freed folder to answer", || {
-        std::process::Command::new(bin())
-            .args(["health", &addr, "--timeout", "1"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
+        answers(&addr)
     });
     assert!(fourth.0.try_wait().unwrap().is_none());
     drop(fourth);

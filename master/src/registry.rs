@@ -31,6 +31,24 @@ pub struct LiveNode {
 }
 
 impl LiveNode {
+    /// A node just heard of, holding nothing known yet and not yet reported.
+    fn heard_now(addr: String, capacity: u64, free: u64, pid: u32, zone: String) -> Self {
+        LiveNode {
+            addr,
+            capacity,
+            free,
+            pid,
+            zone,
+            last_seen: Instant::now(),
+            chunk_count: 0,
+            disks: Vec::new(),
+            scrubbed: 0,
+            scrub_corrupt: 0,
+            reported: false,
+            written: VecDeque::new(),
+        }
+    }
+
     /// Bytes stored per second over the last [`THROUGHPUT_WINDOW`] (0 with one sample).
     pub fn write_rate(&self) -> u64 {
         match (self.written.front(), self.written.back()) {
@@ -171,23 +189,8 @@ impl Registry {
     ) {
         // The full report that follows the registration says what the node holds.
         self.forget_node(id);
-        self.nodes.insert(
-            id,
-            LiveNode {
-                addr,
-                capacity,
-                free,
-                pid,
-                zone,
-                last_seen: Instant::now(),
-                chunk_count: 0,
-                disks: Vec::new(),
-                scrubbed: 0,
-                scrub_corrupt: 0,
-                reported: false,
-                written: VecDeque::new(),
-            },
-        );
+        self.nodes
+            .insert(id, LiveNode::heard_now(addr, capacity, free, pid, zone));
     }
 
     /// Starts a new Raft term. Chunkservers heartbeat every master, so the nodes and their
@@ -215,23 +218,14 @@ impl Registry {
         if self.nodes.contains_key(&hb.node_id) {
             return;
         }
-        self.nodes.insert(
-            hb.node_id,
-            LiveNode {
-                addr: hb.addr.clone(),
-                capacity: hb.capacity,
-                free: hb.free,
-                pid: hb.pid,
-                zone: hb.zone.clone(),
-                last_seen: Instant::now(),
-                chunk_count: 0,
-                disks: Vec::new(),
-                scrubbed: 0,
-                scrub_corrupt: 0,
-                reported: false,
-                written: VecDeque::new(),
-            },
+        let node = LiveNode::heard_now(
+            hb.addr.clone(),
+            hb.capacity,
+            hb.free,
+            hb.pid,
+            hb.zone.clone(),
         );
+        self.nodes.insert(hb.node_id, node);
     }
 
     /// Records chunks a node says it stored lately (`added` of a heartbeat to a master that does
