@@ -857,12 +857,16 @@ async fn read_chunk(
     let deadline = tokio::time::Instant::now() + LOCATION_WAIT;
     let mut last_error = String::from("no live replica known");
     loop {
-        let nodes = loc.replicas.get(index).cloned().unwrap_or_default();
+        let mut nodes = loc.replicas.get(index).cloned().unwrap_or_default();
+        // Replicas that failed this gateway lately are asked last: a cut-off or paused node
+        // does not cost each read the hedge delay until the master declares it dead.
+        let suspects = gw.suspects();
+        nodes.sort_by_key(|n| suspects.contains(&n.id));
         let mut next = 0;
         while next < nodes.len() {
             let rest = &nodes[next..];
             let len = to - from;
-            let (asked, answer) = hedged(rest.len(), HEDGE_AFTER, |i| {
+            let hedge = hedged(rest.len(), HEDGE_AFTER, |i| {
                 let node = &rest[i];
                 async move {
                     tokio::time::timeout(
@@ -876,8 +880,12 @@ async fn read_chunk(
                 }
             })
             .await;
-            next += asked;
-            let (node, resp) = match answer {
+            next += hedge.asked;
+            for j in &hedge.outrun {
+                tracing::debug!(chunk = %id, node = %rest[*j].addr, "replica outrun by a hedge; suspected");
+                gw.suspect(rest[*j].id);
+            }
+            let (node, resp) = match hedge.answer {
                 Ok((i, r)) => (rest[i].clone(), r),
                 Err(errors) => {
                     for e in &errors {
@@ -955,16 +963,23 @@ async fn read_chunk(
     }
 }
 
+/// What [`hedged`] found.
+#[derive(Debug, PartialEq)]
+struct Hedged<T, E> {
+    /// How many attempts were started.
+    asked: usize,
+    /// The first success with its index, or the failures when all failed.
+    answer: Result<(usize, T), Vec<E>>,
+    /// Attempts started before the one that answered, still silent when it did: slower than
+    /// a later-started replica by at least the hedge delay.
+    outrun: Vec<usize>,
+}
+
 /// Starts `start(0)`; whenever nothing has answered for `hedge_after` (or every running attempt
-/// failed),
-/// starts the next of `n`, and answers the first success with its index: a read goes around a
-/// replica that is silent without waiting for it to time out. Answers how many were started,
-/// and the failures when all failed. The attempts still running are dropped.
-async fn hedged<F, Fut, T, E>(
-    n: usize,
-    hedge_after: Duration,
-    start: F,
-) -> (usize, Result<(usize, T), Vec<E>>)
+/// failed), starts the next of `n`, and answers the first success with its index: a read goes
+/// around a replica that is silent without waiting for it to time out. The attempts still
+/// running are dropped.
+async fn hedged<F, Fut, T, E>(n: usize, hedge_after: Duration, start: F) -> Hedged<T, E>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -975,6 +990,7 @@ where
     };
     let mut running = futures_util::stream::FuturesUnordered::new();
     let mut errors = Vec::new();
+    let mut failed = Vec::new();
     let mut started = 0;
     while started < n || !running.is_empty() {
         if running.is_empty() {
@@ -983,8 +999,14 @@ where
         }
         tokio::select! {
             Some((i, result)) = running.next() => match result {
-                Ok(t) => return (started, Ok((i, t))),
-                Err(e) => errors.push(e),
+                Ok(t) => {
+                    let outrun = (0..i).filter(|j| !failed.contains(j)).collect();
+                    return Hedged { asked: started, answer: Ok((i, t)), outrun };
+                }
+                Err(e) => {
+                    errors.push(e);
+                    failed.push(i);
+                }
             },
             _ = tokio::time::sleep(hedge_after), if started < n => {
                 running.push(launch(started));
@@ -992,7 +1014,11 @@ where
             }
         }
     }
-    (started, Err(errors))
+    Hedged {
+        asked: started,
+        answer: Err(errors),
+        outrun: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl Default for GatewayConfig {
     }
 }
 
-/// How long a chunkserver that failed a write is avoided by this gateway's placements: long
+/// How long a chunkserver that failed a write (or a read) is avoided by this gateway: long
 /// enough to cover the master's dead-node timeout, after which the master itself skips it.
 pub const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
@@ -150,7 +150,7 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub master: MasterClient,
     pub chunks: ChunkClient,
-    /// Chunkservers that failed a write recently, with when they failed.
+    /// Chunkservers that failed a write or were outrun by a hedged read recently, with when.
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
     /// A small-object batch is being sent down a second pipeline (`data::hedged_batch`).
     pub hedging: std::sync::atomic::AtomicBool,
@@ -190,7 +190,8 @@ pub struct Leases {
 }
 
 impl Gateway {
-    /// Remembers that `node` failed a write, so the client's retry is placed elsewhere.
+    /// Remembers that `node` failed a write or stayed silent on a read, so that the client's
+    /// retry is placed elsewhere and reads ask its replicas last.
     pub fn suspect(&self, node: NodeId) {
         if let Ok(mut s) = self.suspects.lock() {
             s.insert(node, Instant::now());

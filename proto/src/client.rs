@@ -41,15 +41,22 @@ const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long the master a client calls may stay silent before the client asks the masters who
-/// leads now (and again as often while the call goes unanswered): a new leader is elected
-/// 1.0–1.2 s after the old one went silent, and a healthy leader answers a metadata call in
-/// milliseconds, so the client follows within half a second of the election rather than when
-/// its own attempt times out. Probes are shared by a client's calls ([`LEADER_PROBE_SHARED`]).
+/// leads now: a healthy leader answers a metadata call in milliseconds, and a new leader is
+/// elected 1.0–1.2 s after the old one went silent, so the first probe comes well before the
+/// election and the client follows soon after it rather than when its own attempt times out.
+/// Probes are shared by a client's calls ([`LEADER_PROBE_SHARED`]).
 const LEADER_PROBE_AFTER: Duration = Duration::from_millis(500);
+/// How often a call that is still unanswered asks again, once a probe has named no other
+/// leader: an election is under way, and it ends within a few hundred milliseconds.
+const LEADER_PROBE_AGAIN: Duration = Duration::from_millis(200);
 /// A master's health answer is one in-memory read.
 const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a probe waits for the other masters once a majority has answered without naming
+/// a leader: a silent master (paused, cut off) would otherwise hold every probe for
+/// [`LEADER_PROBE_TIMEOUT`], and the answer a probe waits for comes from the majority's side.
+const LEADER_PROBE_GRACE: Duration = Duration::from_millis(100);
 /// How long one probe's answer serves the calls that wait on it, and those that come after.
-const LEADER_PROBE_SHARED: Duration = Duration::from_millis(500);
+const LEADER_PROBE_SHARED: Duration = Duration::from_millis(200);
 
 /// How long one attempt of a call on `path` with a body of `len` bytes may take.
 fn attempt_timeout(path: &str, len: usize) -> Duration {
@@ -496,8 +503,8 @@ impl MasterClient {
     }
 
     /// Waits until the masters name a leader other than `target` ([`MasterClient::probe`]),
-    /// asking after each [`LEADER_PROBE_AFTER`] of silence (the first time at once with
-    /// `at_once`), and answers its address. Pending for as long as they name none or `target`.
+    /// asking after [`LEADER_PROBE_AFTER`] of silence (at once with `at_once`), then every
+    /// [`LEADER_PROBE_AGAIN`], and answers its address. Pending for as long as they name none or `target`.
     async fn other_leader(&self, target: &str, at_once: bool) -> String {
         let mut wait = if at_once {
             Duration::ZERO
@@ -506,7 +513,7 @@ impl MasterClient {
         };
         loop {
             tokio::time::sleep(wait).await;
-            wait = LEADER_PROBE_AFTER;
+            wait = LEADER_PROBE_AGAIN;
             if let Some(leader) = self.probe().await {
                 if leader != target {
                     return leader;
@@ -554,12 +561,24 @@ impl MasterClient {
                 .find(|(term, leads, _)| *leads && Some(*term) == newest)
                 .map(|(_, _, addr)| addr.clone())
         };
-        while let Some(done) = probes.join_next().await {
+        let mut grace_ends = None;
+        loop {
+            let next = match grace_ends {
+                Some(end) => match tokio::time::timeout_at(end, probes.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => probes.join_next().await,
+            };
+            let Some(done) = next else { break };
             if let Ok(Some(answer)) = done {
                 answers.push(answer);
             }
-            if answers.len() >= majority && leader_of(&answers).is_some() {
-                break;
+            if answers.len() >= majority {
+                if leader_of(&answers).is_some() {
+                    break;
+                }
+                grace_ends.get_or_insert(tokio::time::Instant::now() + LEADER_PROBE_GRACE);
             }
         }
         let found = leader_of(&answers);

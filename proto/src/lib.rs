@@ -36,6 +36,8 @@ pub mod ops;
 pub mod time;
 pub mod tls;
 pub mod types;
+#[cfg(test)]
+mod wire_compat;
 
 pub use types::*;
 

@@ -144,20 +144,21 @@ async fn a_batch_that_dies_answers_its_chunks_unavailable_and_gives_its_slot_bac
 #[tokio::test]
 async fn a_hedged_read_goes_around_a_silent_replica() {
     // The first replica never answers; the second, asked after the hedge delay, does.
-    let (asked, got) = hedged(3, Duration::from_millis(20), |i| async move {
+    let got = hedged(3, Duration::from_millis(20), |i| async move {
         if i == 0 {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         Ok::<_, String>(format!("replica {i}"))
     })
     .await;
-    assert_eq!(got, Ok((1, "replica 1".to_string())));
-    assert_eq!(asked, 2, "the third replica is not asked");
+    assert_eq!(got.answer, Ok((1, "replica 1".to_string())));
+    assert_eq!(got.asked, 2, "the third replica is not asked");
+    assert_eq!(got.outrun, vec![0], "the silent replica is named");
 }
 
 #[tokio::test]
 async fn a_hedged_read_asks_the_next_replica_at_once_when_one_fails() {
-    let (asked, got) = hedged(3, Duration::from_secs(3600), |i| async move {
+    let got = hedged(3, Duration::from_secs(3600), |i| async move {
         if i < 2 {
             Err(format!("replica {i} failed"))
         } else {
@@ -165,15 +166,16 @@ async fn a_hedged_read_asks_the_next_replica_at_once_when_one_fails() {
         }
     })
     .await;
-    assert_eq!(got, Ok((2, 2)));
-    assert_eq!(asked, 3);
-    let (asked, got) = hedged(2, Duration::from_secs(3600), |i| async move {
+    assert_eq!(got.answer, Ok((2, 2)));
+    assert_eq!(got.asked, 3);
+    assert!(got.outrun.is_empty(), "failed replicas were not outrun");
+    let got = hedged(2, Duration::from_secs(3600), |i| async move {
         Err::<(), _>(format!("replica {i} failed"))
     })
     .await;
-    assert_eq!(asked, 2);
+    assert_eq!(got.asked, 2);
     assert_eq!(
-        got,
+        got.answer,
         Err(vec![
             "replica 0 failed".to_string(),
             "replica 1 failed".to_string()
