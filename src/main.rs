@@ -190,6 +190,9 @@ struct MasterArgs {
     /// A rebalance ends once chunkservers' used fractions differ by less than this (0.05).
     #[arg(long)]
     rebalance_threshold: Option<f64>,
+    /// Act as a release that knows feature levels up to N only (rolling-upgrade tests).
+    #[arg(long, hide = true, env = "TINYDFS_MAX_FEATURE_LEVEL", value_name = "N")]
+    max_feature_level: Option<u32>,
     /// Restore this backup (`tinydfs admin backup`) into a new master group; needs an empty
     /// data folder. Chunkservers of the backed-up cluster rejoin with their data.
     #[arg(long)]
@@ -365,6 +368,9 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     set(&mut c.lifecycle_interval_ms, a.lifecycle_interval_ms);
     set(&mut c.lifecycle_day_ms, a.lifecycle_day_ms);
     set(&mut c.rebalance_threshold, a.rebalance_threshold);
+    if a.max_feature_level.is_some() {
+        c.max_feature_level = a.max_feature_level;
+    }
     set(&mut c.restore, a.restore.map(Some));
     c.secret = a.secret.resolve(&c.secret)?;
     a.internal_tls.apply(&mut c.internal_tls);

@@ -607,3 +607,169 @@ fn a_new_leader_knows_every_chunkserver_before_they_beat_again() {
         assert_eq!(get(&c, "beats", "before").await.unwrap(), data(1000, 1));
     });
 }
+
+/// Each master's `(features, feature_level)` as its `/health` says (None: no answer).
+fn feature_levels(rt: &tokio::runtime::Runtime, cluster: &Cluster) -> Vec<Option<(u64, u64)>> {
+    let http = reqwest::Client::new();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for addr in master_addrs(cluster) {
+            let health = async {
+                let resp = http
+                    .get(format!("http://{addr}/health"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok()?;
+                let h: serde_json::Value =
+                    serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+                Some((h["features"].as_u64()?, h["feature_level"].as_u64()?))
+            };
+            out.push(health.await);
+        }
+        out
+    })
+}
+
+#[test]
+fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
+    // Every master plays the release before feature levels (the variable reaches `server`'s
+    // masters only: it is gone before the upgraded ones are started).
+    std::env::set_var("TINYDFS_MAX_FEATURE_LEVEL", "0");
+    let cluster = Cluster::start(three(&[]));
+    std::env::remove_var("TINYDFS_MAX_FEATURE_LEVEL");
+    let c = cluster.client();
+    let rt = rt();
+    let put = |key: String, body: Vec<u8>| {
+        let c = c.clone();
+        rt.block_on(async move {
+            c.put_object()
+                .bucket("upgrade")
+                .key(key)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map(|o| o.e_tag().unwrap_or_default().to_string())
+                .map_err(|e| format!("{e:?}"))
+        })
+    };
+    // If-None-Match with an ETag: a write older releases would apply unconditionally.
+    // The S3 error code, or "ok".
+    let put_unless = |etag: &str| {
+        let c = c.clone();
+        let etag = etag.to_string();
+        rt.block_on(async move {
+            code(
+                c.put_object()
+                    .bucket("upgrade")
+                    .key("guarded")
+                    .if_none_match(etag)
+                    .body(ByteStream::from_static(b"new"))
+                    .send()
+                    .await,
+            )
+        })
+    };
+    rt.block_on(async { c.create_bucket().bucket("upgrade").send().await.unwrap() });
+    let mut written = BTreeMap::new();
+    for i in 0..5 {
+        let (k, v) = (format!("before/{i}"), format!("v{i}").into_bytes());
+        put(k.clone(), v.clone()).unwrap();
+        written.insert(k, v);
+    }
+    let guarded = put("guarded".into(), b"old".to_vec()).unwrap();
+    // Refused while the group is at level 0 (a matching ETag fails its precondition at the
+    // gateway already, as it would at any level).
+    assert_eq!(put_unless("\"other\""), "NotImplemented");
+    assert_eq!(put_unless(&guarded), "PreconditionFailed");
+    assert!(feature_levels(&rt, &cluster)
+        .iter()
+        .all(|l| *l == Some((0, 0))));
+
+    // Followers first, the leader last, each stopped and started again on its data folder
+    // with this release's level.
+    let leader = leader_id(&cluster) as usize;
+    let mut order: Vec<usize> = (1..=3).filter(|i| *i != leader).collect();
+    order.push(leader);
+    let mut upgraded = Vec::new();
+    for (step, id) in order.iter().enumerate() {
+        cluster.kill(&format!("master-{id}"));
+        upgraded.push(start_master(
+            &cluster,
+            &original_master_args(&cluster, *id),
+            &format!("master-{id}-upgraded.log"),
+        ));
+        wait_until("the upgraded master to answer at level 1", || {
+            feature_levels(&rt, &cluster)[id - 1].is_some_and(|(f, _)| f == 1)
+        });
+        // Writes go on, and nothing written before is lost.
+        for i in 0..3 {
+            let (k, v) = (format!("step{step}/{i}"), vec![step as u8; 100 + i]);
+            let mut tries = 0;
+            while let Err(e) = put(k.clone(), v.clone()) {
+                tries += 1;
+                assert!(tries < 30, "no write after upgrading master {id}: {e:?}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            written.insert(k, v);
+        }
+        if step < 2 {
+            // Some master still plays the older release: the level stays, longer than the
+            // leader takes to look (2 s) several times over.
+            std::thread::sleep(Duration::from_secs(6));
+            let levels = feature_levels(&rt, &cluster);
+            assert!(
+                levels.iter().flatten().all(|(_, level)| *level == 0),
+                "the level rose with a master still at 0: {levels:?}"
+            );
+            assert_eq!(put_unless("\"other\""), "NotImplemented");
+        }
+    }
+    wait_until("every master to reach level 1", || {
+        feature_levels(&rt, &cluster)
+            .iter()
+            .all(|l| *l == Some((1, 1)))
+    });
+    // Now the condition is applied, on every master alike.
+    let old = rt.block_on(async {
+        let got = c
+            .get_object()
+            .bucket("upgrade")
+            .key("guarded")
+            .send()
+            .await
+            .unwrap();
+        got.body.collect().await.unwrap().into_bytes()
+    });
+    assert_eq!(old.as_ref(), b"old", "a refused write changed the object");
+    assert_eq!(put_unless(&guarded), "PreconditionFailed");
+    assert_eq!(put_unless("\"other\""), "ok");
+    rt.block_on(async {
+        let got = c
+            .get_object()
+            .bucket("upgrade")
+            .key("guarded")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.body.collect().await.unwrap().into_bytes().as_ref(),
+            b"new"
+        );
+        for (k, v) in &written {
+            let got = c
+                .get_object()
+                .bucket("upgrade")
+                .key(k)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                &got.body.collect().await.unwrap().into_bytes()[..],
+                &v[..],
+                "{k}"
+            );
+        }
+    });
+    drop(upgraded);
+}

@@ -165,6 +165,8 @@ impl From<MetaError> for S3Error {
                 "Your previous request to create the named bucket succeeded and you already own it.",
             ),
             MetaError::InvalidPart(m) => Self::new("InvalidPart", 400, m),
+            // The master group is mid-upgrade: not implemented until every master is.
+            MetaError::NotYetEnabled(m) => Self::new("NotImplemented", 501, m),
             MetaError::InvalidPartOrder => Self::new(
                 "InvalidPartOrder",
                 400,

@@ -132,13 +132,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, MetaError> {
 }
 
 async fn health(State(m): State<Shared>) -> Response {
-    let body = MasterHealth {
-        role: "master".into(),
-        id: m.config.id,
-        pid: std::process::id(),
-        raft: m.raft_status(),
-        leader_addr: m.leader_addr(None),
-    };
+    let body = m.health();
     match serde_json::to_vec(&body) {
         Ok(b) => ([("content-type", "application/json")], b).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -169,6 +163,22 @@ async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
                 return Err(MetaError::BadRequest(format!(
                     "master id {id} was removed before; Raft ids are never reused"
                 )));
+            }
+            // It must be able to apply everything the log may hold (`features`).
+            let level = m.feature_level();
+            match crate::node::peer_health(&addr).await {
+                Some(h) if h.features >= level => {}
+                Some(h) => {
+                    return Err(MetaError::BadRequest(format!(
+                        "master {id} at {addr} can apply feature level {} and the group is at                          {level}: upgrade it first",
+                        h.features
+                    )))
+                }
+                None => {
+                    return Err(MetaError::BadRequest(format!(
+                        "master {id} at {addr} does not answer: start it with --join first"
+                    )))
+                }
             }
             m.raft
                 .add_learner(id, BasicNode { addr }, true)
@@ -234,6 +244,7 @@ async fn write_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
     check_command_size(body)?;
     let req: WriteRequest = parse(body)?;
     m.check_leader()?;
+    m.check_features(&req.write)?;
     note_locations(m, std::slice::from_ref(&req))?;
     let op = to_op(req.write)?;
     meta_reply(m.propose(Some(req.request_id), op).await?)
@@ -256,6 +267,10 @@ async fn write_batch_inner(
     let mut answers: Vec<Option<Result<MetaReply, MetaError>>> = Vec::with_capacity(reqs.len());
     let mut writes = Vec::with_capacity(reqs.len());
     for req in reqs {
+        if let Err(e) = m.check_features(&req.write) {
+            answers.push(Some(Err(e)));
+            continue;
+        }
         match to_op(req.write) {
             Ok(op) => {
                 writes.push(Batched {

@@ -89,6 +89,10 @@ pub struct MasterConfig {
     /// A rebalance stops once the usage (fraction of capacity used) of the fullest and the
     /// emptiest writable chunkserver differ by less than this.
     pub rebalance_threshold: f64,
+    /// Acts as a release that can apply feature levels up to this one only (None: this
+    /// release's own [`crate::features::FEATURE_LEVEL`]). For rolling-upgrade tests, which
+    /// need masters of "the release before" without building it.
+    pub max_feature_level: Option<u32>,
     /// HTTPS on the internal listener and to peers (off unless set).
     #[serde(flatten)]
     pub internal_tls: tinydfs_proto::tls::InternalTls,
@@ -119,6 +123,7 @@ impl Default for MasterConfig {
             lifecycle_interval_ms: DEFAULT_LIFECYCLE_INTERVAL.as_millis() as u64,
             lifecycle_day_ms: DEFAULT_LIFECYCLE_DAY_MS,
             rebalance_threshold: DEFAULT_REBALANCE_THRESHOLD,
+            max_feature_level: None,
             restore: None,
             internal_tls: Default::default(),
         }

@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod config;
+pub mod features;
 pub mod idmap;
 pub mod lifecycle;
 pub mod namespace;
@@ -188,6 +189,21 @@ pub async fn run(
     if let Some(backup) = &config.restore {
         restore(&config, backup, &log, &sm).await?;
     }
+    // A group whose level rose past this release cannot be downgraded to it: its log may hold
+    // writes this release would apply differently, or not decode.
+    let level = sm
+        .applied
+        .read()
+        .map(|a| a.state.feature_level)
+        .unwrap_or(0);
+    let can = config
+        .max_feature_level
+        .map_or(features::FEATURE_LEVEL, |m| m.min(features::FEATURE_LEVEL));
+    anyhow::ensure!(
+        level <= can,
+        "the master group's state is at feature level {level} and this release applies up          to {can}: run a release at least as new as the one that wrote {}",
+        config.data_dir.display()
+    );
     let applied = sm.applied.clone();
     let snapshot_writes = sm.snapshot_writes.clone();
     let raft_config = openraft::Config {
@@ -250,6 +266,7 @@ pub async fn run(
     tokio::spawn(snapshot_worker(master.clone()));
     tokio::spawn(repair::repair_worker(master.clone()));
     tokio::spawn(lifecycle::lifecycle_worker(master.clone()));
+    tokio::spawn(features::feature_worker(master.clone()));
     // Read-only and quick: stopped with the process, without a grace period.
     let ops_server = if config.ops_listen.is_empty() {
         None

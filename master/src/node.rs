@@ -230,6 +230,19 @@ impl Master {
 }
 
 impl Master {
+    /// This master's health answer.
+    pub fn health(&self) -> MasterHealth {
+        MasterHealth {
+            role: "master".into(),
+            id: self.config.id,
+            pid: std::process::id(),
+            raft: self.raft_status(),
+            leader_addr: self.leader_addr(None),
+            features: self.features(),
+            feature_level: self.feature_level(),
+        }
+    }
+
     /// This master's Raft view.
     pub fn raft_status(&self) -> RaftStatus {
         let m = self.raft.metrics().borrow().clone();
@@ -267,13 +280,7 @@ impl Master {
         let mut masters = Vec::new();
         for (id, addr, ask) in asked {
             let health = match ask {
-                None => Some(MasterHealth {
-                    role: "master".into(),
-                    id,
-                    pid: std::process::id(),
-                    raft: self.raft_status(),
-                    leader_addr: self.leader_addr(None),
-                }),
+                None => Some(self.health()),
                 Some(task) => task.await.ok().flatten(),
             };
             masters.push(NodeStatus {

@@ -201,6 +201,13 @@ pub struct MasterHealth {
     /// silent ask the other masters who leads now. (None from older masters.)
     #[serde(default)]
     pub leader_addr: Option<String>,
+    /// The highest feature level this master's release can apply (0 from releases before
+    /// feature levels), and the level its state has reached: a leader raises the group's level
+    /// only once every master says it can apply the new one.
+    #[serde(default)]
+    pub features: u32,
+    #[serde(default)]
+    pub feature_level: u32,
 }
 
 /// A change of the master group.

@@ -227,13 +227,18 @@ impl AccessKey {
     }
 }
 
-/// A condition on the object a write replaces (`If-Match` / `If-None-Match: *` on PUT).
+/// A condition on the object a write replaces (`If-Match` / `If-None-Match` on PUT).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteCondition {
     /// The current object's ETag must be this one (unquoted).
     pub if_match: Option<String>,
     /// There must be no current object.
     pub if_none_match: bool,
+    /// The current object, if any, must have none of these ETags (unquoted): `If-None-Match`
+    /// with ETags, which AWS documents only as `*` but Ceph and clients use. Needs feature
+    /// level 1: masters of older releases would ignore it and apply the write unconditionally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_none_match_etags: Option<Vec<String>>,
 }
 
 impl WriteCondition {
@@ -247,6 +252,11 @@ impl WriteCondition {
     pub fn check_etag(&self, current: Option<&str>) -> Result<(), MetaError> {
         if self.if_none_match && current.is_some() {
             return Err(MetaError::PreconditionFailed);
+        }
+        if let (Some(etags), Some(cur)) = (&self.if_none_match_etags, current) {
+            if etags.iter().any(|e| e == cur || e == "*") {
+                return Err(MetaError::PreconditionFailed);
+            }
         }
         if let Some(want) = &self.if_match {
             let Some(cur) = current else {
@@ -544,6 +554,9 @@ pub enum MetaError {
     BadRequest(String),
     /// The master could not complete the request (storage or consensus failure).
     Unavailable(String),
+    /// The write needs a feature level the master group has not reached: some master still
+    /// runs a release that could not apply it (sent only to callers that asked for it).
+    NotYetEnabled(String),
 }
 
 impl std::fmt::Display for MetaError {

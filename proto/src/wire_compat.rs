@@ -91,6 +91,9 @@ fn an_older_registration_and_health_answer_still_decode() {
     });
     let h: MasterHealth = serde_json::from_value(health).unwrap();
     assert_eq!((h.raft.term, h.leader_addr), (3, None));
+    // A release before feature levels can apply level 0 only: the group's level stays there
+    // until it is upgraded.
+    assert_eq!((h.features, h.feature_level), (0, 0));
 }
 
 /// The older release's types, as they were: they read today's messages, ignoring what they do
@@ -160,6 +163,8 @@ fn an_older_node_reads_todays_messages() {
             learners: vec![],
         },
         leader_addr: Some("m3:7000".into()),
+        features: 1,
+        feature_level: 1,
     };
     let h: older::MasterHealth =
         serde_json::from_value(serde_json::to_value(&health).unwrap()).unwrap();

@@ -272,26 +272,37 @@ pub(super) fn checksum_type(value: &str) -> &'static str {
     }
 }
 
-/// `If-Match` / `If-None-Match` of a PUT. S3 supports only `*` for If-None-Match on writes.
+/// `If-Match` / `If-None-Match` of a PUT. AWS documents only `*` for If-None-Match on writes;
+/// ETags are taken too, as Ceph does (the write fails if the current object has one of them).
 pub(super) fn write_condition(req: &S3Request) -> S3Result<Option<WriteCondition>> {
     let if_match = req
         .header("if-match")
         .map(|v| v.trim().trim_matches('"').to_string());
-    let if_none_match = match req.header("if-none-match").map(str::trim) {
-        None => false,
-        Some("*") => true,
-        Some(_) => {
-            return Err(S3Error::not_implemented(
-                "If-None-Match other than * on writes",
-            ))
+    let etags: Option<Vec<String>> = req.header("if-none-match").map(|v| {
+        v.split(',')
+            .map(|e| {
+                e.trim()
+                    .trim_start_matches("W/")
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .filter(|e| !e.is_empty())
+            .collect()
+    });
+    let (if_none_match, if_none_match_etags) = match etags {
+        None => (false, None),
+        Some(e) if e.iter().any(|e| e == "*") => (true, None),
+        Some(e) if e.is_empty() => {
+            return Err(S3Error::invalid_argument("If-None-Match is empty"));
         }
+        Some(e) => (false, Some(e)),
     };
-    Ok(
-        (if_match.is_some() || if_none_match).then_some(WriteCondition {
-            if_match,
-            if_none_match,
-        }),
-    )
+    let any = if_match.is_some() || if_none_match || if_none_match_etags.is_some();
+    Ok(any.then_some(WriteCondition {
+        if_match,
+        if_none_match,
+        if_none_match_etags,
+    }))
 }
 
 pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {

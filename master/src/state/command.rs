@@ -52,6 +52,10 @@ pub enum Op {
     /// Several client writes in one entry (a gateway's concurrent commits), applied in order,
     /// each with its own request id and answer.
     Many(Vec<Batched>),
+    /// Raises the group's feature level (never lowers it). Proposed by a leader once every
+    /// master of the group has said it can apply that level ([`crate::features`]); releases
+    /// before feature levels cannot decode it, and never see it for that reason.
+    SetFeatureLevel { level: u32 },
 }
 
 /// One write of an [`Op::Many`].

@@ -100,6 +100,10 @@ pub struct State {
     pub leases: BTreeMap<u32, Lease>,
     #[serde(default)]
     pub next_lease_id: u32,
+    /// The group's feature level ([`crate::features`]): writes that need a higher one are
+    /// refused. Only rises, by [`Op::SetFeatureLevel`]; 0 in states of older releases.
+    #[serde(default)]
+    pub feature_level: u32,
 }
 
 impl State {
@@ -185,6 +189,10 @@ impl State {
             Op::Tick => ok(MetaReplyData::Done),
             Op::Restore { state } => self.apply_restore(state),
             Op::Drain { node, drain } => self.drain(*node, *drain),
+            Op::SetFeatureLevel { level } => {
+                self.feature_level = self.feature_level.max(*level);
+                ok(MetaReplyData::Done)
+            }
         }
     }
 

@@ -227,6 +227,7 @@ fn copy_preconditions_follow_s3_precedence() {
     let none_match = WriteCondition {
         if_match: None,
         if_none_match: true,
+        ..Default::default()
     };
     let r = s.apply(&with(CopyCondition::default(), Some(none_match)));
     assert_eq!(r.0, failed);

@@ -292,3 +292,46 @@ fn tags_and_cors_are_replaced_and_removed() {
     assert!(s.apply(&del).0.is_ok());
     assert!(s.buckets["b"].cors.is_empty());
 }
+
+#[test]
+fn the_feature_level_only_rises() {
+    let mut s = bucket();
+    assert_eq!(s.feature_level, 0);
+    s.apply(&cmd(Op::SetFeatureLevel { level: 1 }, 10));
+    assert_eq!(s.feature_level, 1);
+    // A late or repeated entry with a lower level changes nothing.
+    s.apply(&cmd(Op::SetFeatureLevel { level: 0 }, 11));
+    assert_eq!(s.feature_level, 1);
+}
+
+#[test]
+fn if_none_match_with_etags_fails_only_on_a_matching_object() {
+    let mut s = bucket();
+    let put_if = |s: &mut State, etags: &[&str], t: u64| {
+        s.apply(&cmd(
+            meta(MetaWrite::PutObject {
+                bucket: "b".into(),
+                key: "k".into(),
+                condition: Some(WriteCondition {
+                    if_none_match_etags: Some(etags.iter().map(|e| e.to_string()).collect()),
+                    ..Default::default()
+                }),
+                record: ObjectRecord {
+                    size: 0,
+                    etag: format!("etag-{t}"),
+                    ..Default::default()
+                },
+            }),
+            t,
+        ))
+        .0
+    };
+    // No object yet: nothing can match.
+    assert!(put_if(&mut s, &["etag-5"], 10).is_ok());
+    // The object's ETag is etag-10 now.
+    assert_eq!(
+        put_if(&mut s, &["x", "etag-10"], 11),
+        Err(MetaError::PreconditionFailed)
+    );
+    assert!(put_if(&mut s, &["etag-5", "x"], 12).is_ok());
+}

@@ -137,6 +137,7 @@ fn conditional_complete_is_checked_when_applied() {
     let none_match = Some(WriteCondition {
         if_match: None,
         if_none_match: true,
+        ..Default::default()
     });
     // If-Match on a missing key: NoSuchKey; If-None-Match: * on a missing key: done.
     let e1 = one_part_upload(&mut s, "u1", 1);
@@ -144,6 +145,7 @@ fn conditional_complete_is_checked_when_applied() {
         Some(WriteCondition {
             if_match: Some(etag.into()),
             if_none_match: false,
+            ..Default::default()
         })
     };
     let r = s.apply(&complete_with("u1", &e1, if_match("x")));
