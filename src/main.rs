@@ -3,15 +3,18 @@
 //! - `master`, `chunkserver`, `gateway`: run one role (flags, or a TOML config file with flags
 //!   overriding it).
 //! - `server`: a complete local cluster under one data folder, each node its own child process.
-//! - `health ADDR`: exit 0 when the node at ADDR answers (container health checks).
+//! - `health ADDR`: exit 0 when a node answers at ADDR, any of its listeners (container health
+//!   checks).
 //! - `admin ...`: status, fsck, decommission, rebalance, backup, keys, master membership.
 //! - `bench`: measures an S3 endpoint.
 //!
 //! Files: `main.rs` (command line, role configurations), `server.rs` (the local cluster and its
-//! readiness contract), `admin/` (one file per admin command family), `bench.rs`.
+//! readiness contract; `server/` its parts), `health.rs`, `admin/` (one file per admin command
+//! family), `bench.rs`.
 
 mod admin;
 mod bench;
+mod health;
 mod server;
 
 /// jemalloc rather than glibc's malloc: the master's state lives across the runtime's threads,
@@ -23,7 +26,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tinydfs_chunkserver::ChunkserverConfig;
 use tinydfs_gateway::GatewayConfig;
 use tinydfs_master::MasterConfig;
@@ -57,14 +59,15 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run a complete local cluster (1 master, N chunkservers, 1 gateway) as child processes.
     Server(server::ServerArgs),
-    /// Exit 0 when the node at ADDR (host:port) answers its health check.
+    /// Exit 0 when a tinydfs node answers its health check at ADDR (host:port, or a URL
+    /// `server` prints); any of its listeners.
     Health {
         addr: String,
         /// Seconds to wait for an answer.
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
         /// Ask over HTTPS, trusting only the CA certificates in this PEM file (a node with
-        /// internal TLS).
+        /// internal TLS; plain `http://ADDR` still asks over HTTP).
         #[arg(long)]
         internal_ca: Option<PathBuf>,
     },
@@ -431,11 +434,16 @@ fn gateway_config(a: GatewayArgs) -> anyhow::Result<GatewayConfig> {
     Ok(c)
 }
 
+/// Logs go to standard error, in colour only when it is a terminal (and `NO_COLOR` is unset):
+/// `server` sends each node's to a file, which must stay plain text.
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TINYDFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -468,31 +476,6 @@ fn follow_parent() {
             std::process::exit(1); // the parent is already gone
         }
     }
-}
-
-/// `tinydfs health ADDR`: GET the health path and expect 200.
-async fn health(addr: &str, timeout: f64, ca: Option<&Path>) -> anyhow::Result<()> {
-    let mut http = reqwest::Client::builder()
-        .timeout(Duration::from_secs_f64(timeout))
-        .no_proxy();
-    if let Some(ca) = ca {
-        http = http.use_preconfigured_tls(tinydfs_proto::tls::client_config(ca)?);
-    }
-    let http = http.build()?;
-    let scheme = if ca.is_some() { "https" } else { "http" };
-    let url = format!(
-        "{scheme}://{addr}{}",
-        tinydfs_proto::client::paths::HEALTH_ALT
-    );
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("{addr} does not answer"))?;
-    if !resp.status().is_success() {
-        bail!("{addr} answered {}", resp.status());
-    }
-    Ok(())
 }
 
 fn main() {
@@ -530,7 +513,7 @@ fn main() {
                 addr,
                 timeout,
                 internal_ca,
-            } => health(&addr, timeout, internal_ca.as_deref()).await,
+            } => health::command(&addr, timeout, internal_ca.as_deref()).await,
             Cmd::Bench(a) => bench::bench(a).await,
             Cmd::Admin { cmd } => admin::run(cmd).await,
         }
@@ -546,4 +529,48 @@ fn read_opt(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// `n` things, in the singular for one: `plural(1, "chunkserver")` is "1 chunkserver".
+fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// A byte count for people, in binary units: "512 B", "1.5 KiB", "12.3 GiB".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{human_bytes, plural};
+
+    #[test]
+    fn counts_and_sizes_read_as_words() {
+        assert_eq!(plural(1, "chunkserver"), "1 chunkserver");
+        assert_eq!(plural(3, "chunkserver"), "3 chunkservers");
+        assert_eq!(plural(0, "bucket"), "0 buckets");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(13_207_024_435), "12.3 GiB");
+        assert_eq!(human_bytes(5 << 40), "5.0 TiB");
+        assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
+    }
 }

@@ -1,29 +1,38 @@
 //! `tinydfs server`: a complete local cluster under one data folder, each node a child process
-//! of this one, supervised until Ctrl-C or SIGTERM (a child that dies is reported, not
-//! restarted). Addresses, the cluster secret, the S3 credentials and, with `--internal-tls`, the
-//! internal certificates are chosen once and kept in the data folder.
+//! of this one, supervised until Ctrl-C or SIGTERM (a child that dies is reported, with how it
+//! ended and its log, not restarted). Addresses (`ports.rs`), the cluster secret, the S3
+//! credentials and, with `--internal-tls`, the internal certificates are chosen once and kept in
+//! the data folder.
 //!
 //! # When the cluster is ready
 //!
 //! The nodes start in an order scripts can rely on:
 //!
-//! 1. the masters, then the chunkservers, each waited for until it answers its health check;
-//!    then until every chunkserver has registered with the master group;
+//! 1. the masters, then the chunkservers, each waited for until it is up (`ready.rs`: it answers
+//!    its health check as its role, and its own process holds its ports); then until every
+//!    chunkserver has registered with the master group;
 //! 2. the gateway's process, held before it opens any port (see [`wait_for_start_gate`]);
 //! 3. `DATA_DIR/cluster.json`, written atomically (a temporary file renamed over it) with every
 //!    node's name, role, address, operations address and process id, the gateway's included;
 //!    only then is the gateway let go;
-//! 4. once the gateway answers on the S3 address, the line `tinydfs is running: S3 endpoint
-//!    URL (region REGION)` on standard output, followed by the data folder, the nodes and the
+//! 4. once the gateway is up on the S3 address (the same test: another program answering there
+//!    does not count), the line `tinydfs is running: S3 endpoint URL (region REGION)` on
+//!    standard output, followed by the data folder, every node's addresses and the
 //!    credentials, and flushed.
 //!
 //! So whoever finds the S3 port answering, or reads a line starting `tinydfs is running`, finds
 //! the complete `cluster.json` of this run. The file's presence alone means nothing: one left by
-//! an earlier run in the same folder stays until this run replaces it. When start-up fails, the
-//! nodes started are stopped and `tinydfs server` exits non-zero without printing the line.
+//! an earlier run in the same folder stays until this run replaces it. When start-up fails (a
+//! node exits, for example because another program has its port, or is not up in time), the
+//! failed node's last log lines go to standard error, the nodes started are stopped and
+//! `tinydfs server` exits non-zero with a one-line reason, without printing the line.
+
+mod ports;
+mod ready;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ready::{Probe, Starting};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -32,8 +41,8 @@ use tinydfs_proto::client::MasterClient;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// How long `server` waits for its nodes to come up before giving up.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The data folder of `server`, and of `admin` when given neither `--data-dir` nor `--master`.
+pub const DEFAULT_DATA_DIR: &str = "tinydfs-data";
 /// How long children get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Version of `cluster.json`.
@@ -45,7 +54,7 @@ const START_GATE_ENV: &str = "TINYDFS_START_GATE";
 #[derive(Args)]
 pub struct ServerArgs {
     /// Folder for all the cluster's data (created when missing).
-    #[arg(long, default_value = "tinydfs-data")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Address of the S3 endpoint.
     #[arg(long, default_value = "127.0.0.1:9000")]
@@ -191,61 +200,6 @@ fn credentials(dir: &Path) -> anyhow::Result<(Credentials, bool)> {
     Ok((c, true))
 }
 
-/// The masters' addresses: chosen once and kept in `masters.json`, because a Raft group
-/// remembers its members' addresses (a restarted local cluster must find them again).
-fn master_addresses(dir: &Path, count: usize, host: &str) -> anyhow::Result<Vec<String>> {
-    let path = dir.join("masters.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let addrs: Vec<String> = serde_json::from_str(&text)?;
-        if addrs.len() != count {
-            bail!(
-                "{} was created with {} master(s); start it with --masters {}",
-                dir.display(),
-                addrs.len(),
-                addrs.len()
-            );
-        }
-        return Ok(addrs);
-    }
-    let addrs = (0..count)
-        .map(|_| free_port(host))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    std::fs::write(&path, serde_json::to_string(&addrs)?)?;
-    Ok(addrs)
-}
-
-/// Hands out free ports, never one already given or in use by the cluster (the S3 port, the
-/// masters'): a port the kernel just handed out and took back may come again.
-struct Ports {
-    host: String,
-    taken: std::collections::HashSet<String>,
-}
-
-impl Ports {
-    fn new(host: &str, taken: impl IntoIterator<Item = String>) -> Ports {
-        Ports {
-            host: host.to_string(),
-            taken: taken.into_iter().collect(),
-        }
-    }
-
-    fn take(&mut self) -> anyhow::Result<String> {
-        for _ in 0..100 {
-            let addr = free_port(&self.host)?;
-            if self.taken.insert(addr.clone()) {
-                return Ok(addr);
-            }
-        }
-        bail!("no free port on {}", self.host)
-    }
-}
-
-/// A free loopback port (bound then released; fine for a local cluster).
-fn free_port(host: &str) -> anyhow::Result<String> {
-    let l = std::net::TcpListener::bind((host, 0))?;
-    Ok(format!("{host}:{}", l.local_addr()?.port()))
-}
-
 /// Folder of a local cluster's internal TLS material.
 const INTERNAL_TLS_DIR: &str = "internal-tls";
 /// Life of the generated internal certificates; a local cluster is restarted long before.
@@ -340,28 +294,6 @@ fn internal_tls_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)>
     Ok(files(&tls))
 }
 
-/// Waits until a node answers its health check (over HTTPS trusting `ca` if given).
-async fn wait_healthy(
-    addr: &str,
-    child: &mut Child,
-    name: &str,
-    ca: Option<&Path>,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if crate::health(addr, 1.0, ca).await.is_ok() {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("{name} exited during start-up ({status}); see its log");
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{name} did not become healthy at {addr}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 struct Spawned {
     name: String,
     child: Child,
@@ -377,12 +309,11 @@ fn spawn(
     gated: bool,
 ) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
+    std::fs::create_dir_all(dir.join("logs"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(logs.join(format!("{name}.log")))?;
+        .open(ready::log_path(dir, name))?;
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .env("TINYDFS_CLUSTER_SECRET", secret)
@@ -444,14 +375,21 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     let secret = cluster_secret(&dir)?;
     let (creds, generated) = credentials(&dir)?;
     let host = "127.0.0.1";
-    let master_addrs = master_addresses(&dir, a.masters, host)?;
-    let mut ports = Ports::new(
+    let master_addrs = ports::master_addresses(&dir, a.masters, host)?;
+    let mut ports = ports::Ports::new(
         host,
         master_addrs.iter().cloned().chain([
             a.s3_addr.clone(),
             a.s3_addr.replace("localhost", "127.0.0.1"),
         ]),
     );
+    let names: Vec<String> = (1..=a.masters)
+        .map(|i| format!("master-{i}"))
+        .chain((1..=a.chunkservers).map(|i| format!("chunkserver-{i}")))
+        .chain(["gateway-1".to_string()])
+        .collect();
+    let ops_addrs = ports::ops_addresses(&dir, &names, &mut ports)?;
+    let ops_of = |name: &str| ops_addrs.get(name).cloned().unwrap_or_default();
     let master_list = master_addrs.join(",");
     let initial: Vec<String> = master_addrs
         .iter()
@@ -485,8 +423,14 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         "http"
     };
     let endpoint = format!("{scheme}://{}", a.s3_addr);
-    let mut children: Vec<Spawned> = Vec::new();
-    let mut nodes: Vec<LocalNode> = Vec::new();
+    let mut launch = Launch {
+        dir: &dir,
+        secret: &secret,
+        log_format,
+        ca,
+        children: Vec::new(),
+        nodes: Vec::new(),
+    };
     let result = async {
         let replicas = a
             .replicas
@@ -494,7 +438,7 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             .min(a.chunkservers);
         for (i, addr) in master_addrs.iter().enumerate() {
             let name = format!("master-{}", i + 1);
-            let ops_addr = ports.take()?;
+            let ops_addr = ops_of(&name);
             let mut args = vec![
                 "master".to_string(),
                 "--id".into(),
@@ -527,21 +471,19 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             }
             args.extend(node_tls.iter().cloned());
             args.extend(a.master_arg.iter().cloned());
-            let mut m = spawn(&dir, &name, &args, &secret, log_format, None, false)?;
-            wait_healthy(addr, &mut m.child, &name, ca).await?;
-            nodes.push(LocalNode {
+            let node = LocalNode {
                 name,
                 role: "master".into(),
                 addr: addr.clone(),
-                pid: m.child.id(),
+                pid: None,
                 ops_addr,
-            });
-            children.push(m);
+            };
+            launch.start(node, &args).await?;
         }
         for i in 1..=a.chunkservers {
             let addr = ports.take()?;
-            let ops_addr = ports.take()?;
             let name = format!("chunkserver-{i}");
+            let ops_addr = ops_of(&name);
             let mut args = vec![
                 "chunkserver".to_string(),
                 "--listen".into(),
@@ -562,19 +504,19 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             }
             args.extend(node_tls.iter().cloned());
             args.extend(a.chunkserver_arg.iter().cloned());
-            let mut c = spawn(&dir, &name, &args, &secret, log_format, None, false)?;
-            wait_healthy(&addr, &mut c.child, &name, ca).await?;
-            nodes.push(LocalNode {
+            let node = LocalNode {
                 name,
                 role: "chunkserver".into(),
                 addr,
-                pid: c.child.id(),
+                pid: None,
                 ops_addr,
-            });
-            children.push(c);
+            };
+            launch.start(node, &args).await?;
         }
-        wait_registered(&master_addrs, &secret, a.chunkservers).await?;
-        let gateway_ops = ports.take()?;
+        wait_registered(&master_addrs, &secret, a.chunkservers)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}; logs are in {}", dir.join("logs").display()))?;
+        let gateway_ops = ops_of("gateway-1");
         let mut args = vec![
             "gateway".to_string(),
             "--listen".into(),
@@ -620,14 +562,14 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
             true,
         )?;
         let gate = g.child.stdin.take();
-        nodes.push(LocalNode {
+        launch.nodes.push(LocalNode {
             name: g.name.clone(),
             role: "gateway".into(),
             addr: a.s3_addr.clone(),
             pid: g.child.id(),
-            ops_addr: gateway_ops,
+            ops_addr: gateway_ops.clone(),
         });
-        children.push(g);
+        launch.children.push(g);
         write_cluster_file(
             &dir,
             &ClusterFile {
@@ -635,26 +577,104 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
                 s3_endpoint: endpoint.clone(),
                 masters: master_addrs.clone(),
                 server_pid: std::process::id(),
-                nodes: nodes.clone(),
+                nodes: launch.nodes.clone(),
                 internal_ca: ca.map(Path::to_path_buf),
             },
         )?;
         drop(gate);
-        let g = children
+        let g = launch
+            .children
             .last_mut()
             .context("the gateway was just started")?;
-        if a.tls_cert.is_none() {
-            wait_healthy(&a.s3_addr, &mut g.child, "gateway-1", None).await?;
-        } else {
-            wait_listening(&a.s3_addr, &mut g.child).await?;
-        }
-        anyhow::Ok(())
+        let log = ready::log_path(&dir, "gateway-1");
+        let gateway = Starting {
+            name: "gateway-1",
+            addr: &a.s3_addr,
+            ops_addr: &gateway_ops,
+            // An HTTPS endpoint's certificate need not be one this process can verify.
+            probe: if a.tls_cert.is_none() {
+                Probe::Health {
+                    role: "gateway",
+                    ca: None,
+                }
+            } else {
+                Probe::Connect
+            },
+            log: &log,
+        };
+        ready::wait_up(&mut g.child, &gateway).await
     }
     .await;
     if let Err(e) = result {
-        stop_all(children).await;
-        return Err(e.context(format!("logs are in {}", dir.join("logs").display())));
+        stop_all(launch.children).await;
+        return Err(e);
     }
+    print_banner(&a, &dir, &endpoint, &launch.nodes, ca, &creds, generated);
+    supervise(launch.children, &dir).await;
+    Ok(())
+}
+
+/// What starting a node takes, and the nodes started so far (all stopped if the start fails).
+struct Launch<'a> {
+    dir: &'a Path,
+    secret: &'a str,
+    log_format: &'a str,
+    /// The CA of the internal certificates, with `--internal-tls`.
+    ca: Option<&'a Path>,
+    children: Vec<Spawned>,
+    /// The nodes that are up, for `cluster.json`.
+    nodes: Vec<LocalNode>,
+}
+
+impl Launch<'_> {
+    /// Starts a master or a chunkserver and waits until it is up ([`ready`]); its process is
+    /// among `children` from the start, so that a failed start stops it too.
+    async fn start(&mut self, mut node: LocalNode, args: &[String]) -> anyhow::Result<()> {
+        let spawned = spawn(
+            self.dir,
+            &node.name,
+            args,
+            self.secret,
+            self.log_format,
+            None,
+            false,
+        )?;
+        node.pid = spawned.child.id();
+        self.children.push(spawned);
+        let child = &mut self
+            .children
+            .last_mut()
+            .context("the node was just started")?
+            .child;
+        let log = ready::log_path(self.dir, &node.name);
+        let starting = Starting {
+            name: &node.name,
+            addr: &node.addr,
+            ops_addr: &node.ops_addr,
+            probe: Probe::Health {
+                role: &node.role,
+                ca: self.ca,
+            },
+            log: &log,
+        };
+        ready::wait_up(child, &starting).await?;
+        self.nodes.push(node);
+        Ok(())
+    }
+}
+
+/// The lines that say the cluster is up (module doc), flushed: the endpoint, every node's
+/// addresses (each answers `tinydfs health`), the credentials and commands to paste.
+fn print_banner(
+    a: &ServerArgs,
+    dir: &Path,
+    endpoint: &str,
+    nodes: &[LocalNode],
+    ca: Option<&Path>,
+    creds: &Credentials,
+    generated: bool,
+) {
+    let count = |role: &str| nodes.iter().filter(|n| n.role == role).count() as u64;
     println!(
         "tinydfs is running: S3 endpoint {endpoint} (region {})",
         a.region
@@ -665,16 +685,26 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         dir.display()
     );
     println!(
-        "  nodes: {} master(s), {} chunkservers, 1 gateway",
-        master_addrs.len(),
-        a.chunkservers
+        "  nodes: {}, {}, {}",
+        crate::plural(count("master"), "master"),
+        crate::plural(count("chunkserver"), "chunkserver"),
+        crate::plural(count("gateway"), "gateway")
     );
+    let width = nodes.iter().map(|n| n.addr.len()).max().unwrap_or(0);
+    for n in nodes {
+        println!(
+            "    {:<15} {:<width$}  operations {}",
+            n.name, n.addr, n.ops_addr
+        );
+    }
     if let Some(m) = nodes.iter().find(|n| n.role == "master") {
         println!("  status page: http://{}/", m.ops_addr);
     }
+    println!("  metrics: http://ADDRESS/metrics at every operations address above");
     if let Some(ca) = ca {
         println!(
-            "  internal TLS: nodes verify each other against {}",
+            "  internal TLS: nodes verify each other against {} (health checks of internal \
+             addresses: --internal-ca with it)",
             ca.display()
         );
     }
@@ -695,29 +725,35 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
         if generated { creds.secret_access_key.as_str() } else { "$TINYDFS_SECRET_ACCESS_KEY" },
         a.region
     );
+    let exe = std::env::current_exe()
+        .map(|p| shell_word(&p.display().to_string()))
+        .unwrap_or_else(|_| "tinydfs".into());
+    println!(
+        "  {exe} admin status --data-dir {}",
+        shell_word(&dir.display().to_string())
+    );
+    if a.tls_cert.is_none() {
+        println!("  {exe} health {}", a.s3_addr);
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    supervise(children).await;
-    Ok(())
 }
 
-async fn wait_listening(addr: &str, child: &mut Child) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("the gateway exited during start-up ({status}); see its log");
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("the gateway did not start listening at {addr}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// `word` as the shell reads it back: quoted when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c));
+    if plain && !word.is_empty() {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
-    Ok(())
 }
 
 async fn wait_registered(masters: &[String], secret: &str, n: usize) -> anyhow::Result<()> {
     let client = MasterClient::new(masters.to_vec(), secret.to_string());
-    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + ready::STARTUP_TIMEOUT;
     loop {
         if let Ok(s) = client.status().await {
             let alive = s
@@ -758,7 +794,7 @@ async fn stop_all(children: Vec<Spawned>) {
 }
 
 /// Waits for Ctrl-C or SIGTERM, reporting (never restarting) children that exit meanwhile.
-async fn supervise(children: Vec<Spawned>) {
+async fn supervise(children: Vec<Spawned>, dir: &Path) {
     let (tx, mut rx) = mpsc::channel::<(String, String)>(children.len().max(1));
     let mut pids = Vec::new();
     let mut waiters = Vec::new();
@@ -766,8 +802,11 @@ async fn supervise(children: Vec<Spawned>) {
         pids.push((c.name.clone(), c.child.id()));
         let tx = tx.clone();
         waiters.push(tokio::spawn(async move {
-            let status = c.child.wait().await;
-            let _ = tx.send((c.name.clone(), format!("{status:?}"))).await;
+            let how = match c.child.wait().await {
+                Ok(status) => ready::describe_exit(&status),
+                Err(e) => format!("can no longer be watched ({e})"),
+            };
+            let _ = tx.send((c.name.clone(), how)).await;
         }));
     }
     drop(tx);
@@ -776,8 +815,11 @@ async fn supervise(children: Vec<Spawned>) {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            Some((name, status)) = rx.recv() => {
-                eprintln!("tinydfs: {name} exited ({status}); it is not restarted");
+            Some((name, how)) = rx.recv() => {
+                eprintln!(
+                    "tinydfs: {name} {how}; it is not restarted (log: {})",
+                    ready::log_path(dir, &name).display()
+                );
             }
         }
     }

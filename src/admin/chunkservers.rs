@@ -49,8 +49,10 @@ pub async fn decommission(a: DecommissionArgs) -> anyhow::Result<()> {
             .find(|n| n.role == "chunkserver" && n.id == id)
             .context("the chunkserver is no longer listed")?;
         println!(
-            "chunkserver {id} ({}): {}, {} chunks left",
-            node.addr, node.state, node.chunks
+            "chunkserver {id} ({}): {}, {} left",
+            node.addr,
+            node.state,
+            crate::plural(node.chunks, "chunk")
         );
         if !a.wait || node.state == "drained" {
             if node.state == "drained" {

@@ -72,7 +72,8 @@ pub struct Target {
     /// Internal addresses of the masters (comma-separated).
     #[arg(long, env = "TINYDFS_MASTERS", value_delimiter = ',')]
     master: Option<Vec<String>>,
-    /// Data folder of a local `tinydfs server` (finds the masters and the secret there).
+    /// Data folder of a local `tinydfs server` (finds the masters and the secret there);
+    /// `./tinydfs-data`, `server`'s default, when it exists and no --master is given.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[arg(long, env = "TINYDFS_CLUSTER_SECRET", hide_env_values = true)]
@@ -84,8 +85,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// The local cluster's data folder: `--data-dir`, else `server`'s default folder when it
+    /// exists and no master was named (so that `admin` finds what a bare `server` started).
+    fn data_dir(&self) -> Option<PathBuf> {
+        if self.data_dir.is_some() || self.master.is_some() {
+            return self.data_dir.clone();
+        }
+        let default = PathBuf::from(crate::server::DEFAULT_DATA_DIR);
+        default.is_dir().then_some(default)
+    }
+
     pub(super) fn local(&self) -> anyhow::Result<Option<ClusterFile>> {
-        match &self.data_dir {
+        match self.data_dir() {
             Some(d) => {
                 let text = std::fs::read_to_string(d.join("cluster.json"))
                     .with_context(|| format!("no running local cluster in {}", d.display()))?;
@@ -103,7 +114,7 @@ impl Target {
             (None, Some(l)) => l.masters.clone(),
             (None, None) => bail!("give --master ADDR or --data-dir DIR"),
         };
-        let secret = match (&self.cluster_secret, &self.data_dir) {
+        let secret = match (&self.cluster_secret, self.data_dir()) {
             (Some(s), _) => s.clone(),
             (None, Some(d)) => crate::read_opt(&d.join("cluster.secret"))
                 .context("no cluster.secret in the data folder")?,

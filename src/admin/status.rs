@@ -8,7 +8,7 @@ use clap::Args;
 pub struct StatusArgs {
     #[command(flatten)]
     target: Target,
-    /// Print JSON for scripts.
+    /// Print JSON for scripts (sizes in bytes).
     #[arg(long)]
     json: bool,
 }
@@ -34,7 +34,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
             .iter()
             .filter(|n| n.role == "gateway" && !known.contains(&n.addr))
         {
-            let up = crate::health(&n.addr, 2.0, None).await.is_ok()
+            let up = crate::health::check(&n.addr, 2.0, None).await.is_ok()
                 || tokio::net::TcpStream::connect(&n.addr).await.is_ok();
             s.nodes.push(tinydfs_proto::meta::NodeStatus {
                 id: 0,
@@ -55,8 +55,23 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("cluster {}", s.cluster_id);
+    // A local cluster's nodes also have an operations address (health, /metrics), which the
+    // masters do not know: `cluster.json` has it.
+    let ops_of = |addr: &str| {
+        local
+            .as_ref()
+            .and_then(|l| l.nodes.iter().find(|n| n.addr == addr))
+            .map(|n| n.ops_addr.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "-".into())
+    };
+    let ops_header = if local.is_some() {
+        format!(" {:<22}", "OPS")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<12} {:>4} {:<22} {:<12} {:<8} {:>8} {:>8} {:>14}  RAFT",
+        "{:<12} {:>4} {:<22}{ops_header} {:<12} {:<8} {:>8} {:>8} {:>10}  RAFT",
         "ROLE", "ID", "ADDRESS", "STATE", "ZONE", "PID", "CHUNKS", "FREE"
     );
     for n in &s.nodes {
@@ -70,8 +85,19 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
                 )
             })
             .unwrap_or_default();
+        let ops = if local.is_some() {
+            format!(" {:<22}", ops_of(&n.addr))
+        } else {
+            String::new()
+        };
+        // Only chunkservers store data: the others have no free space to speak of.
+        let free = if n.role == "chunkserver" {
+            crate::human_bytes(n.free)
+        } else {
+            "-".into()
+        };
         println!(
-            "{:<12} {:>4} {:<22} {:<12} {:<8} {:>8} {:>8} {:>14}  {raft}",
+            "{:<12} {:>4} {:<22}{ops} {:<12} {:<8} {:>8} {:>8} {:>10}  {raft}",
             n.role,
             n.id,
             n.addr,
@@ -79,7 +105,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
             n.zone,
             n.pid.map(|p| p.to_string()).unwrap_or_default(),
             n.chunks,
-            n.free
+            free
         );
     }
     println!(
@@ -98,7 +124,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
 pub struct BucketsArgs {
     #[command(flatten)]
     target: Target,
-    /// Print JSON for scripts.
+    /// Print JSON for scripts (sizes in bytes).
     #[arg(long)]
     json: bool,
 }
@@ -116,15 +142,15 @@ pub async fn buckets(a: BucketsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<40} {:>12} {:>16}  {:<20}  OWNER",
-        "BUCKET", "OBJECTS", "BYTES", "CREATED"
+        "{:<40} {:>12} {:>10}  {:<20}  OWNER",
+        "BUCKET", "OBJECTS", "SIZE", "CREATED"
     );
     for b in &list {
         println!(
-            "{:<40} {:>12} {:>16}  {:<20}  {}",
+            "{:<40} {:>12} {:>10}  {:<20}  {}",
             b.name,
             b.objects,
-            b.bytes,
+            crate::human_bytes(b.bytes),
             tinydfs_proto::time::iso8601(b.created_ms),
             b.owner
         );
