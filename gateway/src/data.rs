@@ -858,10 +858,11 @@ async fn read_chunk(
     let mut last_error = String::from("no live replica known");
     loop {
         let mut nodes = loc.replicas.get(index).cloned().unwrap_or_default();
-        // Replicas that failed this gateway lately are asked last: a cut-off or paused node
-        // does not cost each read the hedge delay until the master declares it dead.
-        let suspects = gw.suspects();
-        nodes.sort_by_key(|n| suspects.contains(&n.id));
+        // Replicas that failed or were slow for this gateway lately are asked last: a cut-off
+        // or paused node does not cost each read the hedge delay until the master declares it
+        // dead.
+        let last = gw.asked_last();
+        nodes.sort_by_key(|n| last.contains(&n.id));
         let mut next = 0;
         while next < nodes.len() {
             let rest = &nodes[next..];
@@ -882,11 +883,14 @@ async fn read_chunk(
             .await;
             next += hedge.asked;
             for j in &hedge.outrun {
-                tracing::debug!(chunk = %id, node = %rest[*j].addr, "replica outrun by a hedge; suspected");
-                gw.suspect(rest[*j].id);
+                tracing::debug!(chunk = %id, node = %rest[*j].addr, "replica outrun by a hedge; asked last for a while");
+                gw.slow_reader(rest[*j].id);
             }
             let (node, resp) = match hedge.answer {
-                Ok((i, r)) => (rest[i].clone(), r),
+                Ok((i, r)) => {
+                    gw.read_ok(rest[i].id);
+                    (rest[i].clone(), r)
+                }
                 Err(errors) => {
                     for e in &errors {
                         tracing::warn!(chunk = %id, error = %e, "replica read failed; trying another");

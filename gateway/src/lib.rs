@@ -141,17 +141,26 @@ impl Default for GatewayConfig {
     }
 }
 
-/// How long a chunkserver that failed a write (or a read) is avoided by this gateway: long
+/// How long a chunkserver that failed a write is avoided by this gateway's placements: long
 /// enough to cover the master's dead-node timeout, after which the master itself skips it.
 pub const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+/// How long a chunkserver outrun by a hedged read is asked last by reads: a few seconds cover
+/// a pause or a cut until the master declares the node dead, and a merely busy node is back
+/// in turn soon (sooner still once it serves a read).
+pub const SLOW_READER_FOR: Duration = Duration::from_secs(5);
 
 /// Everything a request handler needs.
 pub struct Gateway {
     pub config: GatewayConfig,
     pub master: MasterClient,
     pub chunks: ChunkClient,
-    /// Chunkservers that failed a write or were outrun by a hedged read recently, with when.
+    /// Chunkservers that failed a write recently, with when.
     pub suspects: Mutex<HashMap<NodeId, Instant>>,
+    /// Chunkservers outrun by a hedged read lately, with when: asked last by reads for
+    /// [`SLOW_READER_FOR`] or until they serve a read, never kept out of placements (slowness
+    /// under load is not failure).
+    pub slow_readers: Mutex<HashMap<NodeId, Instant>>,
     /// A small-object batch is being sent down a second pipeline (`data::hedged_batch`).
     pub hedging: std::sync::atomic::AtomicBool,
     /// Pipelines the master placed ahead of need, handed to new chunks while fresh.
@@ -190,12 +199,37 @@ pub struct Leases {
 }
 
 impl Gateway {
-    /// Remembers that `node` failed a write or stayed silent on a read, so that the client's
-    /// retry is placed elsewhere and reads ask its replicas last.
+    /// Remembers that `node` failed a write, so that the client's retry is placed elsewhere.
     pub fn suspect(&self, node: NodeId) {
         if let Ok(mut s) = self.suspects.lock() {
             s.insert(node, Instant::now());
         }
+    }
+
+    /// Remembers that `node` was outrun by a hedged read (`read_ok` forgets it again).
+    pub fn slow_reader(&self, node: NodeId) {
+        if let Ok(mut s) = self.slow_readers.lock() {
+            s.insert(node, Instant::now());
+        }
+    }
+
+    /// `node` served a read: it is no longer asked last.
+    pub fn read_ok(&self, node: NodeId) {
+        if let Ok(mut s) = self.slow_readers.lock() {
+            if !s.is_empty() {
+                s.remove(&node);
+            }
+        }
+    }
+
+    /// Nodes reads ask last: those that failed a write or were outrun by a read lately.
+    pub fn asked_last(&self) -> Vec<NodeId> {
+        let mut nodes = self.suspects();
+        if let Ok(mut s) = self.slow_readers.lock() {
+            s.retain(|_, at| at.elapsed() < SLOW_READER_FOR);
+            nodes.extend(s.keys().copied());
+        }
+        nodes
     }
 
     /// Nodes to avoid in new pipelines.
@@ -425,6 +459,7 @@ pub async fn run(
         master: MasterClient::new(config.masters.clone(), config.secret.clone()),
         chunks: ChunkClient::new(config.secret.clone()),
         suspects: Mutex::new(HashMap::new()),
+        slow_readers: Mutex::new(HashMap::new()),
         hedging: std::sync::atomic::AtomicBool::new(false),
         pipelines: Mutex::new(data::PipelineCache::default()),
         small_writes: data::SmallWrites::default(),

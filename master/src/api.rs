@@ -28,6 +28,8 @@ type Shared = Arc<Master>;
 
 /// How long a membership change may take to commit before the admin call gives up.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a master being added may take to answer its health check (it may be starting).
+const JOIN_HEALTH_WAIT: Duration = Duration::from_secs(15);
 
 /// Largest control message the master reads (a full chunk report of ~10 million chunks).
 pub const MAX_INTERNAL_BODY: usize = 1 << 30;
@@ -164,13 +166,35 @@ async fn members_inner(m: &Master, body: &[u8]) -> Result<Vec<u64>, MetaError> {
                     "master id {id} was removed before; Raft ids are never reused"
                 )));
             }
-            // It must be able to apply everything the log may hold (`features`).
+            // It must be able to apply everything the log may hold (`features`): the level
+            // read after a barrier entry, so that a level another leader proposed is applied
+            // here before it is compared. Asked for a while: it may be starting still.
+            m.propose(None, Op::Tick).await?;
             let level = m.feature_level();
-            match crate::node::peer_health(&addr).await {
+            let health = {
+                let deadline = tokio::time::Instant::now() + JOIN_HEALTH_WAIT;
+                loop {
+                    match peer_health(&addr).await {
+                        Some(h) => break Some(h),
+                        None if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(250)).await
+                        }
+                        None => break None,
+                    }
+                }
+            };
+            match health {
+                Some(h) if h.id != id => {
+                    return Err(MetaError::BadRequest(format!(
+                        "the master at {addr} is master {}, not {id}",
+                        h.id
+                    )))
+                }
                 Some(h) if h.features >= level => {}
                 Some(h) => {
                     return Err(MetaError::BadRequest(format!(
-                        "master {id} at {addr} can apply feature level {} and the group is at                          {level}: upgrade it first",
+                        "master {id} at {addr} can apply feature level {} and the group is at \
+                         {level}: upgrade it first",
                         h.features
                     )))
                 }
@@ -283,9 +307,13 @@ async fn write_batch_inner(
         }
     }
     let count = writes.len();
-    let replies = match m.propose(None, Op::Many(writes)).await? {
-        MetaReplyKind::Many(r) if r.len() == count => r,
-        _ => return Err(MetaError::Unavailable("a batch got a wrong answer".into())),
+    let replies = match count {
+        // Every write was refused before the log: nothing to propose.
+        0 => Vec::new(),
+        _ => match m.propose(None, Op::Many(writes)).await? {
+            MetaReplyKind::Many(r) if r.len() == count => r,
+            _ => return Err(MetaError::Unavailable("a batch got a wrong answer".into())),
+        },
     };
     let mut replies = replies.into_iter();
     Ok(answers

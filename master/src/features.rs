@@ -40,34 +40,34 @@ pub fn needed(write: &MetaWrite) -> u32 {
         | MetaWrite::CopyObject { condition, .. } => condition.as_ref(),
         _ => None,
     };
-    condition.map_or(0, needed_by_condition)
+    condition.map_or(0, WriteCondition::feature_level)
 }
 
-fn needed_by_condition(c: &WriteCondition) -> u32 {
-    if c.if_none_match_etags.is_some() {
-        1
-    } else {
-        0
-    }
+/// The highest level a master applies: this release's, or less when it plays an older
+/// release (`max_feature_level`).
+pub fn capability(max: Option<u32>) -> u32 {
+    max.map_or(FEATURE_LEVEL, |max| max.min(FEATURE_LEVEL))
 }
 
 impl Master {
-    /// The highest level this master can apply: its release's, or less when it plays an
-    /// older release (`max_feature_level`).
+    /// The highest level this master can apply ([`capability`]).
     pub fn features(&self) -> u32 {
-        self.config
-            .max_feature_level
-            .map_or(FEATURE_LEVEL, |max| max.min(FEATURE_LEVEL))
+        capability(self.config.max_feature_level)
     }
 
     /// The group's level, as this master has applied it.
     pub fn feature_level(&self) -> u32 {
-        self.state().map(|s| s.state.feature_level).unwrap_or(0)
+        self.feature_level
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Refuses a write that needs a higher level than the group has reached.
     pub fn check_features(&self, write: &MetaWrite) -> Result<(), MetaError> {
-        let (need, have) = (needed(write), self.feature_level());
+        let need = needed(write);
+        if need == 0 {
+            return Ok(());
+        }
+        let have = self.feature_level();
         if need > have {
             return Err(MetaError::NotYetEnabled(format!(
                 "this needs feature level {need} and the master group is at {have}: \

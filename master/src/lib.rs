@@ -191,20 +191,11 @@ pub async fn run(
     }
     // A group whose level rose past this release cannot be downgraded to it: its log may hold
     // writes this release would apply differently, or not decode.
-    let level = sm
-        .applied
-        .read()
-        .map(|a| a.state.feature_level)
-        .unwrap_or(0);
-    let can = config
-        .max_feature_level
-        .map_or(features::FEATURE_LEVEL, |m| m.min(features::FEATURE_LEVEL));
-    anyhow::ensure!(
-        level <= can,
-        "the master group's state is at feature level {level} and this release applies up          to {can}: run a release at least as new as the one that wrote {}",
-        config.data_dir.display()
-    );
+    let sm = sm
+        .limit_features(features::capability(config.max_feature_level))
+        .map_err(|e| anyhow::anyhow!("{e} ({})", config.data_dir.display()))?;
     let applied = sm.applied.clone();
+    let feature_level = sm.feature_level.clone();
     let snapshot_writes = sm.snapshot_writes.clone();
     let raft_config = openraft::Config {
         cluster_name: "tinydfs".into(),
@@ -258,6 +249,7 @@ pub async fn run(
         lifecycle_passes: std::sync::atomic::AtomicU64::new(0),
         applied,
         snapshot_writes,
+        feature_level,
         registry: std::sync::Mutex::new(registry),
         config: config.clone(),
     });

@@ -32,6 +32,8 @@ pub struct Master {
     pub applied: Arc<RwLock<Applied>>,
     /// Writes applied as of the newest snapshot (see [`Applied::writes`]).
     pub snapshot_writes: Arc<std::sync::atomic::AtomicU64>,
+    /// The group's feature level as applied here (`State::feature_level`, without its lock).
+    pub feature_level: Arc<std::sync::atomic::AtomicU32>,
     pub registry: Mutex<Registry>,
     pub config: MasterConfig,
 }

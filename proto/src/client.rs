@@ -55,6 +55,8 @@ const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// a leader: a silent master (paused, cut off) would otherwise hold every probe for
 /// [`LEADER_PROBE_TIMEOUT`], and the answer a probe waits for comes from the majority's side.
 const LEADER_PROBE_GRACE: Duration = Duration::from_millis(100);
+/// How long a client trusts that the master group's feature level is still 0.
+const FEATURE_LEVEL_FRESH: Duration = Duration::from_secs(5);
 /// How long one probe's answer serves the calls that wait on it, and those that come after.
 const LEADER_PROBE_SHARED: Duration = Duration::from_millis(200);
 
@@ -158,6 +160,9 @@ struct Shared {
     answered: std::sync::atomic::AtomicBool,
     /// The last probe of who leads, with when ([`MasterClient::probe`]).
     probed: tokio::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
+    /// The master group's feature level as last heard, with when
+    /// ([`MasterClient::group_feature_level`]).
+    feature_level: Mutex<Option<(std::time::Instant, u32)>>,
 }
 
 impl Shared {
@@ -181,6 +186,7 @@ impl MasterClient {
                 no_batches_until: Mutex::new(None),
                 answered: std::sync::atomic::AtomicBool::new(false),
                 probed: tokio::sync::Mutex::new(None),
+                feature_level: Mutex::new(None),
             }),
         }
     }
@@ -292,6 +298,42 @@ impl MasterClient {
                 }
             }
         }
+    }
+
+    /// The master group's feature level: what kinds of writes every master can apply. A
+    /// master reports the level it has applied, which was committed; releases before feature
+    /// levels report none (0). Levels only rise, so a level of 1 or more is remembered for
+    /// good, and 0 for [`FEATURE_LEVEL_FRESH`] (an upgrade raises it meanwhile).
+    pub async fn group_feature_level(&self) -> u32 {
+        let known = self.inner.feature_level.lock().ok().and_then(|l| *l);
+        if let Some((at, level)) = known {
+            if level > 0 || at.elapsed() < FEATURE_LEVEL_FRESH {
+                return level;
+            }
+        }
+        let mut level = 0;
+        for m in std::iter::once(self.leader()).chain(self.inner.masters.iter().cloned()) {
+            let health = async {
+                let resp = self
+                    .inner
+                    .http
+                    .get(url(&m, paths::HEALTH))
+                    .timeout(LEADER_PROBE_TIMEOUT)
+                    .send()
+                    .await
+                    .ok()?;
+                serde_json::from_slice::<MasterHealth>(&resp.bytes().await.ok()?).ok()
+            };
+            if let Some(h) = health.await {
+                level = h.feature_level;
+                break;
+            }
+        }
+        if let Ok(mut l) = self.inner.feature_level.lock() {
+            let newest = l.map_or(0, |(_, known)| known).max(level);
+            *l = Some((std::time::Instant::now(), newest));
+        }
+        level
     }
 
     /// Reads metadata from the leader.
@@ -504,7 +546,7 @@ impl MasterClient {
 
     /// Waits until the masters name a leader other than `target` ([`MasterClient::probe`]),
     /// asking after [`LEADER_PROBE_AFTER`] of silence (at once with `at_once`), then every
-    /// [`LEADER_PROBE_AGAIN`], and answers its address. Pending for as long as they name none or `target`.
+    /// [`LEADER_PROBE_AGAIN`] while an election is under way, and answers its address. Pending for as long as they name none or `target`.
     async fn other_leader(&self, target: &str, at_once: bool) -> String {
         let mut wait = if at_once {
             Duration::ZERO
@@ -513,12 +555,13 @@ impl MasterClient {
         };
         loop {
             tokio::time::sleep(wait).await;
-            wait = LEADER_PROBE_AGAIN;
-            if let Some(leader) = self.probe().await {
-                if leader != target {
-                    return leader;
-                }
-            }
+            wait = match self.probe().await {
+                Some(leader) if leader != target => return leader,
+                // It still leads (a long call, or a slow leader): ask again at the first pace.
+                Some(_) => LEADER_PROBE_AFTER,
+                // No leader in the newest term: an election is under way.
+                None => LEADER_PROBE_AGAIN,
+            };
         }
     }
 

@@ -242,6 +242,11 @@ pub struct WriteCondition {
 }
 
 impl WriteCondition {
+    /// The master group's feature level this condition needs (see `master/src/features.rs`).
+    pub fn feature_level(&self) -> u32 {
+        u32::from(self.if_none_match_etags.is_some())
+    }
+
     /// Checks the condition against the object the write would replace. An `If-Match` on a
     /// missing key is NoSuchKey (the key's absence wins over the precondition, as on S3).
     pub fn check(&self, current: Option<&ObjectRecord>) -> Result<(), MetaError> {

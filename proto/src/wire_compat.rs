@@ -101,13 +101,34 @@ fn an_older_registration_and_health_answer_still_decode() {
 mod older {
     use super::*;
 
+    // Every field the older release had, so that one removed or renamed is caught.
     #[derive(Deserialize)]
+    #[allow(dead_code)]
     pub struct Heartbeat {
         pub node_id: NodeId,
+        pub addr: String,
+        pub capacity: u64,
         pub free: u64,
+        pub pid: u32,
         pub chunks: Option<Vec<ChunkMeta>>,
         #[serde(default)]
+        pub zone: String,
+        #[serde(default)]
+        pub lost: Vec<ChunkId>,
+        #[serde(default)]
+        pub disks: Vec<DiskStatus>,
+        #[serde(default)]
+        pub scrubbed: u64,
+        #[serde(default)]
+        pub scrub_corrupt: u64,
+        #[serde(default)]
         pub bytes_written: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct WriteCondition {
+        pub if_match: Option<String>,
+        pub if_none_match: bool,
     }
 
     #[derive(Deserialize)]
@@ -169,4 +190,28 @@ fn an_older_node_reads_todays_messages() {
     let h: older::MasterHealth =
         serde_json::from_value(serde_json::to_value(&health).unwrap()).unwrap();
     assert_eq!((h.raft.term, h.raft.leader), (6, Some(3)));
+}
+
+#[test]
+fn an_older_master_would_drop_an_etag_condition_so_it_is_gated() {
+    // Why `If-None-Match` with ETags needs feature level 1 (and the gateway asks the group's
+    // level before sending one): an older master reads it as no condition at all.
+    let c = crate::meta::WriteCondition {
+        if_none_match_etags: Some(vec!["abc".into()]),
+        ..Default::default()
+    };
+    assert_eq!(c.feature_level(), 1);
+    let old: older::WriteCondition =
+        serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+    assert!(old.if_match.is_none() && !old.if_none_match);
+    // Conditions older masters understand need nothing, and serialize as before.
+    let star = crate::meta::WriteCondition {
+        if_none_match: true,
+        ..Default::default()
+    };
+    assert_eq!(star.feature_level(), 0);
+    assert_eq!(
+        serde_json::to_value(&star).unwrap(),
+        json!({"if_match": null, "if_none_match": true})
+    );
 }

@@ -133,6 +133,7 @@ pub async fn copy_object(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response>
     }
     authorize_source(&gw, &req, &src_bucket).await?;
     let condition = object::write_condition(&req)?;
+    object::condition_enabled(&gw, &condition).await?;
     let attrs = object::attrs_from(&req.headers);
     let write = MetaWrite::CopyObject {
         src_bucket: src_bucket.clone(),

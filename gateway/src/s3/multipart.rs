@@ -289,6 +289,7 @@ pub async fn complete(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response
     let key = req.key()?.to_string();
     let upload_id = upload_id(&req)?;
     let condition = write_condition(&req)?;
+    super::object::condition_enabled(&gw, &condition).await?;
     let body = req.read_small_body().await?;
     let doc: xml::CompleteMultipartUpload = xml::parse(&body)?;
     // The upload as it is now; gone when this repeats a Complete (the master answers it again).

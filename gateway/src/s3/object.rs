@@ -305,10 +305,28 @@ pub(super) fn write_condition(req: &S3Request) -> S3Result<Option<WriteCondition
     }))
 }
 
+/// Refuses, before any body is read, a condition the master group cannot apply yet: during a
+/// rolling upgrade a master of an older release would ignore it and write unconditionally.
+pub(super) async fn condition_enabled(
+    gw: &Gateway,
+    condition: &Option<WriteCondition>,
+) -> S3Result<()> {
+    let need = condition.as_ref().map_or(0, WriteCondition::feature_level);
+    if need > 0 && gw.master.group_feature_level().await < need {
+        return Err(S3Error::new(
+            "NotImplemented",
+            501,
+            "If-None-Match with ETags on writes needs every master of the cluster upgraded",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn put(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response> {
     let bucket = req.bucket()?.to_string();
     let key = req.key()?.to_string();
     let condition = write_condition(&req)?;
+    condition_enabled(&gw, &condition).await?;
     let tags = super::tagging::from_header(&req)?;
     // Fail before reading the body when the bucket is missing (never auto-create), or when a
     // condition already fails.

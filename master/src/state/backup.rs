@@ -90,6 +90,10 @@ impl State {
         s.next_lease_id = end;
         // The masters of the new group may reuse the old group's ids.
         s.retired_masters.clear();
+        // The new group's masters may run an older release than the old group's: its leader
+        // raises the level again once they can all apply it (`crate::features`). (Level 1
+        // leaves nothing in the state; a level whose data lives in the state must keep it.)
+        s.feature_level = 0;
         s.clock_ms = s.clock_ms.max(self.clock_ms);
         *self = s;
     }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
 /// The applied state plus what openraft needs to know about it.
@@ -70,7 +70,17 @@ pub struct StateMachine {
     /// Serialises snapshot files and remembers the newest one written: a slow build must not
     /// overwrite a newer snapshot installed from the leader meanwhile.
     snapshot_file: Arc<Mutex<Option<LogId<NodeId>>>>,
+    /// The highest feature level this release applies ([`StateMachine::limit_features`]): a
+    /// state or an entry above it stops this master rather than being applied differently.
+    capability: u32,
+    /// The group's feature level as applied here, readable without the state lock.
+    pub feature_level: Arc<AtomicU32>,
 }
+
+/// The snapshot format version of a state whose feature level rose above 0: releases before
+/// feature levels know only [`STORAGE_VERSION`], and refuse such a snapshot at start rather
+/// than apply writes they do not understand.
+const LEVELLED_SNAPSHOT_VERSION: u16 = STORAGE_VERSION + 1;
 
 impl StateMachine {
     /// Opens the state machine under `dir`, loading the newest snapshot if there is one.
@@ -88,7 +98,7 @@ impl StateMachine {
         match fs::read(dir.join("snapshot.json")) {
             Ok(bytes) => {
                 let snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(io_err)?;
-                if snap.version > STORAGE_VERSION {
+                if snap.version > LEVELLED_SNAPSHOT_VERSION {
                     return Err(io_err(format!(
                         "snapshot version {} is too new",
                         snap.version
@@ -101,13 +111,24 @@ impl StateMachine {
         }
         let newest = applied.last_applied;
         let applied_writes = applied.writes;
+        let level = applied.state.feature_level;
         Ok(StateMachine {
             applied: Arc::new(RwLock::new(applied)),
             dir: dir.to_path_buf(),
             snapshot_seq: Arc::new(Mutex::new(0)),
             snapshot_writes: Arc::new(AtomicU64::new(applied_writes)),
             snapshot_file: Arc::new(Mutex::new(newest)),
+            capability: crate::features::FEATURE_LEVEL,
+            feature_level: Arc::new(AtomicU32::new(level)),
         })
+    }
+
+    /// Applies feature levels up to `capability` only (a release older than this one, or one
+    /// playing it); fails if the loaded state is above it already.
+    pub fn limit_features(mut self, capability: u32) -> io::Result<StateMachine> {
+        self.capability = capability;
+        check_level(self.feature_level.load(Ordering::Relaxed), capability).map_err(io_err)?;
+        Ok(self)
     }
 
     /// Whether nothing was ever applied here and no snapshot is on disk (a new data folder).
@@ -162,8 +183,13 @@ impl StateMachine {
         meta: &SnapshotMeta<NodeId, Node>,
         applied: &Applied,
     ) -> io::Result<PathBuf> {
+        let version = if applied.state.feature_level > 0 {
+            LEVELLED_SNAPSHOT_VERSION
+        } else {
+            STORAGE_VERSION
+        };
         let file = SnapshotFileRef {
-            version: STORAGE_VERSION,
+            version,
             meta,
             applied,
         };
@@ -283,6 +309,8 @@ impl StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        check_level(file.applied.state.feature_level, self.capability)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &io_err(e)))?;
         self.write_snapshot_file(meta.last_log_id, &bytes, file.applied.writes)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         drop(bytes);
@@ -293,6 +321,8 @@ impl StateMachine {
         *a = file.applied;
         a.last_applied = meta.last_log_id;
         a.membership = meta.last_membership;
+        self.feature_level
+            .store(a.state.feature_level, Ordering::Relaxed);
         Ok(())
     }
 
@@ -309,10 +339,35 @@ impl StateMachine {
     }
 }
 
-/// Applies `entries` to `a` (with the state's write lock held).
-fn apply_entries(a: &mut Applied, entries: Vec<Entry<TypeConfig>>) -> Vec<Reply> {
+/// Fails when a group at feature level `level` needs more than a release that applies up to
+/// `capability`.
+fn check_level(level: u32, capability: u32) -> Result<(), String> {
+    if level > capability {
+        return Err(format!(
+            "the master group is at feature level {level} and this release applies up to \
+             {capability}: run a release at least as new as the group's"
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `entries` to `a` (with the state's write lock held). Stops at an entry that raises
+/// the feature level above `capability`: what follows it may not mean to this release what it
+/// means to the others.
+fn apply_entries(
+    a: &mut Applied,
+    entries: Vec<Entry<TypeConfig>>,
+    capability: u32,
+) -> Result<Vec<Reply>, String> {
     let mut replies = Vec::with_capacity(entries.len());
     for e in entries {
+        if let EntryPayload::Normal(Command {
+            op: crate::state::Op::SetFeatureLevel { level },
+            ..
+        }) = &e.payload
+        {
+            check_level(*level, capability)?;
+        }
         a.last_applied = Some(e.log_id);
         match e.payload {
             EntryPayload::Blank => replies.push(Reply(Ok(crate::state::MetaReplyKind::Meta(
@@ -334,7 +389,7 @@ fn apply_entries(a: &mut Applied, entries: Vec<Entry<TypeConfig>>) -> Vec<Reply>
             }
         }
     }
-    replies
+    Ok(replies)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -366,9 +421,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let poisoned = || StorageIOError::write_state_machine(&io_err("poisoned"));
+        let (capability, level) = (self.capability, self.feature_level.clone());
+        let apply = move |a: &mut Applied| {
+            let replies = apply_entries(a, entries, capability);
+            level.store(a.state.feature_level, Ordering::Relaxed);
+            replies.map_err(|e| {
+                tracing::error!("{e}");
+                io_err(e)
+            })
+        };
         // Nearly always the state is free: apply here, without a trip to the blocking pool.
         match self.applied.try_write() {
-            Ok(mut a) => return Ok(apply_entries(&mut a, entries)),
+            Ok(mut a) => {
+                return apply(&mut a).map_err(|e| StorageIOError::write_state_machine(&e).into())
+            }
             Err(TryLockError::Poisoned(_)) => return Err(poisoned().into()),
             Err(TryLockError::WouldBlock) => {}
         }
@@ -377,7 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let applied = self.applied.clone();
         blocking(move || {
             let mut a = applied.write().map_err(|_| io_err("poisoned"))?;
-            Ok(apply_entries(&mut a, entries))
+            apply(&mut a)
         })
         .await
         .map_err(|e| StorageIOError::write_state_machine(&e).into())
