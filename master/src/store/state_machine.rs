@@ -519,6 +519,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_release_below_the_groups_feature_level_stops_rather_than_apply() {
+        let raise = |index| write(index, crate::state::Op::SetFeatureLevel { level: 1 });
+        // A release that applies level 0 only: the entry raising the level fails the apply
+        // (which stops Raft), and nothing after it is applied.
+        let dir = tempdir("level-old");
+        let mut old = StateMachine::open(&dir).unwrap().limit_features(0).unwrap();
+        let applied = old.apply([write(1, create("a")), raise(2), write(3, create("b"))]);
+        assert!(applied.await.is_err());
+        assert!(!old.read().unwrap().state.buckets.contains_key("b"));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // This release applies it; its snapshot carries the newer version, and a release
+        // below the level refuses to open it.
+        let dir = tempdir("level-new");
+        let mut sm = StateMachine::open(&dir).unwrap();
+        sm.apply([write(1, create("a")), raise(2)]).await.unwrap();
+        assert_eq!(sm.feature_level.load(Ordering::Relaxed), 1);
+        sm.build_snapshot().await.unwrap();
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("snapshot.json")).unwrap()).unwrap();
+        assert_eq!(file["version"], LEVELLED_SNAPSHOT_VERSION);
+        assert!(StateMachine::open(&dir).unwrap().limit_features(0).is_err());
+        let again = StateMachine::open(&dir).unwrap().limit_features(1).unwrap();
+        assert_eq!(again.feature_level.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn snapshots_count_writes_stream_to_their_file_and_reopen() {
         let dir = tempdir("snap");
         let mut sm = StateMachine::open(&dir).unwrap();
