@@ -106,8 +106,21 @@ impl Cluster {
         Self::start_in(dir, opts)
     }
 
-    /// Starts (or restarts) a cluster in an existing folder.
+    /// Starts (or restarts) a cluster in an existing folder. A start that fails at once (the
+    /// server exits: a port `free_port` gave away was taken meanwhile by another test's
+    /// process, say) is tried again, twice at most, with new ports.
     pub fn start_in(dir: PathBuf, opts: Opts) -> Cluster {
+        for attempt in 1.. {
+            match Self::try_start_in(dir.clone(), &opts) {
+                Ok(c) => return c,
+                Err(why) if attempt < 3 => eprintln!("{why}; starting again"),
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start_in(dir: PathBuf, opts: &Opts) -> Result<Cluster, String> {
         let s3_addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(bin());
         cmd.arg("server")
@@ -147,19 +160,31 @@ impl Cluster {
             }
         });
         if rx.recv_timeout(Duration::from_secs(90)).is_err() {
+            // Its output ended: it is exiting (or did not start in 90 s).
+            let exited = (0..20).find_map(|_| {
+                let status = child.try_wait().ok().flatten();
+                if status.is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                status
+            });
             let _ = child.kill();
+            let _ = child.wait();
+            if let Some(status) = exited {
+                return Err(format!("the server exited during its start ({status})"));
+            }
             let log = std::fs::read_to_string(dir.join("logs/master-1.log")).unwrap_or_default();
             panic!("the cluster did not start; master log:\n{log}");
         }
         let scheme = if tls { "https" } else { "http" };
-        Cluster {
+        Ok(Cluster {
             endpoint: format!("{scheme}://{s3_addr}"),
             dir,
             s3_addr,
             cert,
             child: Some(child),
             opts_chunk: opts.chunk_size,
-        }
+        })
     }
 
     /// The nodes as `cluster.json` records them.
