@@ -34,7 +34,9 @@ pub fn escape_into(out: &mut String, s: &str) {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             // Control characters are not allowed in XML 1.0 text; S3 escapes them numerically.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {
+            // A carriage return too: a parser reads a literal one as a line feed (XML's
+            // end-of-line handling), which would change a key holding one.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n') => {
                 out.push_str(&format!("&#x{:X};", c as u32))
             }
             c => out.push(c),

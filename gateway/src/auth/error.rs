@@ -21,6 +21,10 @@ pub enum AuthError {
     /// A presigned URL is dated in the future.
     #[error("Request is not valid yet")]
     NotYetValid,
+    /// A presigned URL's `X-Amz-Expires` is negative or longer than a week: refused as AWS
+    /// refuses it, `403 AccessDenied` (the request is not authorized), not a malformed query.
+    #[error("{0}")]
+    ExpiresOutOfRange(String),
     /// Malformed or out-of-range presigned query parameters.
     #[error("{0}")]
     QueryMalformed(String),
@@ -57,9 +61,11 @@ impl AuthError {
     /// The S3 error code (`<Code>` of the error response).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Missing | Self::Expired | Self::NotYetValid | Self::Unsupported(_) => {
-                "AccessDenied"
-            }
+            Self::Missing
+            | Self::Expired
+            | Self::NotYetValid
+            | Self::ExpiresOutOfRange(_)
+            | Self::Unsupported(_) => "AccessDenied",
             Self::UnknownAccessKey => "InvalidAccessKeyId",
             Self::SignatureMismatch => "SignatureDoesNotMatch",
             Self::QueryMalformed(_) => "AuthorizationQueryParametersError",
@@ -81,6 +87,7 @@ impl AuthError {
             | Self::SignatureMismatch
             | Self::Expired
             | Self::NotYetValid
+            | Self::ExpiresOutOfRange(_)
             | Self::TimeSkewed
             | Self::Unsupported(_) => 403,
             Self::QueryMalformed(_)

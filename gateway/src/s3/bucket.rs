@@ -7,7 +7,7 @@ use crate::xml::{self, elem};
 use crate::Gateway;
 use axum::body::Body;
 use axum::response::Response;
-use tinydfs_proto::meta::{MetaRead, MetaReply, MetaWrite};
+use tinydfs_proto::meta::{ListQuery, MetaError, MetaRead, MetaReply, MetaWrite, UploadQuery};
 use tinydfs_proto::time::iso8601;
 
 /// S3's bucket naming rules (the current ones, for new buckets).
@@ -147,18 +147,90 @@ pub async fn head(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
         .unwrap_or_default())
 }
 
+/// DeleteBucket. A bucket that holds no object but unfinished multipart uploads is deleted with
+/// them, as on AWS (tools that empty a bucket by listing its objects, then delete it, would
+/// fail otherwise): its uploads are aborted, then the bucket deleted. An upload or object that
+/// arrives meanwhile makes the second attempt answer `409 BucketNotEmpty`, as a race may.
 pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
     let bucket = req.bucket()?;
-    gw.master
-        .write(MetaWrite::DeleteBucket {
+    let delete = || {
+        gw.master.write(MetaWrite::DeleteBucket {
             bucket: bucket.to_string(),
         })
-        .await
-        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+    };
+    let deleted = match delete().await {
+        Err(MetaError::BucketNotEmpty) if !has_objects(gw, bucket).await? => {
+            abort_uploads(gw, bucket).await?;
+            delete().await
+        }
+        other => other,
+    };
+    deleted.map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
     Ok(Response::builder()
         .status(204)
         .body(Body::empty())
         .unwrap_or_default())
+}
+
+/// Whether a bucket holds an object.
+async fn has_objects(gw: &Gateway, bucket: &str) -> S3Result<bool> {
+    let reply = gw
+        .master
+        .read(MetaRead::ListObjects(ListQuery {
+            bucket: bucket.to_string(),
+            prefix: String::new(),
+            delimiter: None,
+            after: None,
+            max_keys: 1,
+        }))
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+    match reply {
+        MetaReply::List(page) => Ok(!page.entries.is_empty() || !page.common_prefixes.is_empty()),
+        _ => Err(S3Error::internal("unexpected reply to ListObjects")),
+    }
+}
+
+/// Aborts at once at most this many uploads of a bucket being deleted (the master batches
+/// concurrent writes into one log entry).
+const ABORTS_IN_FLIGHT: usize = 16;
+
+/// Aborts every upload of a bucket, page by page, as AbortMultipartUpload does (their chunks
+/// become garbage). One that completed or was aborted meanwhile is no error.
+async fn abort_uploads(gw: &Gateway, bucket: &str) -> S3Result<()> {
+    let (mut key_marker, mut upload_id_marker) = (None, None);
+    loop {
+        let reply = gw
+            .master
+            .read(MetaRead::ListUploads(UploadQuery {
+                bucket: bucket.to_string(),
+                prefix: String::new(),
+                delimiter: None,
+                key_marker,
+                upload_id_marker,
+                max_uploads: 1000,
+            }))
+            .await
+            .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+        let MetaReply::Uploads(page) = reply else {
+            return Err(S3Error::internal("unexpected reply to ListUploads"));
+        };
+        for batch in page.uploads.chunks(ABORTS_IN_FLIGHT) {
+            let aborts = batch
+                .iter()
+                .map(|u| super::multipart::abort_upload(gw, bucket, &u.key, &u.upload_id));
+            for r in futures_util::future::join_all(aborts).await {
+                match r {
+                    Ok(()) | Err(MetaError::NoSuchUpload) => {}
+                    Err(e) => return Err(S3Error::from(e).with("BucketName", bucket)),
+                }
+            }
+        }
+        if !page.truncated {
+            return Ok(());
+        }
+        (key_marker, upload_id_marker) = (page.next_key_marker, page.next_upload_id_marker);
+    }
 }
 
 pub async fn location(gw: &Gateway, req: &S3Request) -> S3Result<Response> {

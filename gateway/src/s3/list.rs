@@ -81,7 +81,7 @@ pub async fn list_objects(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
     } else {
         req.q("marker")
             .filter(|s| !s.is_empty())
-            .map(str::to_string)
+            .map(|m| resume_after(m, &prefix, delimiter.as_deref()))
     };
     let reply = gw
         .master
@@ -117,6 +117,18 @@ pub async fn list_objects(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
     Ok(xml_response(out))
 }
 
+/// Where ListObjects (v1) resumes for `marker`: after it, or, when the marker lies in a common
+/// prefix (a key under it, the last one a client saw, or the prefix itself as NextMarker gives
+/// it), after that whole group, as AWS does: the group was listed already, as one entry.
+fn resume_after(marker: &str, prefix: &str, delimiter: Option<&str>) -> String {
+    let group = delimiter.and_then(|d| {
+        let rest = marker.strip_prefix(prefix)?;
+        let end = rest.find(d)? + d.len();
+        Some(format!("{prefix}{}", &rest[..end]))
+    });
+    group.unwrap_or_else(|| marker.to_string())
+}
+
 /// What a listing answer says besides the page: the request's parameters as the client gave them.
 pub struct ListDoc<'a> {
     pub bucket: &'a str,
@@ -149,11 +161,12 @@ pub fn encode(d: &ListDoc<'_>, page: &ListPage) -> String {
     elem(&mut out, "Name", d.bucket);
     elem(&mut out, "Prefix", &enc(d.prefix));
     if d.v2 {
-        if let Some(t) = d.token {
-            elem(&mut out, "ContinuationToken", t);
-        }
-        if let Some(s) = d.start_after {
-            elem(&mut out, "StartAfter", &enc(s));
+        // A continuation token replaces StartAfter (the listing resumes from the token): AWS
+        // echoes the token as sent and StartAfter only when no token came.
+        match (d.token, d.start_after) {
+            (Some(t), _) => elem(&mut out, "ContinuationToken", t),
+            (None, Some(s)) => elem(&mut out, "StartAfter", &enc(s)),
+            (None, None) => {}
         }
     } else {
         elem(&mut out, "Marker", &enc(d.marker.unwrap_or("")));
@@ -217,6 +230,16 @@ pub fn encode(d: &ListDoc<'_>, page: &ListPage) -> String {
 mod tests {
     use super::*;
     use tinydfs_proto::meta::ListEntry;
+
+    #[test]
+    fn a_marker_in_a_common_prefix_resumes_after_the_group() {
+        assert_eq!(resume_after("d/a/x", "d/", Some("/")), "d/a/");
+        assert_eq!(resume_after("d/a/", "d/", Some("/")), "d/a/");
+        assert_eq!(resume_after("d/a", "d/", Some("/")), "d/a");
+        assert_eq!(resume_after("e/a/x", "d/", Some("/")), "e/a/x");
+        assert_eq!(resume_after("a\nb::c", "", Some("::")), "a\nb::");
+        assert_eq!(resume_after("d/a/x", "d/", None), "d/a/x");
+    }
 
     #[test]
     fn encodes_v1_and_v2_pages() {

@@ -8,7 +8,8 @@
 //! - [`access`]: authorization of a key for an endpoint.
 //! - [`bucket`]: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
 //! - [`list`]: ListObjects (v1 and v2).
-//! - [`object`]: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects.
+//! - [`object`]: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects;
+//!   [`metadata`]: how user metadata and stored headers are kept, byte for byte.
 //! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts, ListMultipartUploads.
 //! - [`copy`]: CopyObject and UploadPartCopy (chunks shared, not copied).
 //! - [`lifecycle`]: Put/GetBucketLifecycleConfiguration, DeleteBucketLifecycle.
@@ -24,6 +25,7 @@ pub mod copy;
 pub mod cors;
 pub mod lifecycle;
 pub mod list;
+pub mod metadata;
 pub mod multipart;
 pub mod object;
 pub mod post;

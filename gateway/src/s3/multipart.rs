@@ -232,6 +232,9 @@ fn object_checksum(
         }
     }
     let mut digests = Vec::with_capacity(parts.len());
+    // A composite checksum needs each part's checksum in the request too; checked after the
+    // object checksum, so that a wrong one is BadDigest whatever else is missing (as on AWS).
+    let mut unnamed = None;
     for (i, p) in parts.iter().enumerate() {
         // With checksums, part numbers start at 1 and follow each other, as on AWS.
         if p.number as usize != i + 1 {
@@ -246,11 +249,7 @@ fn object_checksum(
         };
         let given = p.checksums().iter().any(|(n, _)| *n == algo.name());
         if !spec.full_object && !given {
-            return Err(S3Error::invalid_request(format!(
-                "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {} in the request.",
-                algo.name().to_ascii_lowercase(),
-                p.number
-            )));
+            unnamed = unnamed.or(Some(p.number));
         }
         let raw = rec
             .checksums
@@ -280,6 +279,12 @@ fn object_checksum(
                 ),
             ));
         }
+    }
+    if let Some(number) = unnamed {
+        return Err(S3Error::invalid_request(format!(
+            "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {number} in the request.",
+            algo.name().to_ascii_lowercase(),
+        )));
     }
     Ok(vec![(algo.name().to_string(), value)])
 }
@@ -385,17 +390,29 @@ pub async fn complete(gw: Arc<Gateway>, mut req: S3Request) -> S3Result<Response
 }
 
 pub async fn abort(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
-    gw.master
-        .write(MetaWrite::AbortUpload {
-            bucket: req.bucket()?.to_string(),
-            key: req.key()?.to_string(),
-            upload_id: upload_id(req)?,
-        })
-        .await?;
+    abort_upload(gw, req.bucket()?, req.key()?, &upload_id(req)?).await?;
     Ok(Response::builder()
         .status(204)
         .body(Body::empty())
         .unwrap_or_default())
+}
+
+/// Aborts an upload: the master forgets it and drops its parts' references to their chunks,
+/// which become garbage (AbortMultipartUpload, and DeleteBucket of a bucket left with uploads).
+pub(super) async fn abort_upload(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), MetaError> {
+    gw.master
+        .write(MetaWrite::AbortUpload {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        })
+        .await
+        .map(|_| ())
 }
 
 pub async fn list_parts(gw: &Gateway, req: &S3Request) -> S3Result<Response> {

@@ -1,6 +1,7 @@
 //! Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, and the
 //! upload path UploadPart shares with PutObject.
 
+use super::metadata;
 use super::request::{content_md5, xml_response, S3Request};
 use crate::auth::{ChecksumAlgo, ChecksumHasher};
 use crate::data::{self, Stored};
@@ -8,7 +9,7 @@ use crate::error::{S3Error, S3Result};
 use crate::xml::{self, elem};
 use crate::Gateway;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -34,32 +35,32 @@ fn header_text(v: &HeaderValue) -> String {
     String::from_utf8_lossy(v.as_bytes()).into_owned()
 }
 
-/// The attributes of a new object from the request headers.
+/// The attributes of a new object from the request headers, values kept byte for byte (see
+/// [`metadata`]).
 pub fn attrs_from(headers: &HeaderMap) -> ObjectAttrs {
     let mut attrs = ObjectAttrs {
-        content_type: headers.get("content-type").map(header_text),
+        content_type: headers
+            .get("content-type")
+            .map(|v| metadata::stored(v.as_bytes())),
         ..Default::default()
     };
     for (name, value) in headers {
         if let Some(meta) = name.as_str().strip_prefix("x-amz-meta-") {
-            attrs.user_meta.push((meta.to_string(), header_text(value)));
+            attrs
+                .user_meta
+                .push((meta.to_string(), metadata::stored(value.as_bytes())));
         }
     }
     for h in STORED_HEADERS {
         let Some(v) = headers.get(*h) else { continue };
-        let mut v = header_text(v);
-        if *h == "content-encoding" {
-            // aws-chunked describes the request body, not the object: never stored.
-            v = v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty() && *p != "aws-chunked")
-                .collect::<Vec<_>>()
-                .join(",");
-            if v.is_empty() {
-                continue;
+        let v = if *h == "content-encoding" {
+            match metadata::content_encoding(v.as_bytes()) {
+                Some(v) => metadata::stored(&v),
+                None => continue,
             }
-        }
+        } else {
+            metadata::stored(v.as_bytes())
+        };
         attrs.headers.push((h.to_string(), v));
     }
     attrs.user_meta.sort();
@@ -605,15 +606,17 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
             offset += c.len;
         }
     }
+    let content_type = rec
+        .content_type
+        .as_deref()
+        .and_then(metadata::header_value)
+        .unwrap_or(HeaderValue::from_static("binary/octet-stream"));
     let mut b = Response::builder()
         .header("content-length", end - start)
         .header("etag", format!("\"{}\"", rec.etag))
         .header("last-modified", http_date(rec.last_modified_ms))
         .header("accept-ranges", "bytes")
-        .header(
-            "content-type",
-            rec.content_type.as_deref().unwrap_or("binary/octet-stream"),
-        );
+        .header("content-type", content_type);
     if range.is_some()
         && (req.has("partNumber") && parts_count.is_some() || req.header("range").is_some())
     {
@@ -625,11 +628,21 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
     if let Some(n) = parts_count {
         b = b.header("x-amz-mp-parts-count", n);
     }
-    for (k, v) in &rec.user_meta {
-        b = b.header(format!("x-amz-meta-{k}"), v);
-    }
-    for (k, v) in &rec.headers {
-        b = b.header(k.as_str(), v);
+    // Values go back as the bytes that came (see `metadata`); one no header could carry (none
+    // is stored) is left out rather than failing the whole answer.
+    let stored = rec
+        .user_meta
+        .iter()
+        .map(|(k, v)| (format!("x-amz-meta-{k}"), v))
+        .chain(rec.headers.iter().map(|(k, v)| (k.clone(), v)));
+    for (name, value) in stored {
+        match (
+            HeaderName::try_from(name.as_str()),
+            metadata::header_value(value),
+        ) {
+            (Ok(name), Some(value)) => b = b.header(name, value),
+            _ => tracing::warn!(header = %name, "a stored header cannot be sent; left out"),
+        }
     }
     if !rec.tags.is_empty() {
         b = b.header("x-amz-tagging-count", rec.tags.len());

@@ -77,11 +77,10 @@ impl S3Request {
             .unwrap_or_default();
         let raw = body.into_data_stream();
         let payload = self.auth.payload;
-        let chunked = auth::is_aws_chunked(&payload)
-            || self
-                .header("content-encoding")
-                .is_some_and(|v| v.split(',').any(|p| p.trim() == "aws-chunked"));
-        if chunked {
+        // The payload mode alone says whether the body is framed, as on AWS: `Content-Encoding:
+        // aws-chunked` with a plain payload hash is a plain body (the token is only dropped from
+        // the stored encoding, see `s3::metadata`).
+        if auth::is_aws_chunked(&payload) {
             let decoded_len = self
                 .header("x-amz-decoded-content-length")
                 .and_then(|v| v.parse().ok());

@@ -6,11 +6,13 @@
 //! [`Verified::payload`] tells the caller what to check while streaming it.
 //!
 //! The work divides in three: [`parse`] reads what the request claims (the `Authorization`
-//! header or the presigned query, the credential scope, the payload hash), [`canonical`] rebuilds
-//! the canonical request the client signed, and this file verifies: clock skew and expiry, the
-//! scope against this gateway's region, and the signature in constant time.
+//! header or the presigned query, the credential scope, the payload hash; a `Date` header is read
+//! by [`date`]), [`canonical`] rebuilds the canonical request the client signed, and this file
+//! verifies: clock skew and expiry, the scope against this gateway's region, and the signature in
+//! constant time.
 
 pub(super) mod canonical;
+mod date;
 mod parse;
 #[cfg(test)]
 mod tests;

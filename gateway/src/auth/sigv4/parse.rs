@@ -15,7 +15,7 @@ use super::super::error::AuthError;
 /// The one signing algorithm accepted.
 pub(super) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// Longest allowed presigned URL lifetime (7 days).
-const MAX_EXPIRES: u64 = 604_800;
+const MAX_EXPIRES: i64 = 604_800;
 
 /// How the request body is protected, from `x-amz-content-sha256`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +167,8 @@ pub(super) fn authorization_header<'a>(
         None => {
             let d = header_str("date")?
                 .ok_or_else(|| header_err("the request needs an x-amz-date or Date header"))?;
-            let t = httpdate::parse_http_date(d).map_err(|_| header_err("invalid Date header"))?;
+            let t =
+                super::date::parse_http_date(d).ok_or_else(|| header_err("invalid Date header"))?;
             // Times before 1970 clamp to the epoch.
             let ms = t
                 .duration_since(UNIX_EPOCH)
@@ -215,12 +216,22 @@ pub(super) fn presigned(
     let time = signing_time(datetime).ok_or_else(|| {
         query_err("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     })?;
-    let expires: u64 = expires
+    let expires: i64 = expires
         .parse()
         .map_err(|_| query_err("X-Amz-Expires should be a number"))?;
+    // Out of range is a refusal, as on AWS (403 AccessDenied), not a malformed query: a URL
+    // valid for no time at all has expired, one for more than a week was never valid.
+    if expires < 0 {
+        return Err(AuthError::ExpiresOutOfRange(
+            "X-Amz-Expires must be non-negative".into(),
+        ));
+    }
+    if expires == 0 {
+        return Err(AuthError::Expired);
+    }
     if expires > MAX_EXPIRES {
-        return Err(query_err(
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        return Err(AuthError::ExpiresOutOfRange(
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800".into(),
         ));
     }
     let claimed = Claimed {
@@ -231,7 +242,7 @@ pub(super) fn presigned(
         payload_hash: "UNSIGNED-PAYLOAD",
         payload: Payload::Unsigned,
     };
-    Ok((claimed, time, Duration::from_secs(expires)))
+    Ok((claimed, time, Duration::from_secs(expires.unsigned_abs())))
 }
 
 /// A credential scope, `<key>/<date>/<region>/<service>/aws4_request`.

@@ -212,6 +212,42 @@ fn date_header_instead_of_x_amz_date() {
 }
 
 #[test]
+fn date_header_with_a_numeric_zone() {
+    // botocore's form (Python's email.utils.formatdate) when a request carries a Date header.
+    let date = "Fri, 24 May 2013 00:00:00 -0000";
+    let canonical = format!(
+        "GET\n/test.txt\n\ndate:{date}\nhost:examplebucket.s3.amazonaws.com\n\
+         x-amz-content-sha256:{EMPTY_SHA256}\n\ndate;host;x-amz-content-sha256\n{EMPTY_SHA256}"
+    );
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders=date;host;x-amz-content-sha256, Signature={}",
+        sign(&canonical)
+    );
+    let p = parts(
+        "GET",
+        "/test.txt",
+        &[
+            ("host", "examplebucket.s3.amazonaws.com"),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+            ("date", date),
+            ("authorization", &auth),
+        ],
+    );
+    let v = verify(&p, &secrets, "us-east-1", t0() + Duration::from_secs(60)).unwrap();
+    assert_eq!(v.signing.datetime, "20130524T000000Z");
+    // The time-skew check applies to it as to X-Amz-Date.
+    for off in [
+        t0() + Duration::from_secs(16 * 60),
+        t0() - Duration::from_secs(16 * 60),
+    ] {
+        assert_eq!(
+            verify(&p, &secrets, "us-east-1", off).unwrap_err(),
+            AuthError::TimeSkewed
+        );
+    }
+}
+
+#[test]
 fn canonical_forms_match_hand_written_request() {
     // Path and query need re-encoding; repeated and padded header values.
     let canonical =
@@ -284,18 +320,22 @@ fn aws_presigned_example() {
 
 #[test]
 fn presigned_parameter_errors() {
-    for bad in ["604801", "abc", "-1"] {
-        let e = presigned(
-            &PRESIGNED.replace("X-Amz-Expires=86400", &format!("X-Amz-Expires={bad}")),
-            t0(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            (e.code(), e.status()),
-            ("AuthorizationQueryParametersError", 400),
-            "{bad}"
-        );
+    let with_expires =
+        |v: &str| PRESIGNED.replace("X-Amz-Expires=86400", &format!("X-Amz-Expires={v}"));
+    let e = presigned(&with_expires("abc"), t0()).unwrap_err();
+    assert_eq!(
+        (e.code(), e.status()),
+        ("AuthorizationQueryParametersError", 400)
+    );
+    // Out of range is refused as AWS refuses it: 403, never served, never a 400.
+    for bad in ["604801", "-1", "-7", "0"] {
+        let e = presigned(&with_expires(bad), t0()).unwrap_err();
+        assert_eq!((e.code(), e.status()), ("AccessDenied", 403), "{bad}");
     }
+    assert_eq!(
+        presigned(&with_expires("0"), t0()).unwrap_err(),
+        AuthError::Expired
+    );
     let e = presigned(&PRESIGNED.replace("&X-Amz-SignedHeaders=host", ""), t0()).unwrap_err();
     assert_eq!(e.code(), "AuthorizationQueryParametersError");
     let e = presigned(&PRESIGNED.replace("us-east-1", "eu-west-1"), t0()).unwrap_err();
