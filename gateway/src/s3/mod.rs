@@ -10,6 +10,7 @@
 //! - [`list`]: ListObjects (v1 and v2).
 //! - [`object`]: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects;
 //!   [`metadata`]: how user metadata and stored headers are kept, byte for byte.
+//! - [`attributes`]: GetObjectAttributes (`?attributes`), from what HEAD reads.
 //! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts, ListMultipartUploads.
 //! - [`copy`]: CopyObject and UploadPartCopy (chunks shared, not copied).
 //! - [`lifecycle`]: Put/GetBucketLifecycleConfiguration, DeleteBucketLifecycle.
@@ -20,6 +21,7 @@
 //!   answered with a wrong success.
 
 pub mod access;
+pub mod attributes;
 pub mod bucket;
 pub mod copy;
 pub mod cors;
@@ -263,6 +265,7 @@ async fn route(gw: Arc<Gateway>, endpoint: Endpoint, req: S3Request) -> S3Result
         E::DeleteObject { .. } => object::delete(&gw, &req).await,
         E::CopyObject { .. } => copy::copy_object(gw, req).await,
         E::GetObjectTagging { .. } => tagging::get(&gw, &req).await,
+        E::GetObjectAttributes { .. } => attributes::get(&gw, &req).await,
         E::PutObjectTagging { .. } => tagging::put(&gw, req).await,
         E::DeleteObjectTagging { .. } => tagging::delete(&gw, &req).await,
         E::CreateMultipartUpload { .. } => multipart::create(&gw, &req).await,

@@ -126,6 +126,11 @@ pub enum Endpoint {
         bucket: String,
         key: String,
     },
+    /// `GET` with `?attributes`.
+    GetObjectAttributes {
+        bucket: String,
+        key: String,
+    },
     PutObjectTagging {
         bucket: String,
         key: String,
@@ -288,9 +293,8 @@ impl Endpoint {
                 key: k,
                 upload_id: upload_id(),
             },
-            Method::GET if has("acl") || has("attributes") => {
-                unsupported(Some(b), Some(k), Refusal::ObjectSubresource)
-            }
+            Method::GET if has("acl") => unsupported(Some(b), Some(k), Refusal::ObjectSubresource),
+            Method::GET if has("attributes") => E::GetObjectAttributes { bucket: b, key: k },
             Method::GET => E::GetObject { bucket: b, key: k },
             Method::HEAD => E::HeadObject { bucket: b, key: k },
             Method::DELETE if has("uploadId") => E::AbortMultipartUpload {
@@ -398,6 +402,7 @@ impl Endpoint {
             E::DeleteObject { .. } => "DeleteObject",
             E::CopyObject { .. } => "CopyObject",
             E::GetObjectTagging { .. } => "GetObjectTagging",
+            E::GetObjectAttributes { .. } => "GetObjectAttributes",
             E::PutObjectTagging { .. } => "PutObjectTagging",
             E::DeleteObjectTagging { .. } => "DeleteObjectTagging",
             E::CreateMultipartUpload { .. } => "CreateMultipartUpload",
@@ -449,6 +454,7 @@ impl Endpoint {
             | E::GetObject { .. }
             | E::HeadObject { .. }
             | E::GetObjectTagging { .. }
+            | E::GetObjectAttributes { .. }
             | E::ListParts { .. }
             | E::Preflight { .. }
             | E::Unsupported { .. } => Some(Permission::Read),
@@ -462,6 +468,7 @@ impl Endpoint {
             self,
             E::GetObject { .. }
                 | E::HeadObject { .. }
+                | E::GetObjectAttributes { .. }
                 | E::ListObjects { .. }
                 | E::ListObjectsV2 { .. }
                 | E::HeadBucket { .. }
@@ -499,6 +506,7 @@ impl Endpoint {
             | E::DeleteObject { bucket, .. }
             | E::CopyObject { bucket, .. }
             | E::GetObjectTagging { bucket, .. }
+            | E::GetObjectAttributes { bucket, .. }
             | E::PutObjectTagging { bucket, .. }
             | E::DeleteObjectTagging { bucket, .. }
             | E::CreateMultipartUpload { bucket, .. }
@@ -521,6 +529,7 @@ impl Endpoint {
             | E::DeleteObject { key, .. }
             | E::CopyObject { key, .. }
             | E::GetObjectTagging { key, .. }
+            | E::GetObjectAttributes { key, .. }
             | E::PutObjectTagging { key, .. }
             | E::DeleteObjectTagging { key, .. }
             | E::CreateMultipartUpload { key, .. }

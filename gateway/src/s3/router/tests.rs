@@ -50,6 +50,14 @@ fn operations_are_named_as_route_serves_them() {
     );
     assert_eq!(op(Method::GET, true, true, ""), "GetObject");
     assert_eq!(op(Method::HEAD, true, true, ""), "HeadObject");
+    assert_eq!(
+        op(Method::GET, true, true, "attributes"),
+        "GetObjectAttributes"
+    );
+    assert_eq!(
+        needed(Method::GET, true, true, "attributes"),
+        Some(Permission::Read)
+    );
     let post = |query: &str| op(Method::POST, true, true, query);
     assert_eq!(post("uploads"), "CreateMultipartUpload");
     assert_eq!(post("uploadId=u"), "CompleteMultipartUpload");
@@ -125,7 +133,8 @@ fn what_is_not_served_is_refused_with_its_answer() {
     assert_eq!(refusal(Method::PUT, true, false, "website"), ni);
     assert_eq!(refusal(Method::PATCH, true, false, ""), not_allowed);
     assert_eq!(refusal(Method::PUT, true, true, "acl"), ni);
-    assert_eq!(refusal(Method::GET, true, true, "attributes"), ni);
+    assert_eq!(refusal(Method::GET, true, true, "acl"), ni);
+    assert_eq!(refusal(Method::GET, true, true, "attributes"), None);
     assert_eq!(refusal(Method::POST, true, true, ""), not_allowed);
     assert_eq!(refusal(Method::GET, true, true, ""), None);
     // The first sub-resource in S3's order wins.
@@ -145,6 +154,7 @@ fn anonymous_reads_and_addresses() {
         (Method::GET, false, "list-type=2"),
         (Method::HEAD, false, ""),
         (Method::GET, false, "location"),
+        (Method::GET, true, "attributes"),
     ] {
         assert!(endpoint(m, true, k, query, &none).allows_anonymous());
     }
