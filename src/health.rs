@@ -44,12 +44,20 @@ fn target(addr: &str, ca: Option<&Path>) -> anyhow::Result<(&'static str, String
     Ok((scheme, host_port.to_string()))
 }
 
+/// The roles a tinydfs node answers its health check with.
+const ROLES: [&str; 3] = ["master", "chunkserver", "gateway"];
+
 /// Asks the node at `addr` for its health (over HTTPS trusting `ca` if given), waiting at most
 /// `timeout` seconds for each answer; answers the node's role.
 pub async fn check(addr: &str, timeout: f64, ca: Option<&Path>) -> anyhow::Result<String> {
     let (scheme, host_port) = target(addr, ca)?;
+    if !(timeout.is_finite() && timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds, not {timeout}");
+    }
     let mut http = reqwest::Client::builder()
-        .timeout(Duration::from_secs_f64(timeout))
+        .timeout(Duration::from_secs_f64(timeout.min(86_400.0)))
+        // A node answers itself: a redirect to another one is not its health.
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy();
     if let Some(ca) = ca {
         http = http.use_preconfigured_tls(tinydfs_proto::tls::client_config(ca)?);
@@ -72,8 +80,8 @@ pub async fn check(addr: &str, timeout: f64, ca: Option<&Path>) -> anyhow::Resul
             .await
             .with_context(|| format!("{host_port} broke off its answer"))?;
         return match serde_json::from_slice::<HealthAnswer>(&body) {
-            Ok(a) => Ok(a.role),
-            Err(_) => bail!(
+            Ok(a) if ROLES.contains(&a.role.as_str()) => Ok(a.role),
+            _ => bail!(
                 "{host_port} answers {path}, but not as a tinydfs node (another program on \
                  this port?)"
             ),

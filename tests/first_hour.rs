@@ -32,6 +32,23 @@ const FOREIGN_ENV: [&str; 5] = [
     "TINYDFS_INTERNAL_CA",
 ];
 
+/// Client settings of the machine the tests run on, which would change what the README's
+/// `aws` and `rclone` commands do.
+const CLIENT_ENV: [&str; 12] = [
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_CA_BUNDLE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
+
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
@@ -62,22 +79,28 @@ impl Drop for Workdir {
     }
 }
 
-/// What a child writes on one stream, collected by a thread as it comes.
+/// What a child writes on one stream, collected by a thread as it comes, and whether the
+/// stream has ended.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<String>>);
+struct Captured(Arc<Mutex<String>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Captured {
     fn follow(stream: impl Read + Send + 'static) -> Captured {
         let captured = Captured::default();
-        let text = captured.0.clone();
+        let (text, ended) = (captured.0.clone(), captured.1.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 let mut t = text.lock().unwrap();
                 t.push_str(&line);
                 t.push('\n');
             }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         captured
+    }
+
+    fn ended(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn text(&self) -> String {
@@ -146,8 +169,12 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Its output threads end with the pipes; give them the last lines.
-                std::thread::sleep(Duration::from_millis(200));
+                // Its output threads end with the pipes (the nodes log to files, so nothing
+                // else holds them): wait for the last lines.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !(self.stdout.ended() && self.stderr.ended()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 return status;
             }
             assert!(
@@ -408,11 +435,15 @@ fn run_script(cwd: &Path, bin_dir: &Path, script: &str, env: &[(&str, &str)]) ->
     let mut cmd = Command::new("bash");
     cmd.args(["-e", "-c", script])
         .current_dir(cwd)
-        .env("PATH", path)
-        .envs(env.iter().copied());
-    for var in FOREIGN_ENV {
+        .env("PATH", path);
+    // The machine's own AWS settings and proxies are not the README's reader's.
+    for var in FOREIGN_ENV.iter().chain(&CLIENT_ENV) {
         cmd.env_remove(var);
     }
+    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .envs(env.iter().copied());
     cmd.output().unwrap()
 }
 

@@ -541,10 +541,10 @@ fn listings_with_control_characters_decode_back() {
         serde_json::json!(["a\nb/c", ["a\nb/d"], true]),
         "{v}"
     );
-    // With a continuation token, StartAfter is not echoed (AWS echoes the token alone).
+    // With a continuation token, the listing resumes from it; both are echoed.
     assert_eq!(
         v["v2_token"],
-        serde_json::json!([null, true, ["a\nx"]]),
+        serde_json::json!(["a\nb/c", true, ["a\nx"]]),
         "{v}"
     );
     assert_eq!(

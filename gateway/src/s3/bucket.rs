@@ -195,19 +195,24 @@ async fn has_objects(gw: &Gateway, bucket: &str) -> S3Result<bool> {
 /// concurrent writes into one log entry).
 const ABORTS_IN_FLIGHT: usize = 16;
 
-/// Aborts every upload of a bucket, page by page, as AbortMultipartUpload does (their chunks
-/// become garbage). One that completed or was aborted meanwhile is no error.
+/// The most pages of uploads a DeleteBucket aborts: past that (uploads keep coming), the
+/// delete answers BucketNotEmpty.
+const ABORT_PAGES: usize = 1000;
+
+/// Aborts every upload of a bucket, as AbortMultipartUpload does (their chunks become garbage),
+/// a page at a time, each page listed from the start (the ones aborted are gone: a marker would
+/// name an upload that no longer exists). One that completed or was aborted meanwhile is no
+/// error.
 async fn abort_uploads(gw: &Gateway, bucket: &str) -> S3Result<()> {
-    let (mut key_marker, mut upload_id_marker) = (None, None);
-    loop {
+    for _ in 0..ABORT_PAGES {
         let reply = gw
             .master
             .read(MetaRead::ListUploads(UploadQuery {
                 bucket: bucket.to_string(),
                 prefix: String::new(),
                 delimiter: None,
-                key_marker,
-                upload_id_marker,
+                key_marker: None,
+                upload_id_marker: None,
                 max_uploads: 1000,
             }))
             .await
@@ -229,8 +234,8 @@ async fn abort_uploads(gw: &Gateway, bucket: &str) -> S3Result<()> {
         if !page.truncated {
             return Ok(());
         }
-        (key_marker, upload_id_marker) = (page.next_key_marker, page.next_upload_id_marker);
     }
+    Ok(())
 }
 
 pub async fn location(gw: &Gateway, req: &S3Request) -> S3Result<Response> {

@@ -161,12 +161,14 @@ pub fn encode(d: &ListDoc<'_>, page: &ListPage) -> String {
     elem(&mut out, "Name", d.bucket);
     elem(&mut out, "Prefix", &enc(d.prefix));
     if d.v2 {
-        // A continuation token replaces StartAfter (the listing resumes from the token): AWS
-        // echoes the token as sent and StartAfter only when no token came.
-        match (d.token, d.start_after) {
-            (Some(t), _) => elem(&mut out, "ContinuationToken", t),
-            (None, Some(s)) => elem(&mut out, "StartAfter", &enc(s)),
-            (None, None) => {}
+        // The listing resumes from a continuation token rather than StartAfter, but both are
+        // echoed as sent ("If StartAfter was sent with the request, it is included in the
+        // response", and s3-tests' listv2_both_continuationtoken_startafter).
+        if let Some(t) = d.token {
+            elem(&mut out, "ContinuationToken", t);
+        }
+        if let Some(s) = d.start_after {
+            elem(&mut out, "StartAfter", &enc(s));
         }
     } else {
         elem(&mut out, "Marker", &enc(d.marker.unwrap_or("")));

@@ -665,8 +665,10 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
             }
         }
     }
+    // A header the builder refused (a stored value no header can carry) must not turn into an
+    // empty 200: the object's headers are its metadata.
     if req.method == Method::HEAD || end == start {
-        return Ok(b.body(Body::empty()).unwrap_or_default());
+        return b.body(Body::empty()).map_err(S3Error::internal);
     }
     let stream = data::read(
         gw.clone(),
@@ -677,7 +679,7 @@ pub async fn get(gw: Arc<Gateway>, req: S3Request) -> S3Result<Response> {
         end,
         req.request_id.clone(),
     );
-    Ok(b.body(Body::from_stream(stream)).unwrap_or_default())
+    b.body(Body::from_stream(stream)).map_err(S3Error::internal)
 }
 
 pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
