@@ -372,6 +372,10 @@ pub async fn run(a: ServerArgs, log_format: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating {}", a.data_dir.display()))?;
     let dir = a.data_dir.canonicalize()?;
+    // One `server` per folder, taken before anything in it is read or written (ports, keys,
+    // cluster.json), held until it exits: a second one exits at once naming the holder. Each
+    // node locks its own folder below as well.
+    let _folder = tinydfs_proto::lock::lock_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let secret = cluster_secret(&dir)?;
     let (creds, generated) = credentials(&dir)?;
     let host = "127.0.0.1";

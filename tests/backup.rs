@@ -25,7 +25,7 @@ fn metadata_restored_from_a_backup_serves_the_objects_it_names_and_deletes_nothi
     let file = cluster.dir.join("meta.backup");
     let (code, out) = cluster.admin(&["backup", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("1 buckets"), "{out}");
+    assert!(out.contains(": 1 bucket, "), "{out}");
     let cluster_id = cluster.status()["cluster_id"].as_str().unwrap().to_string();
     // After the backup: a new object, and a deletion.
     let before: HashSet<String> = cluster.chunk_files().into_iter().map(|(_, c)| c).collect();

@@ -696,6 +696,35 @@ fn a_busy_s3_port_fails_the_start_and_says_why() {
 }
 
 #[test]
+fn a_second_server_on_a_running_clusters_folder_exits_naming_the_holder() {
+    let work = Workdir::new("second-server");
+    let s3 = format!("127.0.0.1:{}", free_port());
+    let mut first = Server::start(&work.0, &["--s3-addr", &s3, "--chunkservers", "1"]);
+    first.banner();
+    let data = work.data().canonicalize().unwrap();
+    let files =
+        || ["cluster.json", "ops.json"].map(|f| std::fs::read_to_string(data.join(f)).unwrap());
+    let before = files();
+    let other = format!("127.0.0.1:{}", free_port());
+    let mut second = Server::start(&work.0, &["--s3-addr", &other, "--chunkservers", "1"]);
+    let status = second.exit();
+    assert!(!status.success());
+    assert!(!second.stdout.text().contains("tinydfs is running"));
+    let reason = last_error_line(&second.stderr.text());
+    assert_eq!(
+        reason,
+        format!(
+            "tinydfs: {} is in use by another tinydfs process (pid {}); stop it first",
+            data.display(),
+            first.child.id()
+        )
+    );
+    // Nothing of the running cluster's was touched.
+    assert_eq!(files(), before);
+    first.stop();
+}
+
+#[test]
 fn a_busy_master_port_fails_the_start_and_says_why() {
     let work = Workdir::new("busy-master");
     // The master's address is kept from an earlier run; another program has it now.

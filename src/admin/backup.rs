@@ -51,10 +51,10 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
     }
     let s: Summary = serde_json::from_str(copy.get())?;
     println!(
-        "backup of cluster {} at log index {}: {} buckets, {} bytes written to {}",
+        "backup of cluster {} at log index {}: {}, {} bytes written to {}",
         s.state.cluster_id,
         s.applied_index,
-        s.state.buckets.len(),
+        crate::plural(s.state.buckets.len() as u64, "bucket"),
         bytes.len(),
         a.file.display()
     );
