@@ -631,6 +631,9 @@ fn feature_levels(rt: &tokio::runtime::Runtime, cluster: &Cluster) -> Vec<Option
     })
 }
 
+/// This release's feature level (`master/src/features.rs`).
+const LEVEL: u64 = 2;
+
 #[test]
 fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
     // Every master plays the release before feature levels (the variable reaches `server`'s
@@ -681,6 +684,29 @@ fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
     // Refused while the group is at level 0, before the body is read.
     assert_eq!(put_unless("\"other\""), "NotImplemented");
     assert_eq!(put_unless(&guarded), "NotImplemented");
+    let tag_bucket = || {
+        let c = c.clone();
+        rt.block_on(async move {
+            let tag = aws_sdk_s3::types::Tag::builder()
+                .key("k")
+                .value("v")
+                .build()
+                .unwrap();
+            code(
+                c.put_bucket_tagging()
+                    .bucket("upgrade")
+                    .tagging(
+                        aws_sdk_s3::types::Tagging::builder()
+                            .tag_set(tag)
+                            .build()
+                            .unwrap(),
+                    )
+                    .send()
+                    .await,
+            )
+        })
+    };
+    assert_eq!(tag_bucket(), "NotImplemented");
     assert!(feature_levels(&rt, &cluster)
         .iter()
         .all(|l| *l == Some((0, 0))));
@@ -730,9 +756,10 @@ fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
             &format!("master-{id}-upgraded.log"),
         );
         by_hand.insert(*id, m);
-        wait_until("the upgraded master to answer at level 1", || {
-            feature_levels(&rt, &cluster)[id - 1].is_some_and(|(f, _)| f == 1)
-        });
+        wait_until(
+            "the upgraded master to answer at this release's level",
+            || feature_levels(&rt, &cluster)[id - 1].is_some_and(|(f, _)| f == LEVEL),
+        );
         write_some(step, &mut written);
         if step == 0 {
             held_back("with two masters at 0");
@@ -745,7 +772,7 @@ fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
                 let now = leader_id(&cluster) as usize;
                 now != 0
                     && now != leader
-                    && feature_levels(&rt, &cluster)[now - 1].is_some_and(|(f, _)| f == 1)
+                    && feature_levels(&rt, &cluster)[now - 1].is_some_and(|(f, _)| f == LEVEL)
             });
             std::env::set_var("TINYDFS_MAX_FEATURE_LEVEL", "0");
             let m = start_master(
@@ -767,10 +794,10 @@ fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
             held_back("with a level-1 leader and one follower at 0");
         }
     }
-    wait_until("every master to reach level 1", || {
+    wait_until("every master to reach this release's level", || {
         feature_levels(&rt, &cluster)
             .iter()
-            .all(|l| *l == Some((1, 1)))
+            .all(|l| *l == Some((LEVEL, LEVEL)))
     });
     // Now the condition is applied, on every master alike.
     let old = rt.block_on(async {
@@ -785,11 +812,12 @@ fn a_rolling_upgrade_raises_the_feature_level_once_every_master_has_it() {
     });
     assert_eq!(old.as_ref(), b"old", "a refused write changed the object");
     // The gateway trusts a level of 0 for a few seconds (`FEATURE_LEVEL_FRESH`).
-    wait_until("the gateway to see level 1", || {
+    wait_until("the gateway to see the new level", || {
         put_unless(&guarded) != "NotImplemented"
     });
     assert_eq!(put_unless(&guarded), "PreconditionFailed");
     assert_eq!(put_unless("\"other\""), "ok");
+    assert_eq!(tag_bucket(), "ok");
     rt.block_on(async {
         let got = c
             .get_object()

@@ -447,6 +447,10 @@ async fn read_inner(m: &Master, body: &[u8]) -> Result<MetaReply, MetaError> {
             let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
             MetaReply::Cors(b.cors.clone())
         }
+        MetaRead::GetBucketTags { bucket } => {
+            let b = s.buckets.get(&bucket).ok_or(MetaError::NoSuchBucket)?;
+            MetaReply::Tags(b.tags.clone())
+        }
     })
 }
 

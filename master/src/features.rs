@@ -17,7 +17,8 @@
 //!   add`), and a master whose release is below its own state's level refuses to start:
 //!   once the level has risen, the group cannot be downgraded below it.
 //!
-//! Levels: 0, every release before feature levels; 1, `If-None-Match` with ETags on writes.
+//! Levels: 0, every release before feature levels; 1, `If-None-Match` with ETags on writes;
+//! 2, bucket tags (`MetaWrite::PutBucketTags`, and the read `GetBucketTags`).
 
 use crate::node::Master;
 use crate::state::Op;
@@ -26,11 +27,14 @@ use std::time::Duration;
 use tinydfs_proto::meta::{MetaError, MetaWrite, WriteCondition};
 
 /// The highest feature level this release can apply.
-pub const FEATURE_LEVEL: u32 = 1;
+pub const FEATURE_LEVEL: u32 = 2;
 
 /// How often a leader whose group is below its own level asks the other masters whether they
-/// can go higher: a rolling upgrade waits this long after its last master at most.
+/// can go higher: a rolling upgrade waits this long after its last master at most. A new
+/// group's first leader asks as soon as it leads.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often a master that does not lead looks whether it does now.
+const LEAD_POLL: Duration = Duration::from_millis(100);
 
 /// The feature level `write` needs.
 pub fn needed(write: &MetaWrite) -> u32 {
@@ -38,6 +42,7 @@ pub fn needed(write: &MetaWrite) -> u32 {
         MetaWrite::PutObject { condition, .. }
         | MetaWrite::CompleteUpload { condition, .. }
         | MetaWrite::CopyObject { condition, .. } => condition.as_ref(),
+        MetaWrite::PutBucketTags { .. } => return 2,
         _ => None,
     };
     condition.map_or(0, WriteCondition::feature_level)
@@ -80,10 +85,16 @@ impl Master {
 
 /// On the leader: raises the group's level once every member can apply a higher one.
 pub async fn feature_worker(m: Arc<Master>) {
+    let mut wait = Duration::ZERO;
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
+        tokio::time::sleep(wait).await;
         let (have, mine) = (m.feature_level(), m.features());
-        if have >= mine || m.check_leader().is_err() {
+        if m.check_leader().is_err() {
+            wait = LEAD_POLL;
+            continue;
+        }
+        wait = CHECK_EVERY;
+        if have >= mine {
             continue;
         }
         // No member is added while the members are asked and the level proposed: one added

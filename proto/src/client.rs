@@ -55,8 +55,9 @@ const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// a leader: a silent master (paused, cut off) would otherwise hold every probe for
 /// [`LEADER_PROBE_TIMEOUT`], and the answer a probe waits for comes from the majority's side.
 const LEADER_PROBE_GRACE: Duration = Duration::from_millis(100);
-/// How long a client trusts that the master group's feature level is still 0.
-const FEATURE_LEVEL_FRESH: Duration = Duration::from_secs(5);
+/// How long a client trusts a feature level it heard before asking again (a group's level
+/// rises within seconds of its start or of an upgrade's last master).
+const FEATURE_LEVEL_FRESH: Duration = Duration::from_secs(1);
 /// How long one probe's answer serves the calls that wait on it, and those that come after.
 const LEADER_PROBE_SHARED: Duration = Duration::from_millis(200);
 
@@ -302,12 +303,12 @@ impl MasterClient {
 
     /// The master group's feature level: what kinds of writes every master can apply. A
     /// master reports the level it has applied, which was committed; releases before feature
-    /// levels report none (0). Levels only rise, so a level of 1 or more is remembered for
-    /// good, and 0 for [`FEATURE_LEVEL_FRESH`] (an upgrade raises it meanwhile).
-    pub async fn group_feature_level(&self) -> u32 {
+    /// levels report none (0). Levels only rise: a level is trusted for
+    /// [`FEATURE_LEVEL_FRESH`], and one at least `need` for good.
+    pub async fn group_feature_level(&self, need: u32) -> u32 {
         let known = self.inner.feature_level.lock().ok().and_then(|l| *l);
         if let Some((at, level)) = known {
-            if level > 0 || at.elapsed() < FEATURE_LEVEL_FRESH {
+            if level >= need || at.elapsed() < FEATURE_LEVEL_FRESH {
                 return level;
             }
         }

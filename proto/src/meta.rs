@@ -165,6 +165,11 @@ pub enum MetaWrite {
     DeleteCors {
         bucket: String,
     },
+    /// Replaces a bucket's tags (empty: removes them). Needs feature level 2.
+    PutBucketTags {
+        bucket: String,
+        tags: Vec<(String, String)>,
+    },
 }
 
 /// What a key may do on a bucket; each level includes the ones before it.
@@ -373,6 +378,11 @@ pub enum MetaRead {
     ListUploads(UploadQuery),
     /// A bucket's CORS rules (answered with [`MetaReply::Cors`], empty when none).
     GetCors {
+        bucket: String,
+    },
+    /// A bucket's tags (answered with [`MetaReply::Tags`], empty when none). Asked only of a
+    /// group at feature level 2: older masters do not know it.
+    GetBucketTags {
         bucket: String,
     },
 }
@@ -604,6 +614,8 @@ pub enum MetaReply {
     Uploads(UploadPage),
     /// A bucket's CORS rules; empty: the bucket has no CORS configuration.
     Cors(Vec<CorsRule>),
+    /// A bucket's tags.
+    Tags(Vec<(String, String)>),
     /// A completed multipart upload: the ETag, time and object checksums of the new object.
     Completed {
         etag: String,

@@ -14,7 +14,8 @@
 //! - [`multipart`]: Create, UploadPart, Complete, Abort, ListParts, ListMultipartUploads.
 //! - [`copy`]: CopyObject and UploadPartCopy (chunks shared, not copied).
 //! - [`lifecycle`]: Put/GetBucketLifecycleConfiguration, DeleteBucketLifecycle.
-//! - [`tagging`]: Put/Get/DeleteObjectTagging, and `x-amz-tagging` on uploads.
+//! - [`tagging`]: Put/Get/DeleteObjectTagging, `x-amz-tagging` on uploads, and
+//!   Put/Get/DeleteBucketTagging.
 //! - [`cors`]: Put/Get/DeleteBucketCors, preflights (`OPTIONS`) and CORS headers on answers.
 //! - [`post`]: PostObject (browser uploads from HTML forms, authorized by a signed policy).
 //! - `unsupported`: requests refused with NotImplemented (or S3's own refusal) rather than
@@ -256,6 +257,9 @@ async fn route(gw: Arc<Gateway>, endpoint: Endpoint, req: S3Request) -> S3Result
         E::GetBucketCors { .. } => cors::get(&gw, &req).await,
         E::PutBucketCors { .. } => cors::put(&gw, req).await,
         E::DeleteBucketCors { .. } => cors::delete(&gw, &req).await,
+        E::GetBucketTagging { .. } => tagging::get_bucket(&gw, &req).await,
+        E::PutBucketTagging { .. } => tagging::put_bucket(&gw, req).await,
+        E::DeleteBucketTagging { .. } => tagging::delete_bucket(&gw, &req).await,
         E::ListObjects { .. } | E::ListObjectsV2 { .. } => list::list_objects(&gw, &req).await,
         E::ListMultipartUploads { .. } => multipart::list_uploads(&gw, &req).await,
         E::DeleteObjects { .. } => object::delete_many(&gw, req).await,

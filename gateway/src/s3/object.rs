@@ -313,7 +313,7 @@ pub(super) async fn condition_enabled(
     condition: &Option<WriteCondition>,
 ) -> S3Result<()> {
     let need = condition.as_ref().map_or(0, WriteCondition::feature_level);
-    if need > 0 && gw.master.group_feature_level().await < need {
+    if need > 0 && gw.master.group_feature_level(need).await < need {
         return Err(S3Error::new(
             "NotImplemented",
             501,

@@ -20,7 +20,6 @@ pub const MAX_KEY_LEN: usize = 1024;
 const UNSUPPORTED_BUCKET_SUBRESOURCES: &[&str] = &[
     "policy",
     "policyStatus",
-    "tagging",
     "website",
     "encryption",
     "logging",
@@ -82,6 +81,15 @@ pub enum Endpoint {
         bucket: String,
     },
     DeleteBucketCors {
+        bucket: String,
+    },
+    GetBucketTagging {
+        bucket: String,
+    },
+    PutBucketTagging {
+        bucket: String,
+    },
+    DeleteBucketTagging {
         bucket: String,
     },
     ListObjects {
@@ -336,6 +344,8 @@ impl Endpoint {
                 E::ListMultipartUploads { bucket: b }
             } else if has("cors") {
                 E::GetBucketCors { bucket: b }
+            } else if has("tagging") {
+                E::GetBucketTagging { bucket: b }
             } else if let Some(sub) = UNSUPPORTED_BUCKET_SUBRESOURCES.iter().find(|s| has(s)) {
                 E::Unsupported {
                     bucket: Some(b),
@@ -355,6 +365,8 @@ impl Endpoint {
             Method::DELETE if has("lifecycle") => E::DeleteBucketLifecycle { bucket: b },
             Method::PUT if has("cors") => E::PutBucketCors { bucket: b },
             Method::DELETE if has("cors") => E::DeleteBucketCors { bucket: b },
+            Method::PUT if has("tagging") => E::PutBucketTagging { bucket: b },
+            Method::DELETE if has("tagging") => E::DeleteBucketTagging { bucket: b },
             Method::HEAD => E::HeadBucket { bucket: b },
             Method::DELETE if query.is_empty() => E::DeleteBucket { bucket: b },
             Method::POST if has("delete") => E::DeleteObjects { bucket: b },
@@ -391,6 +403,9 @@ impl Endpoint {
             E::GetBucketCors { .. } => "GetBucketCors",
             E::PutBucketCors { .. } => "PutBucketCors",
             E::DeleteBucketCors { .. } => "DeleteBucketCors",
+            E::GetBucketTagging { .. } => "GetBucketTagging",
+            E::PutBucketTagging { .. } => "PutBucketTagging",
+            E::DeleteBucketTagging { .. } => "DeleteBucketTagging",
             E::ListObjects { .. } => "ListObjects",
             E::ListObjectsV2 { .. } => "ListObjectsV2",
             E::ListMultipartUploads { .. } => "ListMultipartUploads",
@@ -427,7 +442,9 @@ impl Endpoint {
             | E::DeleteBucket { .. }
             | E::PutBucketAcl { .. }
             | E::PutBucketCors { .. }
-            | E::DeleteBucketCors { .. } => Some(Permission::Owner),
+            | E::DeleteBucketCors { .. }
+            | E::PutBucketTagging { .. }
+            | E::DeleteBucketTagging { .. } => Some(Permission::Owner),
             E::PutObject { .. }
             | E::DeleteObject { .. }
             | E::DeleteObjects { .. }
@@ -448,6 +465,7 @@ impl Endpoint {
             | E::GetBucketAcl { .. }
             | E::GetBucketLifecycleConfiguration { .. }
             | E::GetBucketCors { .. }
+            | E::GetBucketTagging { .. }
             | E::ListObjects { .. }
             | E::ListObjectsV2 { .. }
             | E::ListMultipartUploads { .. }
@@ -495,6 +513,9 @@ impl Endpoint {
             | E::GetBucketCors { bucket }
             | E::PutBucketCors { bucket }
             | E::DeleteBucketCors { bucket }
+            | E::GetBucketTagging { bucket }
+            | E::PutBucketTagging { bucket }
+            | E::DeleteBucketTagging { bucket }
             | E::ListObjects { bucket }
             | E::ListObjectsV2 { bucket }
             | E::ListMultipartUploads { bucket }

@@ -1,10 +1,13 @@
 //! Object tagging: PutObjectTagging, GetObjectTagging, DeleteObjectTagging (`?tagging` on a key)
-//! and the `x-amz-tagging` header of PutObject and CreateMultipartUpload.
+//! and the `x-amz-tagging` header of PutObject and CreateMultipartUpload; bucket tagging:
+//! Put/Get/DeleteBucketTagging (`?tagging` on a bucket).
 //!
 //! Tags live in the object record; a tagging change is one log entry that leaves the object's
-//! data, ETag and modification time alone. S3's limits apply: at most 10 tags, keys of 1 to
-//! 128 characters and values of at most 256, unique keys, letters, digits, spaces and
-//! `+ - = . _ : / @` only, no `aws:` prefix. A breach is `400 InvalidTag`.
+//! data, ETag and modification time alone. S3's limits apply: at most 10 tags (50 on a
+//! bucket), keys of 1 to 128 characters and values of at most 256, unique keys, letters,
+//! digits, spaces and `+ - = . _ : / @` only, no `aws:` prefix. A breach is `400 InvalidTag`.
+//! A bucket's tags are kept by the master group from feature level 2 on: until every master
+//! has it (a rolling upgrade), bucket tagging answers 501.
 
 use super::request::{read_verified_body, xml_response, S3Request};
 use crate::error::{S3Error, S3Result};
@@ -17,6 +20,10 @@ use tinydfs_proto::meta::{MetaError, MetaRead, MetaReply, MetaWrite};
 
 /// Most tags an object may have.
 pub const MAX_TAGS: usize = 10;
+/// Most tags a bucket may have.
+pub const MAX_BUCKET_TAGS: usize = 50;
+/// The master group's feature level that keeps bucket tags (`master/src/features.rs`).
+const BUCKET_TAGS_LEVEL: u32 = 2;
 /// Longest tag key, in Unicode characters.
 pub const MAX_KEY_CHARS: usize = 128;
 /// Longest tag value, in Unicode characters.
@@ -31,11 +38,24 @@ fn allowed(c: char) -> bool {
     c.is_alphanumeric() || c.is_whitespace() || "+-=._:/@".contains(c)
 }
 
-/// Checks a tag set against S3's limits.
+/// Checks an object's tag set against S3's limits.
 pub fn validate(tags: &[(String, String)]) -> S3Result<()> {
     if tags.len() > MAX_TAGS {
         return Err(invalid_tag("Object tags cannot be greater than 10"));
     }
+    validate_each(tags)
+}
+
+/// Checks a bucket's tag set against S3's limits.
+fn validate_bucket(tags: &[(String, String)]) -> S3Result<()> {
+    if tags.len() > MAX_BUCKET_TAGS {
+        return Err(invalid_tag("Bucket tag count cannot be greater than 50"));
+    }
+    validate_each(tags)
+}
+
+/// Checks each tag against S3's rules (lengths, characters, prefix, unique keys).
+fn validate_each(tags: &[(String, String)]) -> S3Result<()> {
     let mut keys = HashSet::new();
     for (k, v) in tags {
         if k.chars().count() > MAX_KEY_CHARS {
@@ -98,8 +118,15 @@ pub fn from_header(req: &S3Request) -> S3Result<Vec<(String, String)>> {
     }
 }
 
-/// Parses a `<Tagging><TagSet><Tag><Key/><Value/></Tag>...</TagSet></Tagging>` document.
+/// Parses an object's `<Tagging>` document ([`parse_tag_set`]) and checks it.
 pub fn parse_document(body: &[u8]) -> S3Result<Vec<(String, String)>> {
+    let tags = parse_tag_set(body)?;
+    validate(&tags)?;
+    Ok(tags)
+}
+
+/// Parses a `<Tagging><TagSet><Tag><Key/><Value/></Tag>...</TagSet></Tagging>` document.
+fn parse_tag_set(body: &[u8]) -> S3Result<Vec<(String, String)>> {
     let root = parse_tree(body)?;
     if root.name != "Tagging" {
         return Err(S3Error::malformed_xml());
@@ -134,7 +161,6 @@ pub fn parse_document(body: &[u8]) -> S3Result<Vec<(String, String)>> {
         };
         tags.push((key.leaf()?.to_string(), value.leaf()?.to_string()));
     }
-    validate(&tags)?;
     Ok(tags)
 }
 
@@ -201,6 +227,75 @@ pub async fn get(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
 /// DeleteObjectTagging: removes the object's tags (204).
 pub async fn delete(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
     set(gw, req, Vec::new()).await?;
+    Ok(Response::builder()
+        .status(204)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+/// Refuses bucket tagging while some master cannot keep bucket tags (mid-upgrade).
+async fn bucket_tags_enabled(gw: &Gateway) -> S3Result<()> {
+    if gw.master.group_feature_level(BUCKET_TAGS_LEVEL).await < BUCKET_TAGS_LEVEL {
+        return Err(S3Error::new(
+            "NotImplemented",
+            501,
+            "Bucket tagging needs every master of the cluster upgraded",
+        ));
+    }
+    Ok(())
+}
+
+async fn set_bucket_tags(gw: &Gateway, bucket: &str, tags: Vec<(String, String)>) -> S3Result<()> {
+    gw.master
+        .write(MetaWrite::PutBucketTags {
+            bucket: bucket.to_string(),
+            tags,
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+    Ok(())
+}
+
+/// PutBucketTagging: replaces the bucket's tags (204, as AWS answers).
+pub async fn put_bucket(gw: &Gateway, mut req: S3Request) -> S3Result<Response> {
+    bucket_tags_enabled(gw).await?;
+    let body = read_verified_body(&mut req).await?;
+    let tags = parse_tag_set(&body)?;
+    validate_bucket(&tags)?;
+    set_bucket_tags(gw, req.bucket()?, tags).await?;
+    Ok(Response::builder()
+        .status(204)
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+/// GetBucketTagging: the bucket's tags; a bucket without any answers `404 NoSuchTagSet`.
+pub async fn get_bucket(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    bucket_tags_enabled(gw).await?;
+    let bucket = req.bucket()?;
+    let reply = gw
+        .master
+        .read(MetaRead::GetBucketTags {
+            bucket: bucket.to_string(),
+        })
+        .await
+        .map_err(|e| S3Error::from(e).with("BucketName", bucket))?;
+    let MetaReply::Tags(tags) = reply else {
+        return Err(S3Error::internal("unexpected reply to GetBucketTags"));
+    };
+    if tags.is_empty() {
+        return Err(
+            S3Error::new("NoSuchTagSet", 404, "The TagSet does not exist")
+                .with("BucketName", bucket),
+        );
+    }
+    Ok(xml_response(render(&tags)))
+}
+
+/// DeleteBucketTagging: removes the bucket's tags (204, also when it had none).
+pub async fn delete_bucket(gw: &Gateway, req: &S3Request) -> S3Result<Response> {
+    bucket_tags_enabled(gw).await?;
+    set_bucket_tags(gw, req.bucket()?, Vec::new()).await?;
     Ok(Response::builder()
         .status(204)
         .body(Body::empty())

@@ -22,7 +22,13 @@ pub struct Bucket {
     /// The bucket's CORS rules (none: no CORS configuration).
     #[serde(default)]
     pub cors: Vec<CorsRule>,
+    /// The bucket's tags (none: no tag set), from a group at feature level 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
 }
+
+/// Most tags a bucket may have (S3's limit; the gateway checks the rest of S3's rules).
+pub const MAX_BUCKET_TAGS: usize = 50;
 
 impl State {
     /// Applies a write to a bucket or its settings.
@@ -41,6 +47,7 @@ impl State {
                             lifecycle: Vec::new(),
                             public_read: false,
                             cors: Vec::new(),
+                            tags: Vec::new(),
                         },
                     );
                     // The key that creates a bucket owns it.
@@ -93,6 +100,15 @@ impl State {
                 self.set_bucket(bucket, |b| b.cors = rules.clone())
             }
             MetaWrite::DeleteCors { bucket } => self.set_bucket(bucket, |b| b.cors.clear()),
+            MetaWrite::PutBucketTags { bucket, tags } => {
+                if tags.len() > MAX_BUCKET_TAGS {
+                    return err(MetaError::BadRequest(format!(
+                        "{} bucket tags, at most {MAX_BUCKET_TAGS}",
+                        tags.len()
+                    )));
+                }
+                self.set_bucket(bucket, |b| b.tags = tags.clone())
+            }
             _ => super::misrouted(),
         }
     }

@@ -205,7 +205,8 @@ impl State {
             | MetaWrite::PutLifecycle { .. }
             | MetaWrite::DeleteLifecycle { .. }
             | MetaWrite::PutCors { .. }
-            | MetaWrite::DeleteCors { .. } => self.apply_bucket(w, now),
+            | MetaWrite::DeleteCors { .. }
+            | MetaWrite::PutBucketTags { .. } => self.apply_bucket(w, now),
             MetaWrite::PutObject { .. }
             | MetaWrite::DeleteObject { .. }
             | MetaWrite::DeleteObjects { .. }

@@ -20,7 +20,17 @@ fn operations_are_named_as_route_serves_them() {
     assert_eq!(op(Method::GET, true, false, "list-type=2"), "ListObjectsV2");
     assert_eq!(op(Method::GET, true, false, "prefix=a"), "ListObjects");
     assert_eq!(op(Method::GET, true, false, "cors"), "GetBucketCors");
-    assert_eq!(op(Method::GET, true, false, "tagging"), "Unsupported");
+    assert_eq!(op(Method::GET, true, false, "tagging"), "GetBucketTagging");
+    assert_eq!(op(Method::PUT, true, false, "tagging"), "PutBucketTagging");
+    assert_eq!(
+        op(Method::DELETE, true, false, "tagging"),
+        "DeleteBucketTagging"
+    );
+    assert_eq!(
+        needed(Method::PUT, true, false, "tagging"),
+        Some(Permission::Owner)
+    );
+    assert_eq!(op(Method::GET, true, false, "policy"), "Unsupported");
     assert_eq!(op(Method::PUT, true, true, "tagging"), "PutObjectTagging");
     assert_eq!(op(Method::GET, true, true, "tagging"), "GetObjectTagging");
     assert_eq!(
