@@ -707,7 +707,7 @@ async fn backup(State(m): State<Shared>) -> Response {
         return reply::<()>(Err(MetaError::Unavailable("state lock".into())));
     };
     let copy = crate::state::BackupRef {
-        version: crate::state::BACKUP_VERSION,
+        version: crate::state::backup_version(&a.state),
         taken_ms: now_ms(),
         applied_index: a.last_applied.map_or(0, |l| l.index),
         state: &a.state,

@@ -55,9 +55,12 @@ const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// a leader: a silent master (paused, cut off) would otherwise hold every probe for
 /// [`LEADER_PROBE_TIMEOUT`], and the answer a probe waits for comes from the majority's side.
 const LEADER_PROBE_GRACE: Duration = Duration::from_millis(100);
-/// How long a client trusts a feature level it heard before asking again (a group's level
-/// rises within seconds of its start or of an upgrade's last master).
+/// How long a client trusts a feature level too low for a request before asking again (a
+/// group's level rises within seconds of its start or of an upgrade's last master).
 const FEATURE_LEVEL_FRESH: Duration = Duration::from_secs(1);
+/// How long a client trusts a level high enough: levels only rise in one group, but masters
+/// restored from a backup form a new group, which may start lower.
+const FEATURE_LEVEL_TRUSTED: Duration = Duration::from_secs(30);
 /// How long one probe's answer serves the calls that wait on it, and those that come after.
 const LEADER_PROBE_SHARED: Duration = Duration::from_millis(200);
 
@@ -303,17 +306,24 @@ impl MasterClient {
 
     /// The master group's feature level: what kinds of writes every master can apply. A
     /// master reports the level it has applied, which was committed; releases before feature
-    /// levels report none (0). Levels only rise: a level is trusted for
-    /// [`FEATURE_LEVEL_FRESH`], and one at least `need` for good.
+    /// levels report none (0). A level below `need` is trusted for [`FEATURE_LEVEL_FRESH`],
+    /// one at least `need` for [`FEATURE_LEVEL_TRUSTED`].
     pub async fn group_feature_level(&self, need: u32) -> u32 {
         let known = self.inner.feature_level.lock().ok().and_then(|l| *l);
         if let Some((at, level)) = known {
-            if level >= need || at.elapsed() < FEATURE_LEVEL_FRESH {
+            let trusted = if level >= need {
+                FEATURE_LEVEL_TRUSTED
+            } else {
+                FEATURE_LEVEL_FRESH
+            };
+            if at.elapsed() < trusted {
                 return level;
             }
         }
         let mut level = 0;
-        for m in std::iter::once(self.leader()).chain(self.inner.masters.iter().cloned()) {
+        let leader = self.leader();
+        let others = self.inner.masters.iter().filter(|m| **m != leader).cloned();
+        for m in std::iter::once(leader.clone()).chain(others) {
             let health = async {
                 let resp = self
                     .inner
@@ -331,8 +341,7 @@ impl MasterClient {
             }
         }
         if let Ok(mut l) = self.inner.feature_level.lock() {
-            let newest = l.map_or(0, |(_, known)| known).max(level);
-            *l = Some((std::time::Instant::now(), newest));
+            *l = Some((std::time::Instant::now(), level));
         }
         level
     }

@@ -11,6 +11,19 @@ use tinydfs_proto::meta::*;
 
 /// Version of [`Backup`] files.
 pub const BACKUP_VERSION: u16 = 1;
+/// Version of a backup whose state holds data of a feature level above 0 (bucket tags):
+/// releases before feature levels know only [`BACKUP_VERSION`] and refuse it, rather than
+/// restore it without that data.
+pub const LEVELLED_BACKUP_VERSION: u16 = 2;
+
+/// The version a backup of `state` is written with.
+pub fn backup_version(state: &State) -> u16 {
+    if state.data_level() > 0 {
+        LEVELLED_BACKUP_VERSION
+    } else {
+        BACKUP_VERSION
+    }
+}
 
 /// A consistent copy of the metadata (`tinydfs admin backup`), restored with `--restore`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,8 +52,8 @@ impl Backup {
         let b: Backup = serde_json::from_slice(&bytes)
             .map_err(|e| anyhow::anyhow!("{} is not a tinydfs backup: {e}", path.display()))?;
         anyhow::ensure!(
-            b.version == BACKUP_VERSION,
-            "backup version {} is not {BACKUP_VERSION}",
+            b.version == BACKUP_VERSION || b.version == LEVELLED_BACKUP_VERSION,
+            "backup version {} is not {BACKUP_VERSION} or {LEVELLED_BACKUP_VERSION}",
             b.version
         );
         anyhow::ensure!(
@@ -64,6 +77,16 @@ impl Backup {
 }
 
 impl State {
+    /// The highest feature level whose data this state holds (`crate::features`): 2 when a
+    /// bucket has tags, else 0 (level 1 leaves nothing in the state).
+    pub fn data_level(&self) -> u32 {
+        if self.buckets.values().any(|b| !b.tags.is_empty()) {
+            2
+        } else {
+            0
+        }
+    }
+
     /// Replaces a new, empty state by a backup ([`super::Op::Restore`]).
     pub(super) fn apply_restore(&mut self, state: &State) -> Reply {
         if !self.cluster_id.is_empty() || !self.buckets.is_empty() {
@@ -91,9 +114,10 @@ impl State {
         // The masters of the new group may reuse the old group's ids.
         s.retired_masters.clear();
         // The new group's masters may run an older release than the old group's: its leader
-        // raises the level again once they can all apply it (`crate::features`). (Level 1
-        // leaves nothing in the state; a level whose data lives in the state must keep it.)
-        s.feature_level = 0;
+        // raises the level again once they can all apply it (`crate::features`). A level whose
+        // data the state holds is kept, so that a release that would drop that data refuses
+        // the state (its snapshot version) instead.
+        s.feature_level = s.data_level();
         s.clock_ms = s.clock_ms.max(self.clock_ms);
         *self = s;
     }

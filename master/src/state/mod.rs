@@ -34,7 +34,7 @@ mod objects;
 #[cfg(test)]
 mod tests;
 
-pub use backup::{Backup, BackupRef, BACKUP_VERSION};
+pub use backup::{backup_version, Backup, BackupRef, BACKUP_VERSION, LEVELLED_BACKUP_VERSION};
 pub use buckets::Bucket;
 pub use chunks::ChunkEntry;
 pub use cluster::NodeIdentity;

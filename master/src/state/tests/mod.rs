@@ -335,3 +335,59 @@ fn if_none_match_with_etags_fails_only_on_a_matching_object() {
     );
     assert!(put_if(&mut s, &["etag-5", "x"], 12).is_ok());
 }
+
+#[test]
+fn a_backup_with_bucket_tags_keeps_their_level_and_a_newer_version() {
+    let mut s = bucket();
+    s.apply(&cmd(
+        Op::Init {
+            cluster_id: "c".into(),
+        },
+        2,
+    ));
+    assert_eq!((s.data_level(), backup_version(&s)), (0, BACKUP_VERSION));
+    let restored = Backup {
+        version: backup_version(&s),
+        taken_ms: 3,
+        applied_index: 3,
+        state: s.clone(),
+    }
+    .into_restored_state(4);
+    assert_eq!(restored.feature_level, 0);
+    let r = s.apply(&cmd(
+        meta(MetaWrite::PutBucketTags {
+            bucket: "b".into(),
+            tags: vec![("k".into(), "v".into())],
+        }),
+        5,
+    ));
+    assert!(r.0.is_ok(), "{r:?}");
+    // Data of level 2 in the state: the backup says so, and a restore keeps the level (a
+    // release that would drop the tags then refuses the restored snapshot).
+    assert_eq!(
+        (s.data_level(), backup_version(&s)),
+        (2, LEVELLED_BACKUP_VERSION)
+    );
+    let restored = Backup {
+        version: backup_version(&s),
+        taken_ms: 6,
+        applied_index: 6,
+        state: s.clone(),
+    }
+    .into_restored_state(7);
+    assert_eq!(restored.feature_level, 2);
+    assert_eq!(
+        restored.buckets["b"].tags,
+        [("k".to_string(), "v".to_string())]
+    );
+    // More than 50 tags are refused when applied, the same on every master.
+    let many: Vec<(String, String)> = (0..51).map(|i| (format!("k{i}"), "v".into())).collect();
+    let r = s.apply(&cmd(
+        meta(MetaWrite::PutBucketTags {
+            bucket: "b".into(),
+            tags: many,
+        }),
+        8,
+    ));
+    assert!(r.0.is_err());
+}
