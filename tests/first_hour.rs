@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{bin, free_port};
+use common::{bin, free_port, tool};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -359,19 +359,6 @@ fn foreign_program(status: &'static str, body: &'static str) -> String {
 /// Whether process `pid` is gone.
 fn gone(pid: u64) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The path of a client tool named by an environment variable (`scripts/test.sh` sets them);
-/// fails the test when it is not there: these tests never skip.
-fn tool(var: &str) -> PathBuf {
-    let path = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!("{var} is not set: run the tests with scripts/test.sh (it installs the tool)")
-        });
-    assert!(path.is_file(), "{var}={} does not exist", path.display());
-    path
 }
 
 // ---------------------------------------------------------------------------------------------

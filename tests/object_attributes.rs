@@ -13,7 +13,6 @@ use aws_sdk_s3::types::{
 use base64::Engine;
 use common::*;
 use sha2::Digest;
-use std::path::PathBuf;
 use std::process::Command;
 
 /// Smallest part but the last, as S3 (and tinydfs) require.
@@ -365,14 +364,6 @@ fn attributes_header_missing_or_invalid_is_400() {
             assert_eq!(refusal(bad), ("InvalidArgument".into(), Some(400)), "{key}");
         }
     });
-}
-
-/// The path of a client tool named by an environment variable (`scripts/test.sh` sets them).
-fn tool(var: &str) -> PathBuf {
-    let path = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{var} is not set: run the tests with scripts/test.sh"));
-    PathBuf::from(path)
 }
 
 /// Puts an object with a SHA-256 checksum and reads its attributes with boto3, which sends

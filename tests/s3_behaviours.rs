@@ -11,17 +11,8 @@ mod common;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-/// The path of a client tool named by an environment variable (`scripts/test.sh` sets them).
-fn tool(var: &str) -> PathBuf {
-    let path = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{var} is not set: run the tests with scripts/test.sh"));
-    PathBuf::from(path)
-}
 
 /// What every boto3 script starts with: a client for the cluster, and `code(f)`, the error code
 /// and HTTP status of a call that fails (`"ok"` when it does not).

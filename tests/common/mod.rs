@@ -638,3 +638,14 @@ pub fn packed_locations(dir: &Path) -> Vec<(String, PathBuf, usize)> {
     }
     live
 }
+
+/// The path of a client tool named by an environment variable (`scripts/test.sh` sets them):
+/// a test that needs a tool fails loudly without it, never skips.
+pub fn tool(var: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{var} is not set: run the tests with scripts/test.sh"));
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "{var}={} does not exist", path.display());
+    path
+}
